@@ -1,0 +1,551 @@
+//! Retractable aggregate state: every accumulator accepts a value with a signed
+//! multiplicity, so deleting a row undoes exactly what inserting it did.
+//!
+//! `min`/`max` keep a multiset of values (so deleting the current minimum finds the
+//! next one); `DISTINCT` aggregates keep a multiset of distinct values; sums keep an
+//! exact 128-bit integer for integer and decimal inputs.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, Decimal128Array, Float64Array, StringArray,
+};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Decimal128Type};
+use datafusion::common::ScalarValue;
+use datafusion::physical_plan::PhysicalExpr;
+
+use super::expr::{evaluate, evaluate_predicate, EvalErrors};
+use crate::error::{Error, Result};
+use crate::storage::rowcodec::RowCodec;
+
+/// The aggregate functions eddy maintains incrementally.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AggKind {
+    CountStar,
+    Count,
+    Sum,
+    Avg,
+    Min,
+    Max,
+    BoolAnd,
+    BoolOr,
+    StringAgg,
+}
+
+impl AggKind {
+    /// Map a DataFusion aggregate function name to a kind.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Some(match name {
+            "count" => AggKind::Count,
+            "sum" => AggKind::Sum,
+            "avg" | "mean" => AggKind::Avg,
+            "min" => AggKind::Min,
+            "max" => AggKind::Max,
+            "bool_and" => AggKind::BoolAnd,
+            "bool_or" => AggKind::BoolOr,
+            "string_agg" => AggKind::StringAgg,
+            _ => return None,
+        })
+    }
+}
+
+/// How the argument of an aggregate is prepared for its accumulator.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ArgForm {
+    /// No argument (`count(*)`).
+    None,
+    /// Exact integer (integers and decimals, as i128 at the input's scale).
+    Exact,
+    /// Floating point.
+    Float,
+    Bool,
+    /// Encoded with the row codec (min/max, DISTINCT, string_agg).
+    Encoded,
+}
+
+/// One aggregate call of a GROUP BY: what to compute, over which argument.
+pub struct AggSpec {
+    pub kind: AggKind,
+    pub distinct: bool,
+    pub args: Vec<Arc<dyn PhysicalExpr>>,
+    pub filter: Option<Arc<dyn PhysicalExpr>>,
+    pub input_type: DataType,
+    pub output_type: DataType,
+    pub display: String,
+    form: ArgForm,
+    /// Scale of exact inputs (0 for integers).
+    scale: i8,
+    codec: Option<RowCodec>,
+}
+
+impl AggSpec {
+    pub fn new(
+        kind: AggKind,
+        distinct: bool,
+        args: Vec<Arc<dyn PhysicalExpr>>,
+        filter: Option<Arc<dyn PhysicalExpr>>,
+        input_type: DataType,
+        output_type: DataType,
+        display: String,
+    ) -> Result<Self> {
+        use DataType::*;
+        let exact = matches!(
+            input_type,
+            Int8 | Int16 | Int32 | Int64 | UInt8 | UInt16 | UInt32 | UInt64 | Decimal128(_, _)
+        );
+        let float = matches!(input_type, Float16 | Float32 | Float64);
+        let form = match kind {
+            AggKind::CountStar => ArgForm::None,
+            _ if distinct => ArgForm::Encoded,
+            AggKind::Count => ArgForm::Encoded,
+            AggKind::Sum | AggKind::Avg if exact => ArgForm::Exact,
+            AggKind::Sum | AggKind::Avg if float => ArgForm::Float,
+            AggKind::Sum | AggKind::Avg => {
+                return Err(Error::not_supported(format!("{display} over {input_type}")))
+            }
+            AggKind::BoolAnd | AggKind::BoolOr => ArgForm::Bool,
+            AggKind::Min | AggKind::Max | AggKind::StringAgg => ArgForm::Encoded,
+        };
+        let scale = match input_type {
+            Decimal128(_, s) => s,
+            _ => 0,
+        };
+        let codec = match form {
+            ArgForm::Encoded => Some(RowCodec::new(vec![input_type.clone()])?),
+            _ => None,
+        };
+        Ok(Self {
+            kind,
+            distinct,
+            args,
+            filter,
+            input_type,
+            output_type,
+            display,
+            form,
+            scale,
+            codec,
+        })
+    }
+
+    /// A fresh accumulator for one group.
+    pub fn new_state(&self) -> AccState {
+        if self.distinct {
+            return AccState::Values(BTreeMap::new());
+        }
+        match self.kind {
+            AggKind::CountStar | AggKind::Count => AccState::Count(0),
+            AggKind::Sum | AggKind::Avg => match self.form {
+                ArgForm::Float => AccState::FloatSum { sum: 0.0, n: 0 },
+                _ => AccState::ExactSum { sum: 0, n: 0 },
+            },
+            AggKind::Min | AggKind::Max | AggKind::StringAgg => AccState::Values(BTreeMap::new()),
+            AggKind::BoolAnd | AggKind::BoolOr => AccState::Bools {
+                trues: 0,
+                falses: 0,
+            },
+        }
+    }
+
+    /// Evaluate and prepare this aggregate's argument over a batch.
+    pub fn prepare(
+        &self,
+        batch: &datafusion::arrow::array::RecordBatch,
+        errors: &EvalErrors,
+    ) -> Result<Args> {
+        let n = batch.num_rows();
+        let mask = match &self.filter {
+            Some(f) => Some(evaluate_predicate(f, batch, errors)?),
+            None => None,
+        };
+        let values = match self.form {
+            ArgForm::None => ArgValues::None,
+            _ => {
+                let arg = self
+                    .args
+                    .first()
+                    .ok_or_else(|| Error::internal(format!("{} has no argument", self.display)))?;
+                let a = evaluate(arg, batch, errors)?;
+                match self.form {
+                    ArgForm::Exact => {
+                        let c = cast(&a, &DataType::Decimal128(38, self.scale))?;
+                        ArgValues::Exact(c.as_primitive::<Decimal128Type>().clone())
+                    }
+                    ArgForm::Float => {
+                        let c = cast(&a, &DataType::Float64)?;
+                        ArgValues::Float(c.as_primitive().clone())
+                    }
+                    ArgForm::Bool => ArgValues::Bool(a.as_boolean().clone()),
+                    _ => {
+                        let codec = self
+                            .codec
+                            .as_ref()
+                            .ok_or_else(|| Error::internal("no codec"))?;
+                        let encoded = codec.encode_rows(&[a.clone()], n);
+                        let delims = if self.kind == AggKind::StringAgg {
+                            match self.args.get(1) {
+                                Some(d) => {
+                                    let d = cast(&evaluate(d, batch, errors)?, &DataType::Utf8)?;
+                                    Some(d.as_string::<i32>().clone())
+                                }
+                                None => None,
+                            }
+                        } else {
+                            None
+                        };
+                        ArgValues::Encoded {
+                            values: encoded,
+                            nulls: a,
+                            delims,
+                        }
+                    }
+                }
+            }
+        };
+        Ok(Args { mask, values })
+    }
+
+    /// Add `diff` copies of row `row` of `args` to `state`.
+    pub fn update(&self, state: &mut AccState, args: &Args, row: usize, diff: i64) {
+        if let Some(m) = &args.mask {
+            if !m.is_valid(row) || !m.value(row) {
+                return;
+            }
+        }
+        match (&args.values, state) {
+            (ArgValues::None, AccState::Count(c)) => *c += diff,
+            (
+                ArgValues::Encoded {
+                    values,
+                    nulls,
+                    delims,
+                },
+                st,
+            ) => {
+                if nulls.is_null(row) {
+                    return;
+                }
+                match st {
+                    AccState::Count(c) => *c += diff,
+                    AccState::Values(m) => {
+                        let mut key = values[row].clone();
+                        if self.kind == AggKind::StringAgg {
+                            // The delimiter that follows a value belongs to it.
+                            let d = delims
+                                .as_ref()
+                                .filter(|d| d.is_valid(row))
+                                .map_or("", |d| d.value(row));
+                            key.extend_from_slice(d.as_bytes());
+                            key.extend_from_slice(&(d.len() as u32).to_be_bytes());
+                        }
+                        let e = m.entry(key.clone()).or_insert(0);
+                        *e += diff;
+                        if *e == 0 {
+                            m.remove(&key);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            (ArgValues::Exact(a), AccState::ExactSum { sum, n }) => {
+                if a.is_valid(row) {
+                    *sum += a.value(row) * diff as i128;
+                    *n += diff;
+                }
+            }
+            (ArgValues::Float(a), AccState::FloatSum { sum, n }) => {
+                if a.is_valid(row) {
+                    *sum += a.value(row) * diff as f64;
+                    *n += diff;
+                }
+            }
+            (ArgValues::Bool(a), AccState::Bools { trues, falses }) => {
+                if a.is_valid(row) {
+                    if a.value(row) {
+                        *trues += diff;
+                    } else {
+                        *falses += diff;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The aggregate's current value, of type `output_type`.
+    pub fn evaluate(&self, state: &AccState) -> Result<ScalarValue> {
+        let natural = match state {
+            AccState::Count(c) => ScalarValue::Int64(Some(*c)),
+            AccState::ExactSum { sum, n } => {
+                if *n == 0 {
+                    ScalarValue::Null
+                } else if self.kind == AggKind::Avg {
+                    avg_exact(*sum, *n, self.scale, &self.output_type)
+                } else {
+                    ScalarValue::Decimal128(Some(*sum), 38, self.scale)
+                }
+            }
+            AccState::FloatSum { sum, n } => {
+                if *n == 0 {
+                    ScalarValue::Null
+                } else if self.kind == AggKind::Avg {
+                    ScalarValue::Float64(Some(sum / *n as f64))
+                } else {
+                    ScalarValue::Float64(Some(*sum))
+                }
+            }
+            AccState::Bools { trues, falses } => {
+                if trues + falses == 0 {
+                    ScalarValue::Boolean(None)
+                } else if self.kind == AggKind::BoolAnd {
+                    ScalarValue::Boolean(Some(*falses == 0))
+                } else {
+                    ScalarValue::Boolean(Some(*trues > 0))
+                }
+            }
+            AccState::Values(m) => self.evaluate_values(m)?,
+        };
+        if natural.is_null() {
+            return Ok(ScalarValue::try_from(&self.output_type)?);
+        }
+        Ok(natural.cast_to(&self.output_type)?)
+    }
+
+    fn decode_values(&self, keys: &[&[u8]]) -> Result<ArrayRef> {
+        let codec = self
+            .codec
+            .as_ref()
+            .ok_or_else(|| Error::internal("no codec"))?;
+        let mut cursors: Vec<&[u8]> = keys.to_vec();
+        Ok(codec.decode_from(&mut cursors)?.remove(0))
+    }
+
+    fn evaluate_values(&self, m: &BTreeMap<Vec<u8>, i64>) -> Result<ScalarValue> {
+        let live: Vec<&[u8]> = m
+            .iter()
+            .filter(|(_, c)| **c > 0)
+            .map(|(k, _)| k.as_slice())
+            .collect();
+        match self.kind {
+            AggKind::Count => Ok(ScalarValue::Int64(Some(live.len() as i64))),
+            AggKind::Min | AggKind::Max => {
+                let pick = if self.kind == AggKind::Min {
+                    live.first()
+                } else {
+                    live.last()
+                };
+                match pick {
+                    Some(k) => Ok(ScalarValue::try_from_array(&self.decode_values(&[k])?, 0)?),
+                    None => Ok(ScalarValue::Null),
+                }
+            }
+            AggKind::StringAgg => {
+                if live.is_empty() {
+                    return Ok(ScalarValue::Null);
+                }
+                let mut out = String::new();
+                for (i, key) in m.iter().filter(|(_, c)| **c > 0).enumerate() {
+                    let (k, count) = key;
+                    let (value, delim) = split_string_agg_key(k)?;
+                    let arr = self.decode_values(&[value])?;
+                    let s = cast(&arr, &DataType::Utf8)?;
+                    let s = s.as_string::<i32>().value(0).to_string();
+                    for j in 0..*count {
+                        if i > 0 || j > 0 {
+                            out.push_str(delim);
+                        }
+                        out.push_str(&s);
+                    }
+                }
+                Ok(ScalarValue::Utf8(Some(out)))
+            }
+            AggKind::Sum | AggKind::Avg => {
+                // DISTINCT sum/avg: fold the distinct values.
+                if live.is_empty() {
+                    return Ok(ScalarValue::Null);
+                }
+                let arr = self.decode_values(&live)?;
+                let st = match self.input_type {
+                    DataType::Float16 | DataType::Float32 | DataType::Float64 => {
+                        let f = cast(&arr, &DataType::Float64)?;
+                        let f: &Float64Array = f.as_primitive();
+                        AccState::FloatSum {
+                            sum: f.iter().flatten().sum(),
+                            n: f.len() as i64,
+                        }
+                    }
+                    _ => {
+                        let d = cast(&arr, &DataType::Decimal128(38, self.scale))?;
+                        let d: &Decimal128Array = d.as_primitive();
+                        AccState::ExactSum {
+                            sum: d.iter().flatten().sum(),
+                            n: d.len() as i64,
+                        }
+                    }
+                };
+                let plain = AggSpec::new(
+                    self.kind,
+                    false,
+                    vec![],
+                    None,
+                    self.input_type.clone(),
+                    self.output_type.clone(),
+                    self.display.clone(),
+                )?;
+                plain.evaluate(&st)
+            }
+            AggKind::CountStar | AggKind::BoolAnd | AggKind::BoolOr => Err(Error::not_supported(
+                format!("{} with DISTINCT", self.display),
+            )),
+        }
+    }
+}
+
+fn split_string_agg_key(k: &[u8]) -> Result<(&[u8], &str)> {
+    let bad = || Error::Storage("corrupt string_agg state".into());
+    let n = k.len().checked_sub(4).ok_or_else(bad)?;
+    let dlen = u32::from_be_bytes(k[n..].try_into().map_err(|_| bad())?) as usize;
+    let start = n.checked_sub(dlen).ok_or_else(bad)?;
+    let delim = std::str::from_utf8(&k[start..n]).map_err(|_| bad())?;
+    Ok((&k[..start], delim))
+}
+
+/// avg of an exact sum: a float for integer input, a decimal (at the output's scale,
+/// rounded half away from zero) for decimal input.
+fn avg_exact(sum: i128, n: i64, scale: i8, output: &DataType) -> ScalarValue {
+    match output {
+        DataType::Decimal128(_, out_scale) => {
+            let shift = (*out_scale as i32 - scale as i32).max(0) as u32;
+            let num = sum.saturating_mul(10i128.saturating_pow(shift));
+            let d = n as i128;
+            let q = num / d;
+            let r = num % d;
+            let q = if 2 * r.abs() >= d.abs() {
+                q + num.signum() * d.signum()
+            } else {
+                q
+            };
+            ScalarValue::Decimal128(Some(q), 38, *out_scale)
+        }
+        _ => ScalarValue::Float64(Some(sum as f64 / 10f64.powi(scale as i32) / n as f64)),
+    }
+}
+
+/// One aggregate's prepared argument over a batch.
+pub struct Args {
+    mask: Option<BooleanArray>,
+    values: ArgValues,
+}
+
+enum ArgValues {
+    None,
+    Exact(Decimal128Array),
+    Float(Float64Array),
+    Bool(BooleanArray),
+    Encoded {
+        values: Vec<Vec<u8>>,
+        nulls: ArrayRef,
+        delims: Option<StringArray>,
+    },
+}
+
+/// The state of one aggregate in one group.
+#[derive(Clone, Debug, PartialEq)]
+pub enum AccState {
+    Count(i64),
+    ExactSum {
+        sum: i128,
+        n: i64,
+    },
+    FloatSum {
+        sum: f64,
+        n: i64,
+    },
+    Bools {
+        trues: i64,
+        falses: i64,
+    },
+    /// A multiset of encoded values.
+    Values(BTreeMap<Vec<u8>, i64>),
+}
+
+impl AccState {
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        match self {
+            AccState::Count(c) => {
+                out.push(0);
+                out.extend_from_slice(&c.to_le_bytes());
+            }
+            AccState::ExactSum { sum, n } => {
+                out.push(1);
+                out.extend_from_slice(&sum.to_le_bytes());
+                out.extend_from_slice(&n.to_le_bytes());
+            }
+            AccState::FloatSum { sum, n } => {
+                out.push(2);
+                out.extend_from_slice(&sum.to_le_bytes());
+                out.extend_from_slice(&n.to_le_bytes());
+            }
+            AccState::Bools { trues, falses } => {
+                out.push(3);
+                out.extend_from_slice(&trues.to_le_bytes());
+                out.extend_from_slice(&falses.to_le_bytes());
+            }
+            AccState::Values(m) => {
+                out.push(4);
+                out.extend_from_slice(&(m.len() as u32).to_le_bytes());
+                for (k, c) in m {
+                    out.extend_from_slice(&(k.len() as u32).to_le_bytes());
+                    out.extend_from_slice(k);
+                    out.extend_from_slice(&c.to_le_bytes());
+                }
+            }
+        }
+    }
+
+    pub fn decode(cur: &mut &[u8]) -> Result<Self> {
+        let tag = take::<1>(cur)?[0];
+        Ok(match tag {
+            0 => AccState::Count(i64::from_le_bytes(take::<8>(cur)?)),
+            1 => AccState::ExactSum {
+                sum: i128::from_le_bytes(take::<16>(cur)?),
+                n: i64::from_le_bytes(take::<8>(cur)?),
+            },
+            2 => AccState::FloatSum {
+                sum: f64::from_le_bytes(take::<8>(cur)?),
+                n: i64::from_le_bytes(take::<8>(cur)?),
+            },
+            3 => AccState::Bools {
+                trues: i64::from_le_bytes(take::<8>(cur)?),
+                falses: i64::from_le_bytes(take::<8>(cur)?),
+            },
+            4 => {
+                let len = u32::from_le_bytes(take::<4>(cur)?);
+                let mut m = BTreeMap::new();
+                for _ in 0..len {
+                    let klen = u32::from_le_bytes(take::<4>(cur)?) as usize;
+                    if cur.len() < klen {
+                        return Err(Error::Storage("corrupt aggregate state".into()));
+                    }
+                    let (k, rest) = cur.split_at(klen);
+                    *cur = rest;
+                    m.insert(k.to_vec(), i64::from_le_bytes(take::<8>(cur)?));
+                }
+                AccState::Values(m)
+            }
+            _ => return Err(Error::Storage("corrupt aggregate state tag".into())),
+        })
+    }
+}
+
+fn take<const N: usize>(cur: &mut &[u8]) -> Result<[u8; N]> {
+    if cur.len() < N {
+        return Err(Error::Storage("corrupt aggregate state: truncated".into()));
+    }
+    let mut b = [0u8; N];
+    b.copy_from_slice(&cur[..N]);
+    *cur = &cur[N..];
+    Ok(b)
+}

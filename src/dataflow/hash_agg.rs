@@ -1,0 +1,411 @@
+//! [`HashAggOperator`]: GROUP BY with retractable aggregates (also DISTINCT: a GROUP BY
+//! over every column with no aggregates).
+//!
+//! State per group: the number of input rows and one accumulator per aggregate. Within
+//! an epoch the operator only updates state; at the end of the epoch it emits, for each
+//! group that changed, the retraction of the row it emitted before and the new row — so
+//! downstream sees one `-old, +new` pair per group per epoch, however many inputs
+//! touched it. A group whose row count drops to zero disappears (a global aggregate
+//! without GROUP BY always has its one row, as in Postgres: `count(*)` of nothing is 0).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use datafusion::arrow::array::{ArrayRef, Int64Array, RecordBatch, RecordBatchOptions};
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::common::ScalarValue;
+use datafusion::physical_plan::PhysicalExpr;
+
+use super::accumulators::{AccState, AggSpec};
+use super::expr::{evaluate, EvalErrors};
+use super::{ChangeBatch, Operator, Output, StateReader, StateWriter};
+use crate::error::{Error, Result};
+use crate::storage::rowcodec::RowCodec;
+
+struct Group {
+    rows: i64,
+    accs: Vec<AccState>,
+}
+
+pub struct HashAggOperator {
+    schema: SchemaRef,
+    group_exprs: Vec<Arc<dyn PhysicalExpr>>,
+    key_codec: RowCodec,
+    aggs: Vec<AggSpec>,
+    groups: HashMap<Bytes, Group>,
+    /// Groups touched this epoch → the aggregate values they had before it (None: the
+    /// group emitted no row).
+    touched: HashMap<Bytes, Option<Vec<ScalarValue>>>,
+    dirty: HashSet<Bytes>,
+    global: bool,
+    initialized: bool,
+    display: String,
+    errors: Arc<EvalErrors>,
+}
+
+impl HashAggOperator {
+    pub fn new(
+        schema: SchemaRef,
+        group_exprs: Vec<Arc<dyn PhysicalExpr>>,
+        aggs: Vec<AggSpec>,
+        display: String,
+        errors: Arc<EvalErrors>,
+    ) -> Result<Self> {
+        let key_types = schema
+            .fields()
+            .iter()
+            .take(group_exprs.len())
+            .map(|f| f.data_type().clone())
+            .collect();
+        let global = group_exprs.is_empty();
+        Ok(Self {
+            schema,
+            key_codec: RowCodec::new(key_types)?,
+            group_exprs,
+            aggs,
+            groups: HashMap::new(),
+            touched: HashMap::new(),
+            dirty: HashSet::new(),
+            global,
+            initialized: false,
+            display,
+            errors,
+        })
+    }
+
+    fn output_values(&self, group: &Group) -> Result<Option<Vec<ScalarValue>>> {
+        if group.rows <= 0 && !self.global {
+            return Ok(None);
+        }
+        let vals = self
+            .aggs
+            .iter()
+            .zip(&group.accs)
+            .map(|(a, s)| self.evaluate_lenient(a, s))
+            .collect();
+        Ok(Some(vals))
+    }
+
+    fn evaluate_lenient(&self, agg: &AggSpec, state: &AccState) -> ScalarValue {
+        match agg.evaluate(state) {
+            Ok(v) => v,
+            Err(e) => {
+                // e.g. a sum that no longer fits its output type: NULL, and counted.
+                self.errors.record(format!("{}: {e}", agg.display));
+                ScalarValue::try_from(&agg.output_type).unwrap_or(ScalarValue::Null)
+            }
+        }
+    }
+
+    fn new_group(&self) -> Group {
+        Group {
+            rows: 0,
+            accs: self.aggs.iter().map(|a| a.new_state()).collect(),
+        }
+    }
+
+    fn build_output(&self, rows: &[(Bytes, Vec<ScalarValue>, i64)]) -> Result<ChangeBatch> {
+        let keys: Vec<&[u8]> = rows.iter().map(|(k, _, _)| k.as_ref()).collect();
+        let mut cols: Vec<ArrayRef> = if self.group_exprs.is_empty() {
+            vec![]
+        } else {
+            self.key_codec.decode(&keys)?
+        };
+        for a in 0..self.aggs.len() {
+            let vals = rows.iter().map(|(_, v, _)| v[a].clone());
+            let arr = ScalarValue::iter_to_array(vals)?;
+            let want = self.schema.field(self.group_exprs.len() + a).data_type();
+            let arr = if arr.data_type() != want {
+                datafusion::arrow::compute::cast(&arr, want)?
+            } else {
+                arr
+            };
+            cols.push(arr);
+        }
+        let data = RecordBatch::try_new_with_options(
+            self.schema.clone(),
+            cols,
+            &RecordBatchOptions::new().with_row_count(Some(rows.len())),
+        )?;
+        let diffs = Int64Array::from(rows.iter().map(|(_, _, d)| *d).collect::<Vec<_>>());
+        Ok(ChangeBatch::new(data, diffs))
+    }
+}
+
+impl Operator for HashAggOperator {
+    fn name(&self) -> &'static str {
+        "HashAggOperator"
+    }
+
+    fn describe(&self) -> String {
+        self.display.clone()
+    }
+
+    fn state_description(&self) -> Option<String> {
+        let mut parts = vec!["row count".to_string()];
+        for a in &self.aggs {
+            parts.push(match a.new_state() {
+                AccState::Values(_) => format!("{}: multiset of values", a.display),
+                _ => a.display.clone(),
+            });
+        }
+        Some(format!("per group: {}", parts.join(", ")))
+    }
+
+    fn output_schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn process(&mut self, _port: usize, batch: ChangeBatch, _out: &mut Output) -> Result<()> {
+        let n = batch.num_rows();
+        let key_cols = self
+            .group_exprs
+            .iter()
+            .map(|e| evaluate(e, &batch.data, &self.errors))
+            .collect::<Result<Vec<_>>>()?;
+        let keys = if self.group_exprs.is_empty() {
+            vec![Vec::new(); n]
+        } else {
+            self.key_codec.encode_rows(&key_cols, n)
+        };
+        let args = self
+            .aggs
+            .iter()
+            .map(|a| a.prepare(&batch.data, &self.errors))
+            .collect::<Result<Vec<_>>>()?;
+        for (i, key) in keys.into_iter().enumerate() {
+            let diff = batch.diff(i);
+            let key = Bytes::from(key);
+            if !self.groups.contains_key(&key) {
+                let g = self.new_group();
+                self.groups.insert(key.clone(), g);
+            }
+            if !self.touched.contains_key(&key) {
+                let old = match self.groups.get(&key) {
+                    Some(g) if self.initialized || !self.global => self.output_values(g)?,
+                    _ => None,
+                };
+                self.touched.insert(key.clone(), old);
+            }
+            let group = self
+                .groups
+                .get_mut(&key)
+                .ok_or_else(|| Error::internal("group vanished"))?;
+            group.rows += diff;
+            for (a, agg) in self.aggs.iter().enumerate() {
+                agg.update(&mut group.accs[a], &args[a], i, diff);
+            }
+            self.dirty.insert(key);
+        }
+        Ok(())
+    }
+
+    fn end_epoch(&mut self, out: &mut Output) -> Result<()> {
+        if self.global && !self.initialized {
+            let key = Bytes::new();
+            if !self.groups.contains_key(&key) {
+                let g = self.new_group();
+                self.groups.insert(key.clone(), g);
+            }
+            self.touched.entry(key.clone()).or_insert(None);
+            self.dirty.insert(key);
+            self.initialized = true;
+        }
+        let mut rows = vec![];
+        for (key, old) in std::mem::take(&mut self.touched) {
+            let new = match self.groups.get(&key) {
+                Some(g) if g.rows < 0 => {
+                    return Err(Error::internal(format!("group has {} rows", g.rows)));
+                }
+                Some(g) => self.output_values(g)?,
+                None => None,
+            };
+            if !self.global && self.groups.get(&key).is_some_and(|g| g.rows == 0) {
+                self.groups.remove(&key);
+            }
+            if old == new {
+                continue;
+            }
+            if let Some(o) = old {
+                rows.push((key.clone(), o, -1));
+            }
+            if let Some(n) = new {
+                rows.push((key, n, 1));
+            }
+        }
+        if !rows.is_empty() {
+            rows.sort_by_key(|(_, _, d)| *d);
+            out.push(self.build_output(&rows)?);
+        }
+        Ok(())
+    }
+
+    fn checkpoint(&mut self, state: &mut StateWriter) -> Result<()> {
+        let mut buf = Vec::new();
+        for key in self.dirty.drain() {
+            match self.groups.get(&key) {
+                Some(g) => {
+                    buf.clear();
+                    buf.extend_from_slice(&g.rows.to_le_bytes());
+                    for a in &g.accs {
+                        a.encode(&mut buf);
+                    }
+                    state.put(&key, &buf);
+                }
+                None => state.delete(&key),
+            }
+        }
+        Ok(())
+    }
+
+    fn restore(&mut self, state: &StateReader) -> Result<()> {
+        let naggs = self.aggs.len();
+        let mut groups = HashMap::new();
+        state.for_each(&mut |k, v| {
+            let mut cur = v;
+            if cur.len() < 8 {
+                return Err(Error::Storage("corrupt group state".into()));
+            }
+            let rows = i64::from_le_bytes(
+                cur[..8]
+                    .try_into()
+                    .map_err(|_| Error::Storage("corrupt group".into()))?,
+            );
+            cur = &cur[8..];
+            let mut accs = Vec::with_capacity(naggs);
+            for _ in 0..naggs {
+                accs.push(AccState::decode(&mut cur)?);
+            }
+            groups.insert(Bytes::copy_from_slice(k), Group { rows, accs });
+            Ok(())
+        })?;
+        self.initialized = !groups.is_empty();
+        self.groups = groups;
+        Ok(())
+    }
+
+    fn state_entries(&self) -> usize {
+        self.groups.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dataflow::accumulators::AggKind;
+    use crate::dataflow::testing::*;
+    use datafusion::arrow::datatypes::DataType;
+    use datafusion::physical_expr::expressions::col;
+
+    fn agg(
+        kind: AggKind,
+        distinct: bool,
+        arg: Option<&str>,
+        input: &SchemaRef,
+        out: DataType,
+    ) -> AggSpec {
+        let args = arg
+            .map(|a| vec![col(a, input).unwrap()])
+            .unwrap_or_default();
+        let it = arg
+            .map(|a| input.field_with_name(a).unwrap().data_type().clone())
+            .unwrap_or(DataType::Null);
+        AggSpec::new(kind, distinct, args, None, it, out, format!("{kind:?}")).unwrap()
+    }
+
+    /// GROUP BY k: count(*), sum(v), min(v), max(v), count(DISTINCT v)
+    fn grouped() -> (HashAggOperator, SchemaRef) {
+        let input = schema(&[("k", STR), ("v", I64)]);
+        let output = schema(&[
+            ("k", STR),
+            ("n", I64),
+            ("s", I64),
+            ("lo", I64),
+            ("hi", I64),
+            ("d", I64),
+        ]);
+        let aggs = vec![
+            agg(AggKind::CountStar, false, None, &input, DataType::Int64),
+            agg(AggKind::Sum, false, Some("v"), &input, DataType::Int64),
+            agg(AggKind::Min, false, Some("v"), &input, DataType::Int64),
+            agg(AggKind::Max, false, Some("v"), &input, DataType::Int64),
+            agg(AggKind::Count, true, Some("v"), &input, DataType::Int64),
+        ];
+        let keys = vec![col("k", &input).unwrap()];
+        (
+            HashAggOperator::new(output, keys, aggs, String::new(), EvalErrors::new()).unwrap(),
+            input,
+        )
+    }
+
+    #[test]
+    fn group_by_emits_one_update_per_group_per_epoch() {
+        let (mut op, s) = grouped();
+        let out = run_epoch(&mut op, vec![(0, changes(&s, "a 1 +1\na 5 +1\nb 2 +1"))]);
+        assert_eq!(out, vec!["a 2 6 1 5 2 +1", "b 1 2 2 2 1 +1"]);
+        let out = run_epoch(&mut op, vec![(0, changes(&s, "a 7 +1"))]);
+        assert_eq!(out, vec!["a 2 6 1 5 2 -1", "a 3 13 1 7 3 +1"]);
+    }
+
+    #[test]
+    fn deleting_the_current_min_and_max_finds_the_next() {
+        let (mut op, s) = grouped();
+        run_epoch(
+            &mut op,
+            vec![(0, changes(&s, "a 1 +1\na 5 +1\na 3 +1\na 3 +1"))],
+        );
+        let out = run_epoch(&mut op, vec![(0, changes(&s, "a 1 -1\na 5 -1"))]);
+        assert_eq!(out, vec!["a 2 6 3 3 1 +1", "a 4 12 1 5 3 -1"]);
+    }
+
+    #[test]
+    fn group_disappears_when_its_last_row_is_deleted() {
+        let (mut op, s) = grouped();
+        run_epoch(&mut op, vec![(0, changes(&s, "a 1 +1\nb 2 +1"))]);
+        let out = run_epoch(&mut op, vec![(0, changes(&s, "a 1 -1"))]);
+        assert_eq!(out, vec!["a 1 1 1 1 1 -1"]);
+        assert_eq!(op.state_entries(), 1);
+    }
+
+    #[test]
+    fn changes_that_cancel_within_an_epoch_emit_nothing() {
+        let (mut op, s) = grouped();
+        run_epoch(&mut op, vec![(0, changes(&s, "a 1 +1"))]);
+        let out = run_epoch(&mut op, vec![(0, changes(&s, "a 9 +1\na 9 -1"))]);
+        assert!(out.is_empty(), "{out:?}");
+    }
+
+    #[test]
+    fn global_aggregate_has_a_row_even_when_empty() {
+        let input = schema(&[("v", I64)]);
+        let output = schema(&[("n", I64), ("s", I64)]);
+        let aggs = vec![
+            agg(AggKind::CountStar, false, None, &input, DataType::Int64),
+            agg(AggKind::Sum, false, Some("v"), &input, DataType::Int64),
+        ];
+        let mut op =
+            HashAggOperator::new(output, vec![], aggs, String::new(), EvalErrors::new()).unwrap();
+        let out = run_epoch(&mut op, vec![]);
+        assert_eq!(out, vec!["0 NULL +1"]);
+        let out = run_epoch(&mut op, vec![(0, changes(&input, "4 +1"))]);
+        assert_eq!(out, vec!["0 NULL -1", "1 4 +1"]);
+        let out = run_epoch(&mut op, vec![(0, changes(&input, "4 -1"))]);
+        assert_eq!(out, vec!["0 NULL +1", "1 4 -1"]);
+    }
+
+    #[test]
+    fn aggregate_state_survives_checkpoint_and_restore() {
+        let storage = crate::storage::MemoryStorage::new();
+        let (mut op, s) = grouped();
+        run_epoch(&mut op, vec![(0, changes(&s, "a 1 +1\na 5 +1\nb 2 +1"))]);
+        checkpoint(&mut op, &storage, 3);
+        run_epoch(&mut op, vec![(0, changes(&s, "b 2 -1"))]);
+        checkpoint(&mut op, &storage, 3);
+        let (mut restored, _) = grouped();
+        restored.restore(&StateReader::new(3, &storage)).unwrap();
+        let out = run_epoch(&mut restored, vec![(0, changes(&s, "a 1 -1"))]);
+        assert_eq!(out, vec!["a 1 5 5 5 1 +1", "a 2 6 1 5 2 -1"]);
+        assert_eq!(restored.state_entries(), 1);
+    }
+}

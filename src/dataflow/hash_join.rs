@@ -1,0 +1,642 @@
+//! [`HashJoinOperator`]: incremental equi-join — inner, left/right/full outer, semi and
+//! anti — with an optional residual (non-equi) predicate.
+//!
+//! Both inputs are kept in state, indexed by join key. A change on one side is joined
+//! with the other side's current state: Δ(A⋈B) = ΔA⋈B + A'⋈ΔB, processed one side at
+//! a time so that each pair is counted once.
+//!
+//! Outer, semi and anti joins need to know whether a row has any match. Each stored row
+//! of a "tracked" side keeps `matches`: the number of rows of the other side (weighted by
+//! multiplicity) that join with it, residual predicate included. Every output that
+//! depends on it is a function of the state — `count × [matches = 0]` for a NULL-padded
+//! outer row or an anti-join row, `count × [matches ≠ 0]` for a semi-join row — and the
+//! operator always emits the difference of that function before and after a change.
+//! So transient states inside an epoch cancel out and the output is exact under any
+//! interleaving of insertions and retractions.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use datafusion::arrow::array::{
+    Array, ArrayRef, Int64Array, RecordBatch, RecordBatchOptions, UInt32Array,
+};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::physical_plan::PhysicalExpr;
+
+use super::expr::{evaluate, evaluate_predicate, EvalErrors};
+use super::{ChangeBatch, Operator, Output, StateReader, StateWriter};
+use crate::error::{Error, Result};
+use crate::storage::rowcodec::RowCodec;
+
+/// Which rows a join emits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JoinKind {
+    Inner,
+    Left,
+    Right,
+    Full,
+    LeftSemi,
+    LeftAnti,
+    RightSemi,
+    RightAnti,
+}
+
+impl JoinKind {
+    /// Does the join emit matched (left, right) pairs?
+    fn emits_pairs(self) -> bool {
+        matches!(
+            self,
+            JoinKind::Inner | JoinKind::Left | JoinKind::Right | JoinKind::Full
+        )
+    }
+
+    /// Must rows of `side` (0 = left) know how many matches they have?
+    fn tracks(self, side: usize) -> bool {
+        use JoinKind::*;
+        match side {
+            0 => matches!(self, Left | Full | LeftSemi | LeftAnti),
+            _ => matches!(self, Right | Full | RightSemi | RightAnti),
+        }
+    }
+
+    /// The multiplicity a row of `side` with `count` copies and `matches` matches
+    /// contributes on its own (NULL-padded, semi or anti output).
+    fn solo(self, side: usize, count: i64, matches: i64) -> i64 {
+        use JoinKind::*;
+        let unmatched = matches == 0;
+        let out = match (self, side) {
+            (Left, 0) | (Full, _) | (Right, 1) | (LeftAnti, 0) | (RightAnti, 1) => unmatched,
+            (LeftSemi, 0) | (RightSemi, 1) => !unmatched,
+            _ => false,
+        };
+        if out {
+            count
+        } else {
+            0
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+struct RowState {
+    count: i64,
+    matches: i64,
+}
+
+#[derive(Default)]
+struct Side {
+    /// join key → row → state
+    index: HashMap<Bytes, HashMap<Bytes, RowState>>,
+    dirty: HashSet<(Bytes, Bytes)>,
+    rows: usize,
+}
+
+pub struct HashJoinOperator {
+    kind: JoinKind,
+    schema: SchemaRef,
+    keys: [Vec<Arc<dyn PhysicalExpr>>; 2],
+    key_types: Vec<DataType>,
+    key_codec: RowCodec,
+    row_codecs: [RowCodec; 2],
+    null_rows: [Bytes; 2],
+    input_schemas: [SchemaRef; 2],
+    /// Residual predicate over (left columns ++ right columns).
+    filter: Option<Arc<dyn PhysicalExpr>>,
+    pair_schema: SchemaRef,
+    /// When true, NULL keys match each other (IS NOT DISTINCT FROM).
+    nulls_equal: bool,
+    sides: [Side; 2],
+    display: String,
+    errors: Arc<EvalErrors>,
+}
+
+/// Output row under construction: left row, right row (None = NULLs), multiplicity.
+type OutRow = (Option<Bytes>, Option<Bytes>, i64);
+
+impl HashJoinOperator {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        kind: JoinKind,
+        schema: SchemaRef,
+        left: SchemaRef,
+        right: SchemaRef,
+        left_keys: Vec<Arc<dyn PhysicalExpr>>,
+        right_keys: Vec<Arc<dyn PhysicalExpr>>,
+        filter: Option<Arc<dyn PhysicalExpr>>,
+        nulls_equal: bool,
+        display: String,
+        errors: Arc<EvalErrors>,
+    ) -> Result<Self> {
+        let key_types = left_keys
+            .iter()
+            .map(|k| k.data_type(&left))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let codec_for = |s: &SchemaRef| {
+            RowCodec::new(s.fields().iter().map(|f| f.data_type().clone()).collect())
+        };
+        let row_codecs = [codec_for(&left)?, codec_for(&right)?];
+        let null_rows = [
+            null_row(&row_codecs[0], &left)?,
+            null_row(&row_codecs[1], &right)?,
+        ];
+        let mut fields: Vec<_> = left.fields().iter().cloned().collect();
+        fields.extend(right.fields().iter().cloned());
+        let pair_schema = Arc::new(datafusion::arrow::datatypes::Schema::new(
+            fields
+                .into_iter()
+                .map(|f| f.as_ref().clone().with_nullable(true))
+                .collect::<Vec<_>>(),
+        ));
+        Ok(Self {
+            kind,
+            schema,
+            keys: [left_keys, right_keys],
+            key_codec: RowCodec::new(key_types.clone())?,
+            key_types,
+            row_codecs,
+            null_rows,
+            input_schemas: [left, right],
+            filter,
+            pair_schema,
+            nulls_equal,
+            sides: [Side::default(), Side::default()],
+            display,
+            errors,
+        })
+    }
+
+    /// Encoded join keys of a batch from `side`; `None` where a key is NULL and NULLs
+    /// match nothing.
+    fn encode_keys(&self, side: usize, batch: &RecordBatch) -> Result<Vec<Option<Bytes>>> {
+        let n = batch.num_rows();
+        let mut cols = vec![];
+        for (k, t) in self.keys[side].iter().zip(&self.key_types) {
+            let a = evaluate(k, batch, &self.errors)?;
+            cols.push(if a.data_type() != t { cast(&a, t)? } else { a });
+        }
+        let encoded = self.key_codec.encode_rows(&cols, n);
+        Ok(encoded
+            .into_iter()
+            .enumerate()
+            .map(|(i, k)| {
+                let has_null = cols.iter().any(|c| c.is_null(i));
+                if has_null && !self.nulls_equal {
+                    None
+                } else {
+                    Some(Bytes::from(k))
+                }
+            })
+            .collect())
+    }
+
+    /// Evaluate the residual predicate on candidate pairs.
+    fn check_pairs(
+        &self,
+        side: usize,
+        delta: &RecordBatch,
+        pairs: &[(usize, Bytes)],
+    ) -> Result<Vec<bool>> {
+        let Some(filter) = &self.filter else {
+            return Ok(vec![true; pairs.len()]);
+        };
+        if pairs.is_empty() {
+            return Ok(vec![]);
+        }
+        let idx = UInt32Array::from(pairs.iter().map(|(i, _)| *i as u32).collect::<Vec<_>>());
+        let mine: Vec<ArrayRef> = delta
+            .columns()
+            .iter()
+            .map(|c| datafusion::arrow::compute::take(c.as_ref(), &idx, None))
+            .collect::<std::result::Result<_, _>>()?;
+        let other_rows: Vec<&[u8]> = pairs.iter().map(|(_, r)| r.as_ref()).collect();
+        let theirs = self.row_codecs[1 - side].decode(&other_rows)?;
+        let cols = if side == 0 {
+            [mine, theirs].concat()
+        } else {
+            [theirs, mine].concat()
+        };
+        let batch = RecordBatch::try_new_with_options(
+            self.pair_schema.clone(),
+            cols,
+            &RecordBatchOptions::new().with_row_count(Some(pairs.len())),
+        )?;
+        let mask = evaluate_predicate(filter, &batch, &self.errors)?;
+        Ok((0..pairs.len())
+            .map(|i| mask.is_valid(i) && mask.value(i))
+            .collect())
+    }
+
+    fn process_side(
+        &mut self,
+        side: usize,
+        batch: &ChangeBatch,
+        out: &mut Vec<OutRow>,
+    ) -> Result<()> {
+        let other = 1 - side;
+        let keys = self.encode_keys(side, &batch.data)?;
+        let rows: Vec<Bytes> = self.row_codecs[side]
+            .encode_rows(batch.columns(), batch.num_rows())
+            .into_iter()
+            .map(Bytes::from)
+            .collect();
+
+        // Candidate pairs with the other side's current state.
+        let mut pairs: Vec<(usize, Bytes)> = vec![];
+        let mut pair_counts: Vec<i64> = vec![];
+        for (i, key) in keys.iter().enumerate() {
+            if let Some(bucket) = key.as_ref().and_then(|k| self.sides[other].index.get(k)) {
+                for (r, st) in bucket {
+                    pairs.push((i, r.clone()));
+                    pair_counts.push(st.count);
+                }
+            }
+        }
+        let pass = self.check_pairs(side, &batch.data, &pairs)?;
+
+        let mut my_matches = vec![0i64; batch.num_rows()];
+        let track_other = self.kind.tracks(other);
+        for (((i, their_row), their_count), ok) in pairs.iter().zip(&pair_counts).zip(&pass) {
+            if !ok {
+                continue;
+            }
+            let d = batch.diff(*i);
+            my_matches[*i] += their_count;
+            if self.kind.emits_pairs() {
+                out.push(pair(
+                    side,
+                    rows[*i].clone(),
+                    their_row.clone(),
+                    d * their_count,
+                ));
+            }
+            if track_other {
+                let key = keys[*i]
+                    .clone()
+                    .ok_or_else(|| Error::internal("pair without key"))?;
+                let st = self.sides[other]
+                    .index
+                    .get_mut(&key)
+                    .and_then(|b| b.get_mut(their_row))
+                    .ok_or_else(|| Error::internal("join partner vanished"))?;
+                let before = self.kind.solo(other, st.count, st.matches);
+                st.matches += d;
+                let after = self.kind.solo(other, st.count, st.matches);
+                if after != before {
+                    out.push(solo(other, their_row.clone(), after - before));
+                }
+                self.sides[other].dirty.insert((key, their_row.clone()));
+            }
+        }
+
+        // Apply this side's changes to its state, and its own solo outputs.
+        for (i, (key, row)) in keys.into_iter().zip(rows).enumerate() {
+            let d = batch.diff(i);
+            let m = my_matches[i];
+            let delta = self.kind.solo(side, d, m);
+            if delta != 0 {
+                out.push(solo(side, row.clone(), delta));
+            }
+            // A row whose key can never match needs no state: its output is final.
+            let Some(key) = key else { continue };
+            let s = &mut self.sides[side];
+            let bucket = s.index.entry(key.clone()).or_default();
+            let st = bucket.entry(row.clone()).or_insert(RowState {
+                count: 0,
+                matches: m,
+            });
+            st.count += d;
+            st.matches = m;
+            if st.count == 0 {
+                bucket.remove(&row);
+                s.rows = s.rows.saturating_sub(1);
+                if bucket.is_empty() {
+                    s.index.remove(&key);
+                }
+            } else if st.count == d {
+                s.rows += 1;
+            }
+            s.dirty.insert((key, row));
+        }
+        Ok(())
+    }
+
+    fn build_output(&self, rows: &[OutRow]) -> Result<ChangeBatch> {
+        let pick = |side: usize, r: &OutRow| -> Bytes {
+            let b = if side == 0 { &r.0 } else { &r.1 };
+            b.clone().unwrap_or_else(|| self.null_rows[side].clone())
+        };
+        let mut cols: Vec<ArrayRef> = vec![];
+        let want_left = !matches!(self.kind, JoinKind::RightSemi | JoinKind::RightAnti);
+        let want_right = !matches!(self.kind, JoinKind::LeftSemi | JoinKind::LeftAnti);
+        if want_left {
+            let l: Vec<Bytes> = rows.iter().map(|r| pick(0, r)).collect();
+            cols.extend(self.row_codecs[0].decode(&l)?);
+        }
+        if want_right {
+            let r: Vec<Bytes> = rows.iter().map(|r| pick(1, r)).collect();
+            cols.extend(self.row_codecs[1].decode(&r)?);
+        }
+        // Output fields may differ in nullability or (rarely) in type from the inputs.
+        let cols = cols
+            .into_iter()
+            .zip(self.schema.fields())
+            .map(|(c, f)| {
+                if c.data_type() != f.data_type() {
+                    cast(&c, f.data_type())
+                } else {
+                    Ok(c)
+                }
+            })
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let data = RecordBatch::try_new_with_options(
+            self.schema.clone(),
+            cols,
+            &RecordBatchOptions::new().with_row_count(Some(rows.len())),
+        )?;
+        Ok(ChangeBatch::new(
+            data,
+            Int64Array::from(rows.iter().map(|r| r.2).collect::<Vec<_>>()),
+        ))
+    }
+}
+
+fn pair(side: usize, mine: Bytes, theirs: Bytes, diff: i64) -> OutRow {
+    if side == 0 {
+        (Some(mine), Some(theirs), diff)
+    } else {
+        (Some(theirs), Some(mine), diff)
+    }
+}
+
+fn solo(side: usize, row: Bytes, diff: i64) -> OutRow {
+    if side == 0 {
+        (Some(row), None, diff)
+    } else {
+        (None, Some(row), diff)
+    }
+}
+
+fn null_row(codec: &RowCodec, schema: &SchemaRef) -> Result<Bytes> {
+    let cols: Vec<ArrayRef> = schema
+        .fields()
+        .iter()
+        .map(|f| datafusion::arrow::array::new_null_array(f.data_type(), 1))
+        .collect();
+    Ok(Bytes::from(codec.encode_rows(&cols, 1).remove(0)))
+}
+
+/// Storage key of one stored row: side, key length, key, row.
+fn state_key(side: usize, key: &[u8], row: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(5 + key.len() + row.len());
+    k.push(side as u8);
+    k.extend_from_slice(&(key.len() as u32).to_be_bytes());
+    k.extend_from_slice(key);
+    k.extend_from_slice(row);
+    k
+}
+
+impl Operator for HashJoinOperator {
+    fn name(&self) -> &'static str {
+        "HashJoinOperator"
+    }
+
+    fn describe(&self) -> String {
+        self.display.clone()
+    }
+
+    fn state_description(&self) -> Option<String> {
+        let track = |s| {
+            if self.kind.tracks(s) {
+                " with match counts"
+            } else {
+                ""
+            }
+        };
+        Some(format!(
+            "left rows by key{}, right rows by key{}",
+            track(0),
+            track(1)
+        ))
+    }
+
+    fn output_schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn process(&mut self, port: usize, batch: ChangeBatch, out: &mut Output) -> Result<()> {
+        if port > 1 {
+            return Err(Error::internal(format!("join has no input {port}")));
+        }
+        let batch = if batch.schema().fields().len() == self.input_schemas[port].fields().len() {
+            batch.with_schema(self.input_schemas[port].clone())?
+        } else {
+            return Err(Error::internal(
+                "join input has the wrong number of columns",
+            ));
+        };
+        let mut rows = vec![];
+        self.process_side(port, &batch, &mut rows)?;
+        if !rows.is_empty() {
+            out.push(self.build_output(&rows)?);
+        }
+        Ok(())
+    }
+
+    fn checkpoint(&mut self, state: &mut StateWriter) -> Result<()> {
+        for side in 0..2 {
+            let s = &mut self.sides[side];
+            for (key, row) in s.dirty.drain() {
+                let k = state_key(side, &key, &row);
+                match s.index.get(&key).and_then(|b| b.get(&row)) {
+                    Some(st) => {
+                        let mut v = st.count.to_le_bytes().to_vec();
+                        v.extend_from_slice(&st.matches.to_le_bytes());
+                        state.put(&k, &v);
+                    }
+                    None => state.delete(&k),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn restore(&mut self, state: &StateReader) -> Result<()> {
+        let bad = || Error::Storage("corrupt join state".into());
+        let sides = &mut self.sides;
+        state.for_each(&mut |k, v| {
+            let side = *k.first().ok_or_else(bad)? as usize;
+            if side > 1 || k.len() < 5 || v.len() != 16 {
+                return Err(bad());
+            }
+            let klen = u32::from_be_bytes(k[1..5].try_into().map_err(|_| bad())?) as usize;
+            let key = k.get(5..5 + klen).ok_or_else(bad)?;
+            let row = &k[5 + klen..];
+            let count = i64::from_le_bytes(v[..8].try_into().map_err(|_| bad())?);
+            let matches = i64::from_le_bytes(v[8..].try_into().map_err(|_| bad())?);
+            sides[side]
+                .index
+                .entry(Bytes::copy_from_slice(key))
+                .or_default()
+                .insert(Bytes::copy_from_slice(row), RowState { count, matches });
+            sides[side].rows += 1;
+            Ok(())
+        })
+    }
+
+    fn state_entries(&self) -> usize {
+        self.sides[0].rows + self.sides[1].rows
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dataflow::testing::*;
+    use datafusion::logical_expr::Operator as Op;
+    use datafusion::physical_expr::expressions::{binary, col};
+
+    fn join(kind: JoinKind, residual: bool) -> (HashJoinOperator, SchemaRef, SchemaRef) {
+        let l = schema(&[("k", I64), ("a", I64)]);
+        let r = schema(&[("k2", I64), ("b", I64)]);
+        let out = match kind {
+            JoinKind::LeftSemi | JoinKind::LeftAnti => l.clone(),
+            JoinKind::RightSemi | JoinKind::RightAnti => r.clone(),
+            _ => schema(&[("k", I64), ("a", I64), ("k2", I64), ("b", I64)]),
+        };
+        let pair = schema(&[("k", I64), ("a", I64), ("k2", I64), ("b", I64)]);
+        let filter = residual.then(|| {
+            binary(
+                col("a", &pair).unwrap(),
+                Op::Lt,
+                col("b", &pair).unwrap(),
+                &pair,
+            )
+            .unwrap()
+        });
+        let op = HashJoinOperator::new(
+            kind,
+            out,
+            l.clone(),
+            r.clone(),
+            vec![col("k", &l).unwrap()],
+            vec![col("k2", &r).unwrap()],
+            filter,
+            false,
+            String::new(),
+            EvalErrors::new(),
+        )
+        .unwrap();
+        (op, l, r)
+    }
+
+    #[test]
+    fn inner_join_joins_changes_from_both_sides() {
+        let (mut op, l, r) = join(JoinKind::Inner, false);
+        let out = run_epoch(
+            &mut op,
+            vec![
+                (0, changes(&l, "1 10 +1\n2 20 +1")),
+                (1, changes(&r, "1 100 +1")),
+            ],
+        );
+        assert_eq!(out, vec!["1 10 1 100 +1"]);
+        let out = run_epoch(&mut op, vec![(1, changes(&r, "1 100 -1\n2 200 +2"))]);
+        assert_eq!(out, vec!["1 10 1 100 -1", "2 20 2 200 +2"]);
+        let out = run_epoch(&mut op, vec![(0, changes(&l, "2 20 -1"))]);
+        assert_eq!(out, vec!["2 20 2 200 -2"]);
+    }
+
+    #[test]
+    fn left_join_pads_unmatched_rows_and_retracts_padding_on_match() {
+        let (mut op, l, r) = join(JoinKind::Left, false);
+        let out = run_epoch(&mut op, vec![(0, changes(&l, "1 10 +1\nNULL 5 +1"))]);
+        assert_eq!(out, vec!["1 10 NULL NULL +1", "NULL 5 NULL NULL +1"]);
+        let out = run_epoch(&mut op, vec![(1, changes(&r, "1 100 +1\n1 101 +1"))]);
+        assert_eq!(
+            out,
+            vec!["1 10 1 100 +1", "1 10 1 101 +1", "1 10 NULL NULL -1"]
+        );
+        let out = run_epoch(&mut op, vec![(1, changes(&r, "1 100 -1"))]);
+        assert_eq!(out, vec!["1 10 1 100 -1"]);
+        let out = run_epoch(&mut op, vec![(1, changes(&r, "1 101 -1"))]);
+        assert_eq!(out, vec!["1 10 1 101 -1", "1 10 NULL NULL +1"]);
+    }
+
+    #[test]
+    fn full_join_pads_both_sides() {
+        let (mut op, l, r) = join(JoinKind::Full, false);
+        let out = run_epoch(
+            &mut op,
+            vec![(0, changes(&l, "1 10 +1")), (1, changes(&r, "2 200 +1"))],
+        );
+        assert_eq!(out, vec!["1 10 NULL NULL +1", "NULL NULL 2 200 +1"]);
+        let out = run_epoch(&mut op, vec![(0, changes(&l, "2 20 +1"))]);
+        assert_eq!(out, vec!["2 20 2 200 +1", "NULL NULL 2 200 -1"]);
+    }
+
+    #[test]
+    fn residual_predicate_decides_what_counts_as_a_match() {
+        let (mut op, l, r) = join(JoinKind::Left, true);
+        run_epoch(&mut op, vec![(0, changes(&l, "1 10 +1"))]);
+        // b=5 has the key but fails a < b: the left row stays padded.
+        let out = run_epoch(&mut op, vec![(1, changes(&r, "1 5 +1"))]);
+        assert!(out.is_empty(), "{out:?}");
+        let out = run_epoch(&mut op, vec![(1, changes(&r, "1 50 +1"))]);
+        assert_eq!(out, vec!["1 10 1 50 +1", "1 10 NULL NULL -1"]);
+    }
+
+    #[test]
+    fn semi_and_anti_joins_follow_match_existence() {
+        let (mut semi, l, r) = join(JoinKind::LeftSemi, false);
+        let (mut anti, _, _) = join(JoinKind::LeftAnti, false);
+        for (op, first, second) in [
+            (&mut semi, vec![], vec!["1 10 +1"]),
+            (&mut anti, vec!["1 10 +1"], vec!["1 10 -1"]),
+        ] {
+            let out = run_epoch(op, vec![(0, changes(&l, "1 10 +1"))]);
+            assert_eq!(out, first);
+            // Two matches still mean one semi-join row.
+            let out = run_epoch(op, vec![(1, changes(&r, "1 1 +1\n1 2 +1"))]);
+            assert_eq!(out, second);
+        }
+    }
+
+    #[test]
+    fn changes_within_one_epoch_in_any_order_give_the_same_result() {
+        let (mut a, l, r) = join(JoinKind::Full, false);
+        let (mut b, _, _) = join(JoinKind::Full, false);
+        let x = run_epoch(
+            &mut a,
+            vec![
+                (0, changes(&l, "1 10 +1")),
+                (1, changes(&r, "1 100 +1\n1 100 -1")),
+            ],
+        );
+        let y = run_epoch(
+            &mut b,
+            vec![
+                (1, changes(&r, "1 100 +1\n1 100 -1")),
+                (0, changes(&l, "1 10 +1")),
+            ],
+        );
+        assert_eq!(x, y);
+        assert_eq!(x, vec!["1 10 NULL NULL +1"]);
+    }
+
+    #[test]
+    fn join_state_survives_checkpoint_and_restore() {
+        let storage = crate::storage::MemoryStorage::new();
+        let (mut op, l, r) = join(JoinKind::Left, false);
+        run_epoch(
+            &mut op,
+            vec![(0, changes(&l, "1 10 +1")), (1, changes(&r, "1 100 +1"))],
+        );
+        checkpoint(&mut op, &storage, 9);
+        let (mut restored, _, _) = join(JoinKind::Left, false);
+        restored.restore(&StateReader::new(9, &storage)).unwrap();
+        let out = run_epoch(&mut restored, vec![(1, changes(&r, "1 100 -1"))]);
+        assert_eq!(out, vec!["1 10 1 100 -1", "1 10 NULL NULL +1"]);
+    }
+}

@@ -1,0 +1,154 @@
+//! The incremental engine: operators over change batches, run epoch by epoch.
+//!
+//! This module knows Arrow, not SQL. The planner (`crate::plan`) builds operators from a
+//! DataFusion plan; the [`runtime`] runs them on one thread, one epoch at a time.
+//!
+//! The shared words:
+//! - a **change** is a row with a signed multiplicity ([`ChangeBatch`]);
+//! - an **epoch** is a set of input changes applied together: every operator sees all of
+//!   an epoch's input before the epoch's results are published, so readers never see a
+//!   half-applied epoch;
+//! - a **relation** is a node whose contents users can read: a table, a stream or a
+//!   materialized view. It publishes a [`snapshot::RelationSnapshot`] after each epoch;
+//! - **state** is what an operator remembers between epochs. Operators keep it in memory
+//!   and write what changed to storage at each checkpoint ([`StateWriter`]), in the same
+//!   atomic commit as everything else of that epoch.
+//!
+//! The operator catalogue is the file listing: `filter`, `project`, `hash_agg`,
+//! `hash_join`, `union`, `top_n`, `values`, and the relation operators
+//! `table`, `stream`, `materialize`.
+
+pub mod accumulators;
+pub mod changes;
+pub mod expr;
+pub mod filter;
+pub mod hash_agg;
+pub mod hash_join;
+pub mod materialize;
+pub mod project;
+pub mod row_store;
+pub mod runtime;
+pub mod snapshot;
+pub mod stream;
+pub mod table;
+pub mod top_n;
+pub mod union;
+pub mod values;
+
+#[cfg(test)]
+pub mod testing;
+
+use datafusion::arrow::datatypes::SchemaRef;
+
+pub use changes::ChangeBatch;
+
+use crate::error::Result;
+use crate::storage::{keys, Storage, WriteBatch};
+
+/// Where an operator's output goes: a list the runtime routes downstream.
+pub type Output = Vec<ChangeBatch>;
+
+/// One incremental operator. Only [`Operator::process`] is required; the other hooks
+/// default to nothing (in the manner of Arroyo's operator trait).
+pub trait Operator: Send {
+    /// The operator's type name, e.g. `HashAggOperator` (same stem as its plan node).
+    fn name(&self) -> &'static str;
+
+    /// One line of detail for EXPLAIN: keys, expressions, join type...
+    fn describe(&self) -> String {
+        String::new()
+    }
+
+    /// What state the operator keeps, for EXPLAIN (`None` = stateless).
+    fn state_description(&self) -> Option<String> {
+        None
+    }
+
+    /// The schema of the rows this operator emits.
+    fn output_schema(&self) -> SchemaRef;
+
+    /// Apply changes arriving on input `port`, pushing any output to `out`.
+    fn process(&mut self, port: usize, batch: ChangeBatch, out: &mut Output) -> Result<()>;
+
+    /// Called once at the end of each epoch in which this operator received input:
+    /// operators that consolidate (aggregates, views) emit their net changes here.
+    fn end_epoch(&mut self, _out: &mut Output) -> Result<()> {
+        Ok(())
+    }
+
+    /// Write the state that changed since the last checkpoint.
+    fn checkpoint(&mut self, _state: &mut StateWriter) -> Result<()> {
+        Ok(())
+    }
+
+    /// Load state written by earlier checkpoints (called once, before any input).
+    fn restore(&mut self, _state: &StateReader) -> Result<()> {
+        Ok(())
+    }
+
+    /// For relation operators: the full current contents, as inserts. Used to backfill a
+    /// view created over existing data.
+    fn contents(&self) -> Option<Result<Vec<ChangeBatch>>> {
+        None
+    }
+
+    /// For relation operators: a read-only snapshot of the current contents.
+    fn snapshot(&self) -> Option<snapshot::RelationSnapshot> {
+        None
+    }
+
+    /// Number of entries of state kept in memory (for EXPLAIN ANALYZE-like stats).
+    fn state_entries(&self) -> usize {
+        0
+    }
+}
+
+/// Writes one operator's state into the epoch's write batch, under its own prefix.
+pub struct StateWriter<'a> {
+    state_id: u64,
+    batch: &'a mut WriteBatch,
+}
+
+impl<'a> StateWriter<'a> {
+    pub fn new(state_id: u64, batch: &'a mut WriteBatch) -> Self {
+        Self { state_id, batch }
+    }
+
+    pub fn put(&mut self, key: &[u8], value: &[u8]) {
+        self.batch
+            .put(keys::state_key(self.state_id, key), value.to_vec());
+    }
+
+    pub fn delete(&mut self, key: &[u8]) {
+        self.batch.delete(keys::state_key(self.state_id, key));
+    }
+
+    /// Drop every key of this operator's state (before this batch's puts).
+    pub fn clear(&mut self) {
+        self.batch.delete_prefix(keys::state_prefix(self.state_id));
+    }
+}
+
+/// Reads one operator's state back after a restart.
+pub struct StateReader<'a> {
+    state_id: u64,
+    storage: &'a dyn Storage,
+}
+
+impl<'a> StateReader<'a> {
+    pub fn new(state_id: u64, storage: &'a dyn Storage) -> Self {
+        Self { state_id, storage }
+    }
+
+    /// Visit every `(key, value)` of this operator's state in key order.
+    pub fn for_each(&self, f: &mut dyn FnMut(&[u8], &[u8]) -> Result<()>) -> Result<()> {
+        let prefix = keys::state_prefix(self.state_id);
+        let n = prefix.len();
+        self.storage
+            .for_each_prefix(&prefix, &mut |k, v| f(&k[n..], v))
+    }
+
+    pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.storage.get(&keys::state_key(self.state_id, key))
+    }
+}

@@ -1,0 +1,154 @@
+//! Read-only snapshots of relations, published together after each epoch.
+//!
+//! The runtime replaces the whole [`DatabaseSnapshot`] at the end of an epoch; a reader
+//! takes the current one (an `Arc` clone) and sees every relation as of the same epoch.
+//! Decoding a snapshot into Arrow batches happens lazily, on the reader's thread, once
+//! per snapshot.
+
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
+
+use bytes::Bytes;
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::SchemaRef;
+use parking_lot::RwLock;
+
+use super::row_store::{RowMap, CHUNK};
+use crate::error::{Error, Result};
+use crate::storage::rowcodec::RowCodec;
+
+/// The data behind a relation snapshot.
+#[derive(Clone)]
+pub enum SnapshotData {
+    /// Keyed rows with multiplicities (tables and views).
+    Rows {
+        codec: Arc<RowCodec>,
+        key_codec: Option<Arc<RowCodec>>,
+        map: RowMap,
+    },
+    /// Append-only batches (streams).
+    Batches(imbl::Vector<RecordBatch>),
+}
+
+/// One relation as of one epoch.
+pub struct RelationSnapshot {
+    pub schema: SchemaRef,
+    data: SnapshotData,
+    decoded: OnceLock<std::result::Result<Arc<Vec<RecordBatch>>, Error>>,
+}
+
+impl RelationSnapshot {
+    pub fn new(schema: SchemaRef, data: SnapshotData) -> Self {
+        Self {
+            schema,
+            data,
+            decoded: OnceLock::new(),
+        }
+    }
+
+    pub fn empty(schema: SchemaRef) -> Self {
+        Self::new(schema, SnapshotData::Batches(imbl::Vector::new()))
+    }
+
+    pub fn data(&self) -> &SnapshotData {
+        &self.data
+    }
+
+    /// Number of rows (counting duplicates).
+    pub fn num_rows(&self) -> usize {
+        match &self.data {
+            SnapshotData::Rows { map, .. } => map.values().map(|v| v.count.max(0) as usize).sum(),
+            SnapshotData::Batches(b) => b.iter().map(|b| b.num_rows()).sum(),
+        }
+    }
+
+    /// The contents as Arrow batches (decoded once, then shared).
+    pub fn batches(&self) -> Result<Arc<Vec<RecordBatch>>> {
+        self.decoded.get_or_init(|| self.decode()).clone()
+    }
+
+    fn decode(&self) -> Result<Arc<Vec<RecordBatch>>> {
+        match &self.data {
+            SnapshotData::Batches(b) => Ok(Arc::new(b.iter().cloned().collect())),
+            SnapshotData::Rows { codec, map, .. } => {
+                let mut out = vec![];
+                let mut chunk: Vec<Bytes> = Vec::with_capacity(CHUNK.min(map.len()));
+                for v in map.values() {
+                    for _ in 0..v.count.max(0) {
+                        chunk.push(v.row.clone());
+                    }
+                    if chunk.len() >= CHUNK {
+                        out.push(self.decode_rows(codec, &chunk)?);
+                        chunk.clear();
+                    }
+                }
+                if !chunk.is_empty() {
+                    out.push(self.decode_rows(codec, &chunk)?);
+                }
+                Ok(Arc::new(out))
+            }
+        }
+    }
+
+    fn decode_rows(&self, codec: &RowCodec, rows: &[Bytes]) -> Result<RecordBatch> {
+        let cols = codec.decode(rows)?;
+        Ok(RecordBatch::try_new_with_options(
+            self.schema.clone(),
+            cols,
+            &datafusion::arrow::array::RecordBatchOptions::new().with_row_count(Some(rows.len())),
+        )?)
+    }
+
+    /// Look a row up by its encoded primary key (keyed tables only).
+    pub fn get_by_key(&self, key: &[u8]) -> Option<Bytes> {
+        match &self.data {
+            SnapshotData::Rows {
+                key_codec: Some(_),
+                map,
+                ..
+            } => map.get(key).map(|v| v.row.clone()),
+            _ => None,
+        }
+    }
+
+    pub fn key_codec(&self) -> Option<&Arc<RowCodec>> {
+        match &self.data {
+            SnapshotData::Rows { key_codec, .. } => key_codec.as_ref(),
+            _ => None,
+        }
+    }
+}
+
+/// Every relation as of one epoch.
+#[derive(Clone, Default)]
+pub struct DatabaseSnapshot {
+    pub epoch: u64,
+    pub relations: HashMap<u32, Arc<RelationSnapshot>>,
+}
+
+impl DatabaseSnapshot {
+    pub fn get(&self, object_id: u32) -> Option<&Arc<RelationSnapshot>> {
+        self.relations.get(&object_id)
+    }
+}
+
+/// The latest published [`DatabaseSnapshot`], shared by the runtime (writer) and
+/// sessions (readers).
+#[derive(Default)]
+pub struct SnapshotStore {
+    current: RwLock<Arc<DatabaseSnapshot>>,
+}
+
+impl SnapshotStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn current(&self) -> Arc<DatabaseSnapshot> {
+        self.current.read().clone()
+    }
+
+    pub fn publish(&self, snapshot: DatabaseSnapshot) {
+        *self.current.write() = Arc::new(snapshot);
+    }
+}

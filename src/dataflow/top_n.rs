@@ -1,0 +1,306 @@
+//! [`TopNOperator`]: `ORDER BY ... LIMIT n [OFFSET m]`, optionally per partition.
+//!
+//! State per partition: every row, ordered by the sort key (ties broken by the row's own
+//! encoding, so the result is deterministic). Rows outside the top are kept so that a
+//! deleted top row can be replaced. At the end of an epoch the operator compares each
+//! touched partition's top rows before and after and emits the difference.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use datafusion::arrow::array::{Int64Array, RecordBatch, RecordBatchOptions};
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::physical_plan::PhysicalExpr;
+
+use super::expr::{evaluate, EvalErrors};
+use super::{ChangeBatch, Operator, Output, StateReader, StateWriter};
+use crate::error::{Error, Result};
+use crate::storage::rowcodec::{RowCodec, SortOrder};
+
+type Partition = BTreeMap<Vec<u8>, (Bytes, i64)>;
+
+pub struct TopNOperator {
+    schema: SchemaRef,
+    sort_exprs: Vec<Arc<dyn PhysicalExpr>>,
+    sort_codec: RowCodec,
+    partition_exprs: Vec<Arc<dyn PhysicalExpr>>,
+    partition_codec: RowCodec,
+    row_codec: RowCodec,
+    limit: usize,
+    offset: usize,
+    partitions: HashMap<Bytes, Partition>,
+    /// Partitions touched this epoch → their top rows before it.
+    touched: HashMap<Bytes, Vec<(Bytes, i64)>>,
+    dirty: HashSet<(Bytes, Vec<u8>)>,
+    display: String,
+    errors: Arc<EvalErrors>,
+}
+
+impl TopNOperator {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        schema: SchemaRef,
+        sort_exprs: Vec<(Arc<dyn PhysicalExpr>, SortOrder)>,
+        partition_exprs: Vec<Arc<dyn PhysicalExpr>>,
+        limit: usize,
+        offset: usize,
+        display: String,
+        errors: Arc<EvalErrors>,
+    ) -> Result<Self> {
+        let sort_types = sort_exprs
+            .iter()
+            .map(|(e, _)| e.data_type(&schema))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let orders = sort_exprs.iter().map(|(_, o)| *o).collect();
+        let part_types = partition_exprs
+            .iter()
+            .map(|e| e.data_type(&schema))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let row_types = schema
+            .fields()
+            .iter()
+            .map(|f| f.data_type().clone())
+            .collect();
+        Ok(Self {
+            sort_codec: RowCodec::with_orders(sort_types, orders)?,
+            sort_exprs: sort_exprs.into_iter().map(|(e, _)| e).collect(),
+            partition_codec: RowCodec::new(part_types)?,
+            partition_exprs,
+            row_codec: RowCodec::new(row_types)?,
+            schema,
+            limit,
+            offset,
+            partitions: HashMap::new(),
+            touched: HashMap::new(),
+            dirty: HashSet::new(),
+            display,
+            errors,
+        })
+    }
+
+    fn top(&self, part: Option<&Partition>) -> Vec<(Bytes, i64)> {
+        let mut out = vec![];
+        let Some(p) = part else { return out };
+        let (mut skip, mut take) = (self.offset as i64, self.limit as i64);
+        for (row, count) in p.values() {
+            if take == 0 {
+                break;
+            }
+            let mut c = (*count).max(0);
+            let s = skip.min(c);
+            skip -= s;
+            c -= s;
+            let t = take.min(c);
+            if t > 0 {
+                out.push((row.clone(), t));
+                take -= t;
+            }
+        }
+        out
+    }
+
+    fn encode(
+        &self,
+        exprs: &[Arc<dyn PhysicalExpr>],
+        codec: &RowCodec,
+        batch: &RecordBatch,
+    ) -> Result<Vec<Vec<u8>>> {
+        if exprs.is_empty() {
+            return Ok(vec![vec![]; batch.num_rows()]);
+        }
+        let cols = exprs
+            .iter()
+            .map(|e| evaluate(e, batch, &self.errors))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(codec.encode_rows(&cols, batch.num_rows()))
+    }
+}
+
+impl Operator for TopNOperator {
+    fn name(&self) -> &'static str {
+        "TopNOperator"
+    }
+
+    fn describe(&self) -> String {
+        self.display.clone()
+    }
+
+    fn state_description(&self) -> Option<String> {
+        Some("all rows per partition, ordered by the sort key".into())
+    }
+
+    fn output_schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn process(&mut self, _port: usize, batch: ChangeBatch, _out: &mut Output) -> Result<()> {
+        let parts = self.encode(&self.partition_exprs, &self.partition_codec, &batch.data)?;
+        let sorts = self.encode(&self.sort_exprs, &self.sort_codec, &batch.data)?;
+        let rows = self
+            .row_codec
+            .encode_rows(batch.columns(), batch.num_rows());
+        for (i, ((part, mut key), row)) in parts.into_iter().zip(sorts).zip(rows).enumerate() {
+            let part = Bytes::from(part);
+            if !self.touched.contains_key(&part) {
+                let before = self.top(self.partitions.get(&part));
+                self.touched.insert(part.clone(), before);
+            }
+            key.extend_from_slice(&row);
+            let p = self.partitions.entry(part.clone()).or_default();
+            let e = p
+                .entry(key.clone())
+                .or_insert_with(|| (Bytes::from(row), 0));
+            e.1 += batch.diff(i);
+            if e.1 == 0 {
+                p.remove(&key);
+            }
+            if p.is_empty() {
+                self.partitions.remove(&part);
+            }
+            self.dirty.insert((part, key));
+        }
+        Ok(())
+    }
+
+    fn end_epoch(&mut self, out: &mut Output) -> Result<()> {
+        let mut net: HashMap<Bytes, i64> = HashMap::new();
+        for (part, before) in std::mem::take(&mut self.touched) {
+            for (r, c) in before {
+                *net.entry(r).or_default() -= c;
+            }
+            for (r, c) in self.top(self.partitions.get(&part)) {
+                *net.entry(r).or_default() += c;
+            }
+        }
+        let mut rows: Vec<(Bytes, i64)> = net.into_iter().filter(|(_, d)| *d != 0).collect();
+        if rows.is_empty() {
+            return Ok(());
+        }
+        rows.sort_by_key(|(_, d)| *d);
+        let bytes: Vec<&[u8]> = rows.iter().map(|(r, _)| r.as_ref()).collect();
+        let cols = self.row_codec.decode(&bytes)?;
+        let data = RecordBatch::try_new_with_options(
+            self.schema.clone(),
+            cols,
+            &RecordBatchOptions::new().with_row_count(Some(rows.len())),
+        )?;
+        out.push(ChangeBatch::new(
+            data,
+            Int64Array::from(rows.iter().map(|(_, d)| *d).collect::<Vec<_>>()),
+        ));
+        Ok(())
+    }
+
+    fn checkpoint(&mut self, state: &mut StateWriter) -> Result<()> {
+        for (part, key) in self.dirty.drain() {
+            let mut k = (part.len() as u32).to_be_bytes().to_vec();
+            k.extend_from_slice(&part);
+            k.extend_from_slice(&key);
+            match self.partitions.get(&part).and_then(|p| p.get(&key)) {
+                Some((row, count)) => {
+                    let mut v = count.to_le_bytes().to_vec();
+                    v.extend_from_slice(row);
+                    state.put(&k, &v);
+                }
+                None => state.delete(&k),
+            }
+        }
+        Ok(())
+    }
+
+    fn restore(&mut self, state: &StateReader) -> Result<()> {
+        let bad = || Error::Storage("corrupt top-n state".into());
+        let parts = &mut self.partitions;
+        state.for_each(&mut |k, v| {
+            let plen =
+                u32::from_be_bytes(k.get(..4).ok_or_else(bad)?.try_into().map_err(|_| bad())?)
+                    as usize;
+            let part = k.get(4..4 + plen).ok_or_else(bad)?;
+            let key = &k[4 + plen..];
+            let count =
+                i64::from_le_bytes(v.get(..8).ok_or_else(bad)?.try_into().map_err(|_| bad())?);
+            parts
+                .entry(Bytes::copy_from_slice(part))
+                .or_default()
+                .insert(key.to_vec(), (Bytes::copy_from_slice(&v[8..]), count));
+            Ok(())
+        })
+    }
+
+    fn state_entries(&self) -> usize {
+        self.partitions.values().map(|p| p.len()).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dataflow::testing::*;
+    use datafusion::physical_expr::expressions::col;
+
+    fn top2_by_v_desc() -> (TopNOperator, SchemaRef) {
+        let s = schema(&[("k", I64), ("v", I64)]);
+        let sort = vec![(col("v", &s).unwrap(), SortOrder::new(true, false))];
+        (
+            TopNOperator::new(
+                s.clone(),
+                sort,
+                vec![],
+                2,
+                0,
+                String::new(),
+                EvalErrors::new(),
+            )
+            .unwrap(),
+            s,
+        )
+    }
+
+    #[test]
+    fn top_n_replaces_a_deleted_top_row_with_the_next_one() {
+        let (mut op, s) = top2_by_v_desc();
+        let out = run_epoch(&mut op, vec![(0, changes(&s, "1 10 +1\n2 30 +1\n3 20 +1"))]);
+        assert_eq!(out, vec!["2 30 +1", "3 20 +1"]);
+        let out = run_epoch(&mut op, vec![(0, changes(&s, "2 30 -1"))]);
+        assert_eq!(out, vec!["1 10 +1", "2 30 -1"]);
+        let out = run_epoch(&mut op, vec![(0, changes(&s, "4 5 +1"))]);
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn top_n_counts_duplicates_and_honours_offset() {
+        let s = schema(&[("k", I64), ("v", I64)]);
+        let sort = vec![(col("v", &s).unwrap(), SortOrder::default())];
+        let mut op = TopNOperator::new(
+            s.clone(),
+            sort,
+            vec![],
+            2,
+            1,
+            String::new(),
+            EvalErrors::new(),
+        )
+        .unwrap();
+        let out = run_epoch(&mut op, vec![(0, changes(&s, "1 1 +1\n2 2 +2\n3 3 +1"))]);
+        assert_eq!(out, vec!["2 2 +2"]);
+    }
+
+    #[test]
+    fn top_n_per_partition() {
+        let s = schema(&[("g", STR), ("v", I64)]);
+        let sort = vec![(col("v", &s).unwrap(), SortOrder::new(true, false))];
+        let mut op = TopNOperator::new(
+            s.clone(),
+            sort,
+            vec![col("g", &s).unwrap()],
+            1,
+            0,
+            String::new(),
+            EvalErrors::new(),
+        )
+        .unwrap();
+        let out = run_epoch(&mut op, vec![(0, changes(&s, "a 1 +1\na 2 +1\nb 5 +1"))]);
+        assert_eq!(out, vec!["a 2 +1", "b 5 +1"]);
+    }
+}

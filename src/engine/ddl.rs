@@ -1,0 +1,376 @@
+//! CREATE TABLE / STREAM / MATERIALIZED VIEW and DROP.
+//!
+//! Each creates or removes an object's dataflow and its catalog entry in one epoch, so
+//! a crash leaves either both or neither.
+
+use std::collections::HashSet;
+
+use datafusion::sql::sqlparser::ast::{ColumnOption, TableConstraint};
+
+use super::session::{ExecResult, Session};
+use super::Database;
+use crate::catalog::{CatalogEntry, Column, ObjectKind, SqlType};
+use crate::dataflow::expr::EvalErrors;
+use crate::dataflow::runtime::Subgraph;
+use crate::dataflow::stream::StreamOperator;
+use crate::dataflow::table::TableOperator;
+use crate::error::{Error, Result};
+use crate::plan::{Lowering, PlanContext};
+use crate::sql::{normalize_ident, CreateRelation, CreateView, DropStatement};
+use crate::storage::WriteBatch;
+
+impl Database {
+    pub(crate) async fn create_relation(
+        &self,
+        session: &mut Session,
+        c: &CreateRelation,
+        sql: &str,
+    ) -> Result<ExecResult> {
+        let tag = if c.kind == ObjectKind::Stream {
+            "CREATE STREAM"
+        } else {
+            "CREATE TABLE"
+        };
+        let _w = self.write_lock.lock().await;
+        if let Some(existing) = self.catalog().get(&c.name) {
+            if c.if_not_exists {
+                session.notice(format!("relation \"{}\" already exists, skipping", c.name));
+                return Ok(ExecResult::command(tag));
+            }
+            let _ = existing;
+            return Err(Error::DuplicateRelation(c.name.clone()));
+        }
+        if let Some((k, _)) = c.options.iter().next() {
+            return Err(Error::invalid_with(
+                "22023",
+                format!("unknown option \"{k}\" for {}", c.kind.noun()),
+            ));
+        }
+        let (columns, primary_key) = columns_of(c)?;
+        let mut catalog = (*self.catalog()).clone();
+        let mut batch = WriteBatch::new();
+        let id = catalog.allocate_id(&mut batch);
+        let entry = CatalogEntry {
+            id,
+            name: c.name.clone(),
+            kind: c.kind,
+            columns,
+            primary_key,
+            sql: sql.to_string(),
+            depends_on: vec![],
+            options: c.options.clone(),
+        };
+        let op: Box<dyn crate::dataflow::Operator> = match c.kind {
+            ObjectKind::Stream => Box::new(StreamOperator::new(&entry.name, entry.schema())),
+            _ => {
+                let pk = (!entry.primary_key.is_empty()).then(|| entry.primary_key.clone());
+                Box::new(TableOperator::new(&entry.name, entry.schema(), pk)?)
+            }
+        };
+        catalog.insert(entry, &mut batch)?;
+        self.dataflow
+            .install(Subgraph::single(id, op), false, batch)
+            .await?;
+        self.set_catalog(catalog);
+        Ok(ExecResult::command(tag))
+    }
+
+    pub(crate) async fn create_view(
+        &self,
+        session: &mut Session,
+        v: &CreateView,
+        sql: &str,
+    ) -> Result<ExecResult> {
+        let _w = self.write_lock.lock().await;
+        if v.or_replace {
+            return Err(Error::not_supported(
+                "CREATE OR REPLACE MATERIALIZED VIEW; drop the view and create it again",
+            ));
+        }
+        if self.catalog().get(&v.name).is_some() {
+            if v.if_not_exists {
+                session.notice(format!("relation \"{}\" already exists, skipping", v.name));
+                return Ok(ExecResult::command("CREATE MATERIALIZED VIEW"));
+            }
+            return Err(Error::DuplicateRelation(v.name.clone()));
+        }
+        let mut catalog = (*self.catalog()).clone();
+        let mut batch = WriteBatch::new();
+        let id = catalog.allocate_id(&mut batch);
+        let errors = EvalErrors::new();
+        let (subgraph, columns, depends_on) = self.plan_view(&catalog, id, v, errors.clone())?;
+        let entry = CatalogEntry {
+            id,
+            name: v.name.clone(),
+            kind: ObjectKind::MaterializedView,
+            columns,
+            primary_key: vec![],
+            sql: sql.to_string(),
+            depends_on,
+            options: Default::default(),
+        };
+        catalog.insert(entry, &mut batch)?;
+        self.dataflow.install(subgraph, false, batch).await?;
+        self.view_errors.write().insert(id, errors);
+        self.set_catalog(catalog);
+        Ok(ExecResult::command("CREATE MATERIALIZED VIEW"))
+    }
+
+    /// Plan a view: its operators, its columns and the objects it reads.
+    fn plan_view(
+        &self,
+        catalog: &crate::catalog::Catalog,
+        id: u32,
+        v: &CreateView,
+        errors: std::sync::Arc<EvalErrors>,
+    ) -> Result<(Subgraph, Vec<Column>, Vec<u32>)> {
+        let ctx = PlanContext::new(&self.state, catalog, None);
+        let plan = ctx.plan_query(&v.query)?;
+        let mut seen = HashSet::new();
+        let mut columns = vec![];
+        for f in plan.schema().fields() {
+            if !seen.insert(f.name().clone()) {
+                return Err(Error::invalid_with(
+                    "42701",
+                    format!("column \"{}\" specified more than once; give the columns distinct names with AS", f.name()),
+                ));
+            }
+            columns.push(Column {
+                name: f.name().clone(),
+                data_type: f.data_type().clone(),
+                nullable: true,
+                sql_type: None,
+            });
+        }
+        let subgraph = Lowering::new(&self.state, errors).lower_view(id, &v.name, &plan)?;
+        Ok((subgraph, columns, ctx.used_objects()))
+    }
+
+    pub(crate) fn explain_create_view(&self, v: &CreateView) -> Result<ExecResult> {
+        let catalog = (*self.catalog()).clone();
+        let (subgraph, _, _) = self.plan_view(&catalog, 0, v, EvalErrors::new())?;
+        let names = catalog.names_by_id();
+        let text = subgraph.explain(&|id| {
+            names
+                .get(&id)
+                .cloned()
+                .unwrap_or_else(|| format!("object {id}"))
+        });
+        super::query::explain_rows(&text)
+    }
+
+    pub(crate) async fn explain_object(&self, name: &str) -> Result<ExecResult> {
+        let (id, names) = {
+            let catalog = self.catalog();
+            let e = catalog.get(name).ok_or_else(|| Error::UndefinedRelation {
+                name: name.into(),
+                position: None,
+            })?;
+            (e.id, catalog.names_by_id())
+        };
+        let text = self.dataflow.explain(id, names).await?;
+        super::query::explain_rows(&text)
+    }
+
+    pub(crate) async fn drop_objects(
+        &self,
+        session: &mut Session,
+        d: &DropStatement,
+    ) -> Result<ExecResult> {
+        let tag = match d.kind {
+            ObjectKind::Table => "DROP TABLE",
+            ObjectKind::Stream => "DROP STREAM",
+            ObjectKind::MaterializedView => "DROP MATERIALIZED VIEW",
+            ObjectKind::Sink => "DROP SINK",
+        };
+        let _w = self.write_lock.lock().await;
+        // Check everything first: a DROP of several names drops all or nothing.
+        let mut to_drop: Vec<u32> = vec![];
+        {
+            let catalog = self.catalog();
+            for name in &d.names {
+                let Some(e) = catalog.get(name) else {
+                    if d.if_exists {
+                        session.notice(format!(
+                            "{} \"{name}\" does not exist, skipping",
+                            d.kind.noun()
+                        ));
+                        continue;
+                    }
+                    return Err(match d.kind {
+                        ObjectKind::Table | ObjectKind::Stream | ObjectKind::MaterializedView => {
+                            Error::UndefinedRelation {
+                                name: name.clone(),
+                                position: None,
+                            }
+                        }
+                        ObjectKind::Sink => {
+                            Error::invalid_with("42704", format!("sink \"{name}\" does not exist"))
+                        }
+                    });
+                };
+                if e.kind != d.kind {
+                    return Err(Error::wrong_object_type(format!(
+                        "\"{name}\" is a {}, not a {}; use DROP {}",
+                        e.kind.noun(),
+                        d.kind.noun(),
+                        e.kind.noun().to_uppercase()
+                    )));
+                }
+                let deps = catalog.dependents(e.id);
+                let outside: Vec<u32> = deps
+                    .iter()
+                    .copied()
+                    .filter(|x| !to_drop.contains(x))
+                    .collect();
+                if !outside.is_empty() && !d.cascade {
+                    let detail = outside
+                        .iter()
+                        .filter_map(|x| catalog.get_by_id(*x))
+                        .map(|x| {
+                            format!(
+                                "{} {} depends on {} {}",
+                                x.kind.noun(),
+                                x.name,
+                                e.kind.noun(),
+                                e.name
+                            )
+                        })
+                        .collect::<Vec<_>>()
+                        .join("; ");
+                    return Err(Error::DependentObjects(format!(
+                        "cannot drop {} {} because other objects depend on it ({detail}); use DROP ... CASCADE to drop them too",
+                        e.kind.noun(),
+                        e.name
+                    )));
+                }
+                for x in deps {
+                    if !to_drop.contains(&x) {
+                        to_drop.push(x);
+                    }
+                }
+                if !to_drop.contains(&e.id) {
+                    to_drop.push(e.id);
+                }
+            }
+        }
+        // Newest first: dependents go before what they read.
+        to_drop.sort_by(|a, b| b.cmp(a));
+        for id in to_drop {
+            let mut catalog = (*self.catalog()).clone();
+            let mut batch = WriteBatch::new();
+            let removed = catalog.remove(id, &mut batch);
+            self.dataflow.drop_object(id, batch).await?;
+            self.set_catalog(catalog);
+            self.view_errors.write().remove(&id);
+            if let Some(r) = removed {
+                if !d.names.contains(&r.name) {
+                    session.notice(format!("drop cascades to {} {}", r.kind.noun(), r.name));
+                }
+            }
+        }
+        Ok(ExecResult::command(tag))
+    }
+}
+
+/// Columns and primary key of a CREATE TABLE / CREATE STREAM.
+fn columns_of(c: &CreateRelation) -> Result<(Vec<Column>, Vec<usize>)> {
+    if c.columns.is_empty() {
+        return Err(Error::invalid_with(
+            "42P16",
+            format!("{} \"{}\" needs at least one column", c.kind.noun(), c.name),
+        ));
+    }
+    let mut columns: Vec<Column> = vec![];
+    let mut pk: Vec<usize> = vec![];
+    for (i, def) in c.columns.iter().enumerate() {
+        let name = normalize_ident(&def.name);
+        if columns.iter().any(|x| x.name == name) {
+            return Err(Error::invalid_with(
+                "42701",
+                format!("column \"{name}\" specified more than once"),
+            ));
+        }
+        let sql_type = SqlType::from_ast(&def.data_type)?;
+        let mut nullable = true;
+        for opt in &def.options {
+            match &opt.option {
+                ColumnOption::NotNull => nullable = false,
+                ColumnOption::Null => {}
+                ColumnOption::PrimaryKey(_) => {
+                    if !pk.is_empty() {
+                        return Err(Error::invalid_with(
+                            "42P16",
+                            format!(
+                                "multiple primary keys for table \"{}\" are not allowed",
+                                c.name
+                            ),
+                        ));
+                    }
+                    pk.push(i);
+                }
+                ColumnOption::Default(_) => {
+                    return Err(Error::not_supported("DEFAULT values for columns"))
+                }
+                other => return Err(Error::not_supported(format!("column constraint {other}"))),
+            }
+        }
+        columns.push(Column {
+            name,
+            data_type: sql_type.to_arrow(),
+            nullable,
+            sql_type: Some(sql_type),
+        });
+    }
+    for con in &c.constraints {
+        match con {
+            TableConstraint::PrimaryKey(p) => {
+                if !pk.is_empty() {
+                    return Err(Error::invalid_with(
+                        "42P16",
+                        format!(
+                            "multiple primary keys for table \"{}\" are not allowed",
+                            c.name
+                        ),
+                    ));
+                }
+                for col in &p.columns {
+                    let name = match &col.column.expr {
+                        datafusion::sql::sqlparser::ast::Expr::Identifier(ident) => {
+                            normalize_ident(ident)
+                        }
+                        other => {
+                            return Err(Error::not_supported(format!(
+                                "primary key expression {other}"
+                            )))
+                        }
+                    };
+                    let idx = columns.iter().position(|x| x.name == name).ok_or_else(|| {
+                        Error::UndefinedColumn {
+                            message: format!("column \"{name}\" named in key does not exist"),
+                            position: None,
+                        }
+                    })?;
+                    if pk.contains(&idx) {
+                        return Err(Error::invalid_with(
+                            "42701",
+                            format!("column \"{name}\" appears twice in primary key constraint"),
+                        ));
+                    }
+                    pk.push(idx);
+                }
+            }
+            other => return Err(Error::not_supported(format!("table constraint {other}"))),
+        }
+    }
+    if !pk.is_empty() && c.kind == ObjectKind::Stream {
+        return Err(Error::invalid_with(
+            "42P16",
+            "a stream cannot have a primary key: streams are append-only; use CREATE TABLE for keyed data",
+        ));
+    }
+    for i in &pk {
+        columns[*i].nullable = false;
+    }
+    Ok((columns, pk))
+}

@@ -1,0 +1,151 @@
+//! The database: storage, catalog, the dataflow runtime and DataFusion, put together.
+//! Sessions ([`session::Session`]) execute statements against it; each kind of statement
+//! lives in its own file (`ddl`, `dml`, `query`).
+//!
+//! Writes (DDL and DML) are serialized by one lock and each waits until the epoch that
+//! applied it is committed; reads take the latest published snapshot and never wait.
+
+pub mod ddl;
+pub mod dml;
+pub mod query;
+pub mod session;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use datafusion::execution::context::SessionState;
+use parking_lot::RwLock;
+use tracing::info;
+
+use crate::catalog::{Catalog, CatalogEntry, ObjectKind};
+use crate::dataflow::expr::EvalErrors;
+use crate::dataflow::runtime::{DataflowHandle, Runtime, Subgraph};
+use crate::dataflow::stream::StreamOperator;
+use crate::dataflow::table::TableOperator;
+use crate::error::{Error, Result};
+use crate::plan::{base_session_state, Lowering, PlanContext};
+use crate::sql::{self, Statement};
+use crate::storage::{MemoryStorage, SledStorage, Storage, WriteBatch};
+
+pub use session::{ExecResult, Session};
+
+/// How to open a database.
+#[derive(Clone, Debug)]
+pub struct DatabaseConfig {
+    /// Where state lives; `None` keeps everything in memory (nothing survives a restart).
+    pub data_dir: Option<PathBuf>,
+}
+
+/// One eddy database, shared by all sessions.
+pub struct Database {
+    storage: Arc<dyn Storage>,
+    /// Copy-on-write: readers clone the `Arc`, DDL swaps in a new catalog.
+    catalog: RwLock<Arc<Catalog>>,
+    dataflow: DataflowHandle,
+    state: SessionState,
+    /// Serializes DDL and DML: each write reads the latest snapshot and is applied
+    /// before the next one starts.
+    write_lock: tokio::sync::Mutex<()>,
+    /// Expression errors per view (the streaming error policy: NULL and counted).
+    view_errors: RwLock<HashMap<u32, Arc<EvalErrors>>>,
+}
+
+impl Database {
+    /// Open (or create) the database and restore every object's dataflow.
+    pub async fn open(config: DatabaseConfig) -> Result<Arc<Self>> {
+        let storage: Arc<dyn Storage> = match &config.data_dir {
+            Some(dir) => Arc::new(SledStorage::open(dir)?),
+            None => Arc::new(MemoryStorage::new()),
+        };
+        let (dataflow, epoch) = Runtime::start(storage.clone())?;
+        let catalog = Catalog::load(storage.as_ref())?;
+        let db = Arc::new(Database {
+            storage,
+            catalog: RwLock::new(Arc::new(Catalog::default())),
+            dataflow,
+            state: base_session_state(),
+            write_lock: tokio::sync::Mutex::new(()),
+            view_errors: RwLock::new(HashMap::new()),
+        });
+        // Restore objects in creation order: a view's inputs are always older than it.
+        for entry in catalog.entries() {
+            let subgraph = db.build_subgraph(entry, &catalog)?;
+            db.dataflow
+                .install(subgraph, true, WriteBatch::new())
+                .await?;
+        }
+        *db.catalog.write() = Arc::new(catalog);
+        info!(
+            objects = db.catalog.read().entries().count(),
+            epoch, "database open"
+        );
+        Ok(db)
+    }
+
+    pub fn dataflow(&self) -> &DataflowHandle {
+        &self.dataflow
+    }
+
+    /// The current catalog (a snapshot: later DDL does not change it).
+    pub fn catalog(&self) -> Arc<Catalog> {
+        self.catalog.read().clone()
+    }
+
+    /// Replace the catalog after a DDL statement's epoch committed.
+    fn set_catalog(&self, catalog: Catalog) {
+        *self.catalog.write() = Arc::new(catalog);
+    }
+
+    pub fn session_state(&self) -> &SessionState {
+        &self.state
+    }
+
+    /// A DataFusion session for running one statement: `now()` and friends are fixed
+    /// at the statement's start, as in Postgres.
+    pub(crate) fn statement_state(&self) -> SessionState {
+        let mut state = self.state.clone();
+        let options = state.config_options().clone();
+        state.execution_props_mut().mark_start_execution(options);
+        state
+    }
+
+    pub fn storage(&self) -> &Arc<dyn Storage> {
+        &self.storage
+    }
+
+    pub fn view_errors(&self, id: u32) -> Option<Arc<EvalErrors>> {
+        self.view_errors.read().get(&id).cloned()
+    }
+
+    /// The operators of a catalog object, rebuilt from its definition.
+    fn build_subgraph(&self, entry: &CatalogEntry, catalog: &Catalog) -> Result<Subgraph> {
+        match entry.kind {
+            ObjectKind::Table => {
+                let pk = (!entry.primary_key.is_empty()).then(|| entry.primary_key.clone());
+                Ok(Subgraph::single(
+                    entry.id,
+                    Box::new(TableOperator::new(&entry.name, entry.schema(), pk)?),
+                ))
+            }
+            ObjectKind::Stream => Ok(Subgraph::single(
+                entry.id,
+                Box::new(StreamOperator::new(&entry.name, entry.schema())),
+            )),
+            ObjectKind::MaterializedView => match sql::parse_one(&entry.sql)? {
+                Statement::CreateView(v) => {
+                    let ctx = PlanContext::new(&self.state, catalog, None);
+                    let plan = ctx.plan_query(&v.query)?;
+                    let errors = EvalErrors::new();
+                    self.view_errors.write().insert(entry.id, errors.clone());
+                    Lowering::new(&self.state, errors).lower_view(entry.id, &entry.name, &plan)
+                }
+                _ => Err(Error::Storage(format!(
+                    "catalog entry of view {} is not a view definition",
+                    entry.name
+                ))),
+            },
+            ObjectKind::Sink => Err(Error::not_supported("sinks")),
+        }
+    }
+}

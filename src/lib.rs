@@ -1,0 +1,34 @@
+//! eddy: a streaming SQL database. Continuous SQL over tables and streams, kept up to
+//! date incrementally, served over the PostgreSQL wire protocol.
+//!
+//! A tour in the order data flows (see `docs/architecture.md` for the long version):
+//!
+//! - [`server`] speaks the Postgres protocol (pgwire): one [`engine::Session`] per
+//!   connection, simple and extended queries, errors with SQLSTATEs.
+//! - [`sql`] turns text into eddy's statements: sqlparser's PostgreSQL dialect plus
+//!   eddy's own DDL (`CREATE STREAM`, `SHOW STREAMS`, `FLUSH`, ...).
+//! - [`engine`] executes statements: DDL changes the [`catalog`] and the dataflow,
+//!   DML computes changes against the latest snapshot, queries run on DataFusion.
+//! - [`plan`] is the bridge to DataFusion: name resolution against the catalog, and
+//!   lowering of optimized logical plans into incremental operators.
+//! - [`dataflow`] is the incremental engine: operators over change batches (rows with
+//!   +/− multiplicities), run epoch by epoch on one thread, publishing consistent
+//!   snapshots of every relation after each epoch.
+//! - [`storage`] persists everything (catalog, rows, operator state) through a small
+//!   key-value trait, with sled underneath; each epoch is one atomic commit.
+//!
+//! Errors are one enum, [`error::Error`], split by who is at fault; the server maps it
+//! to SQLSTATEs in one place.
+
+pub mod catalog;
+pub mod dataflow;
+pub mod engine;
+pub mod error;
+pub mod plan;
+pub mod server;
+pub mod sql;
+pub mod storage;
+
+/// The version eddy reports to clients as `server_version`. Clients parse the leading
+/// number as the Postgres version whose protocol and catalog behaviour they expect.
+pub const SERVER_VERSION: &str = "15.0 (eddy 0.1.0)";

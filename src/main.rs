@@ -1,0 +1,144 @@
+//! The `eddy` binary: starts a server with an embedded data directory.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Parser;
+use eddy::engine::{Database, DatabaseConfig};
+use eddy::server::{self, ServerConfig};
+use tracing::{error, info};
+
+/// eddy — a streaming SQL database that speaks the PostgreSQL protocol.
+///
+/// With no arguments eddy keeps its data in ./eddy-data and listens for Postgres
+/// clients on 127.0.0.1:6860 (connect with `psql -h 127.0.0.1 -p 6860`).
+#[derive(Parser, Debug)]
+#[command(name = "eddy", version, about, long_about)]
+struct Args {
+    /// Directory for the catalog, table data and operator state.
+    #[arg(long, env = "EDDY_DATA_DIR", default_value = "./eddy-data")]
+    data_dir: PathBuf,
+
+    /// Keep everything in memory instead of a data directory (nothing survives a restart).
+    #[arg(long, env = "EDDY_IN_MEMORY", conflicts_with = "data_dir")]
+    in_memory: bool,
+
+    /// Address to listen on for PostgreSQL clients.
+    #[arg(long, env = "EDDY_LISTEN", default_value = "127.0.0.1:6860")]
+    listen: SocketAddr,
+
+    /// Longest accepted SQL text, in bytes.
+    #[arg(long, env = "EDDY_MAX_STATEMENT_BYTES", default_value_t = 16 * 1024 * 1024)]
+    max_statement_bytes: usize,
+
+    /// Log filter: error, warn, info, debug, trace, or a tracing directive such as
+    /// `eddy=debug,info`. Logs go to stderr.
+    #[arg(long, env = "EDDY_LOG", default_value = "info")]
+    log: String,
+}
+
+fn main() {
+    let args = Args::parse();
+    let filter = tracing_subscriber::EnvFilter::try_new(&args.log).unwrap_or_else(|e| {
+        eprintln!("eddy: invalid --log filter {:?}: {e}", args.log);
+        std::process::exit(2);
+    });
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("eddy")
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("eddy: cannot start the async runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    let code = runtime.block_on(run(args));
+    std::process::exit(code);
+}
+
+async fn run(args: Args) -> i32 {
+    let data_dir = (!args.in_memory).then(|| args.data_dir.clone());
+    let db = match Database::open(DatabaseConfig {
+        data_dir: data_dir.clone(),
+    })
+    .await
+    {
+        Ok(db) => db,
+        Err(e) => {
+            error!("cannot open the database: {e}");
+            return 1;
+        }
+    };
+    let listener = match tokio::net::TcpListener::bind(args.listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            error!("cannot listen on {}: {e}", args.listen);
+            return 1;
+        }
+    };
+    let addr = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    match &data_dir {
+        Some(d) => info!(
+            "eddy {} listening on {addr}, data in {}",
+            env!("CARGO_PKG_VERSION"),
+            d.display()
+        ),
+        None => info!(
+            "eddy {} listening on {addr}, in memory",
+            env!("CARGO_PKG_VERSION")
+        ),
+    }
+    // Tests and scripts wait for this line on stdout to know the server is up.
+    println!("eddy ready on {addr}");
+    let config = ServerConfig {
+        max_statement_bytes: args.max_statement_bytes,
+    };
+    tokio::select! {
+        r = server::serve(listener, db.clone(), config) => {
+            if let Err(e) = r {
+                error!("server stopped: {e}");
+                return 1;
+            }
+            0
+        }
+        _ = shutdown_signal() => {
+            info!("shutting down");
+            // Everything acknowledged is already committed; wait for in-flight epochs.
+            let _ = db.dataflow().sync().await;
+            0
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

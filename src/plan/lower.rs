@@ -1,0 +1,555 @@
+//! Lowering: a DataFusion [`LogicalPlan`] (already type-checked and optimized) becomes a
+//! [`Subgraph`] of eddy's incremental operators. Each plan node maps to the operator with
+//! the same stem — Filter → `FilterOperator`, Aggregate → `HashAggOperator`, Join →
+//! `HashJoinOperator` — and expressions become DataFusion physical expressions.
+//!
+//! Anything without an incremental operator is rejected here, at CREATE time, with
+//! SQLSTATE 0A000 and the name of the construct.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{RecordBatch, RecordBatchOptions};
+use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
+use datafusion::common::tree_node::TreeNode;
+use datafusion::common::{DFSchema, JoinType, NullEquality};
+use datafusion::datasource::source_as_provider;
+use datafusion::execution::context::SessionState;
+use datafusion::logical_expr::expr::AggregateFunction;
+use datafusion::logical_expr::logical_plan::{FetchType, SkipType};
+use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
+use datafusion::logical_expr::{Distinct, Expr, ExprSchemable, LogicalPlan, SortExpr};
+use datafusion::physical_expr::create_physical_expr;
+use datafusion::physical_plan::PhysicalExpr;
+
+use super::context::RelationTable;
+use crate::dataflow::accumulators::{AggKind, AggSpec};
+use crate::dataflow::expr::EvalErrors;
+use crate::dataflow::filter::FilterOperator;
+use crate::dataflow::hash_agg::HashAggOperator;
+use crate::dataflow::hash_join::{HashJoinOperator, JoinKind};
+use crate::dataflow::materialize::MaterializeOperator;
+use crate::dataflow::project::ProjectOperator;
+use crate::dataflow::runtime::{NodeInput, NodeSpec, Subgraph};
+use crate::dataflow::top_n::TopNOperator;
+use crate::dataflow::union::UnionOperator;
+use crate::dataflow::values::ValuesOperator;
+use crate::dataflow::Operator;
+use crate::error::{Error, Result};
+use crate::storage::rowcodec::{self, SortOrder};
+
+/// Lowers one view's plan.
+pub struct Lowering<'a> {
+    state: &'a SessionState,
+    nodes: Vec<NodeSpec>,
+    errors: Arc<EvalErrors>,
+}
+
+impl<'a> Lowering<'a> {
+    pub fn new(state: &'a SessionState, errors: Arc<EvalErrors>) -> Self {
+        Self {
+            state,
+            nodes: vec![],
+            errors,
+        }
+    }
+
+    /// Lower `plan` into the subgraph of view `object_id` called `name`, ending in a
+    /// `MaterializeOperator`.
+    pub fn lower_view(
+        mut self,
+        object_id: u32,
+        name: &str,
+        plan: &LogicalPlan,
+    ) -> Result<Subgraph> {
+        let (input, schema) = self.lower(plan)?;
+        for f in schema.fields() {
+            if !rowcodec::is_supported(f.data_type()) {
+                return Err(Error::not_supported(format!(
+                    "column \"{}\" of type {} in a materialized view",
+                    f.name(),
+                    f.data_type()
+                )));
+            }
+        }
+        let op = MaterializeOperator::new(name, schema)?;
+        self.push(Box::new(op), vec![input]);
+        Ok(Subgraph {
+            object_id,
+            nodes: self.nodes,
+        })
+    }
+
+    fn push(&mut self, op: Box<dyn Operator>, inputs: Vec<NodeInput>) -> NodeInput {
+        self.nodes.push(NodeSpec { op, inputs });
+        NodeInput::Local(self.nodes.len() - 1)
+    }
+
+    fn physical(&self, e: &Expr, schema: &DFSchema) -> Result<Arc<dyn PhysicalExpr>> {
+        Ok(create_physical_expr(
+            e,
+            schema,
+            self.state.execution_props(),
+            &PhysicalPlanningContext::default(),
+        )?)
+    }
+
+    /// Lower a plan node; returns where its changes come from and their schema.
+    fn lower(&mut self, plan: &LogicalPlan) -> Result<(NodeInput, SchemaRef)> {
+        let out_schema = nullable(plan.schema().as_arrow());
+        match plan {
+            LogicalPlan::TableScan(scan) => {
+                let provider = source_as_provider(&scan.source)?;
+                let any: &dyn std::any::Any = provider.as_ref();
+                let table = any.downcast_ref::<RelationTable>().ok_or_else(|| {
+                    Error::not_supported(format!(
+                        "reading {} in a materialized view",
+                        scan.table_name
+                    ))
+                })?;
+                if !scan.filters.is_empty() {
+                    return Err(Error::internal("filters were pushed into a scan"));
+                }
+                let full = nullable(&provider.schema());
+                let mut input = NodeInput::Relation(table.object_id);
+                let mut schema = full.clone();
+                if let Some(proj) = &scan.projection {
+                    if proj.len() != full.fields().len()
+                        || proj.iter().enumerate().any(|(i, p)| i != *p)
+                    {
+                        let df = DFSchema::try_from(full.as_ref().clone())?;
+                        let exprs = proj
+                            .iter()
+                            .map(|i| self.physical(&Expr::Column(df.columns()[*i].clone()), &df))
+                            .collect::<Result<Vec<_>>>()?;
+                        let names: Vec<_> =
+                            proj.iter().map(|i| full.field(*i).name().clone()).collect();
+                        schema = Arc::new(Schema::new(
+                            proj.iter()
+                                .map(|i| full.field(*i).clone())
+                                .collect::<Vec<_>>(),
+                        ));
+                        let op = ProjectOperator::new(
+                            schema.clone(),
+                            exprs,
+                            names.join(", "),
+                            self.errors.clone(),
+                        );
+                        input = self.push(Box::new(op), vec![input]);
+                    }
+                }
+                if let Some(fetch) = scan.fetch {
+                    let op = TopNOperator::new(
+                        schema.clone(),
+                        vec![],
+                        vec![],
+                        fetch,
+                        0,
+                        format!("limit {fetch}"),
+                        self.errors.clone(),
+                    )?;
+                    input = self.push(Box::new(op), vec![input]);
+                }
+                Ok((input, schema))
+            }
+            LogicalPlan::Projection(p) => {
+                let (input, in_schema) = self.lower(&p.input)?;
+                let identity = p.expr.len() == in_schema.fields().len()
+                    && p.expr.iter().enumerate().all(|(i, e)| match e {
+                        Expr::Column(c) => p.input.schema().index_of_column(c).ok() == Some(i),
+                        _ => false,
+                    });
+                if identity {
+                    return Ok((input, out_schema));
+                }
+                let exprs = p
+                    .expr
+                    .iter()
+                    .map(|e| self.physical(e, p.input.schema()))
+                    .collect::<Result<Vec<_>>>()?;
+                let display = p
+                    .expr
+                    .iter()
+                    .map(|e| e.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let op =
+                    ProjectOperator::new(out_schema.clone(), exprs, display, self.errors.clone());
+                Ok((self.push(Box::new(op), vec![input]), out_schema))
+            }
+            LogicalPlan::Filter(f) => {
+                reject_subqueries(&f.predicate)?;
+                let (input, _) = self.lower(&f.input)?;
+                let pred = self.physical(&f.predicate, f.input.schema())?;
+                let op = FilterOperator::new(
+                    out_schema.clone(),
+                    pred,
+                    f.predicate.to_string(),
+                    self.errors.clone(),
+                );
+                Ok((self.push(Box::new(op), vec![input]), out_schema))
+            }
+            LogicalPlan::Aggregate(a) => {
+                let (input, _) = self.lower(&a.input)?;
+                let in_df = a.input.schema();
+                let mut keys = vec![];
+                for g in &a.group_expr {
+                    if matches!(g, Expr::GroupingSet(_)) {
+                        return Err(Error::not_supported(
+                            "GROUPING SETS, ROLLUP and CUBE in a materialized view",
+                        ));
+                    }
+                    keys.push(self.physical(g, in_df)?);
+                }
+                let mut aggs = vec![];
+                for (i, e) in a.aggr_expr.iter().enumerate() {
+                    let out_type = out_schema.field(a.group_expr.len() + i).data_type().clone();
+                    aggs.push(self.agg_spec(e, in_df, out_type)?);
+                }
+                let display = format!(
+                    "group=[{}] aggs=[{}]",
+                    a.group_expr
+                        .iter()
+                        .map(|e| e.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    aggs.iter()
+                        .map(|a| a.display.clone())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+                let op = HashAggOperator::new(
+                    out_schema.clone(),
+                    keys,
+                    aggs,
+                    display,
+                    self.errors.clone(),
+                )?;
+                Ok((self.push(Box::new(op), vec![input]), out_schema))
+            }
+            LogicalPlan::Distinct(Distinct::All(inner)) => {
+                let (input, in_schema) = self.lower(inner)?;
+                let df = inner.schema();
+                let keys = df
+                    .columns()
+                    .into_iter()
+                    .map(|c| self.physical(&Expr::Column(c), df))
+                    .collect::<Result<Vec<_>>>()?;
+                let op = HashAggOperator::new(
+                    in_schema.clone(),
+                    keys,
+                    vec![],
+                    "distinct".into(),
+                    self.errors.clone(),
+                )?;
+                Ok((self.push(Box::new(op), vec![input]), in_schema))
+            }
+            LogicalPlan::Distinct(Distinct::On(_)) => {
+                Err(Error::not_supported("DISTINCT ON in a materialized view"))
+            }
+            LogicalPlan::Join(j) => {
+                if j.null_aware {
+                    return Err(Error::not_supported(
+                        "NOT IN (subquery) in a materialized view; use NOT EXISTS",
+                    ));
+                }
+                let kind = match j.join_type {
+                    JoinType::Inner => JoinKind::Inner,
+                    JoinType::Left => JoinKind::Left,
+                    JoinType::Right => JoinKind::Right,
+                    JoinType::Full => JoinKind::Full,
+                    JoinType::LeftSemi => JoinKind::LeftSemi,
+                    JoinType::LeftAnti => JoinKind::LeftAnti,
+                    JoinType::RightSemi => JoinKind::RightSemi,
+                    JoinType::RightAnti => JoinKind::RightAnti,
+                    other => {
+                        return Err(Error::not_supported(format!(
+                            "{other} join in a materialized view"
+                        )))
+                    }
+                };
+                let (left, lschema) = self.lower(&j.left)?;
+                let (right, rschema) = self.lower(&j.right)?;
+                let mut lkeys = vec![];
+                let mut rkeys = vec![];
+                for (l, r) in &j.on {
+                    lkeys.push(self.physical(l, j.left.schema())?);
+                    rkeys.push(self.physical(r, j.right.schema())?);
+                }
+                let filter = match &j.filter {
+                    Some(f) => {
+                        reject_subqueries(f)?;
+                        let both = j.left.schema().join(j.right.schema())?;
+                        Some(self.physical(f, &both)?)
+                    }
+                    None => None,
+                };
+                let display = format!(
+                    "{} on [{}]{}",
+                    j.join_type,
+                    j.on.iter()
+                        .map(|(l, r)| format!("{l} = {r}"))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    j.filter
+                        .as_ref()
+                        .map(|f| format!(" filter {f}"))
+                        .unwrap_or_default()
+                );
+                let op = HashJoinOperator::new(
+                    kind,
+                    out_schema.clone(),
+                    lschema,
+                    rschema,
+                    lkeys,
+                    rkeys,
+                    filter,
+                    j.null_equality == NullEquality::NullEqualsNull,
+                    display,
+                    self.errors.clone(),
+                )?;
+                Ok((self.push(Box::new(op), vec![left, right]), out_schema))
+            }
+            LogicalPlan::Union(u) => {
+                let mut inputs = vec![];
+                for i in &u.inputs {
+                    inputs.push(self.lower(i)?.0);
+                }
+                let op = UnionOperator::new(out_schema.clone(), inputs.len());
+                Ok((self.push(Box::new(op), inputs), out_schema))
+            }
+            LogicalPlan::Sort(s) => match s.fetch {
+                Some(n) => self.top_n(&s.input, &s.expr, n, 0, out_schema),
+                // A view is a set of rows: ORDER BY without LIMIT orders nothing.
+                None => self.lower(&s.input),
+            },
+            LogicalPlan::Limit(l) => {
+                let skip = match l.get_skip_type()? {
+                    SkipType::Literal(n) => n,
+                    SkipType::UnsupportedExpr => {
+                        return Err(Error::not_supported("a non-constant OFFSET"))
+                    }
+                };
+                let fetch = match l.get_fetch_type()? {
+                    FetchType::Literal(Some(n)) => n,
+                    FetchType::Literal(None) => usize::MAX,
+                    FetchType::UnsupportedExpr => {
+                        return Err(Error::not_supported("a non-constant LIMIT"))
+                    }
+                };
+                match l.input.as_ref() {
+                    LogicalPlan::Sort(s) => self.top_n(&s.input, &s.expr, fetch, skip, out_schema),
+                    other => self.top_n(other, &[], fetch, skip, out_schema),
+                }
+            }
+            LogicalPlan::SubqueryAlias(s) => {
+                let (input, _) = self.lower(&s.input)?;
+                Ok((input, out_schema))
+            }
+            LogicalPlan::Values(v) => {
+                let empty = DFSchema::empty();
+                let one = RecordBatch::try_new_with_options(
+                    Arc::new(Schema::empty()),
+                    vec![],
+                    &RecordBatchOptions::new().with_row_count(Some(1)),
+                )?;
+                let mut rows = vec![];
+                for row in &v.values {
+                    let mut cols = vec![];
+                    for (c, e) in row.iter().enumerate() {
+                        let a = self.physical(e, &empty)?.evaluate(&one)?.into_array(1)?;
+                        let want = out_schema.field(c).data_type();
+                        cols.push(if a.data_type() != want {
+                            datafusion::arrow::compute::cast(&a, want)?
+                        } else {
+                            a
+                        });
+                    }
+                    rows.push(RecordBatch::try_new(out_schema.clone(), cols)?);
+                }
+                let op = ValuesOperator::new(out_schema.clone(), rows);
+                Ok((self.push(Box::new(op), vec![]), out_schema))
+            }
+            LogicalPlan::EmptyRelation(e) => {
+                let rows = if e.produce_one_row {
+                    vec![RecordBatch::try_new_with_options(
+                        out_schema.clone(),
+                        vec![],
+                        &RecordBatchOptions::new().with_row_count(Some(1)),
+                    )?]
+                } else {
+                    vec![]
+                };
+                let op = ValuesOperator::new(out_schema.clone(), rows);
+                Ok((self.push(Box::new(op), vec![]), out_schema))
+            }
+            LogicalPlan::Window(_) => Err(Error::not_supported(
+                "window functions (OVER ...) in a materialized view",
+            )),
+            LogicalPlan::Subquery(_) => {
+                Err(Error::not_supported("this subquery in a materialized view"))
+            }
+            LogicalPlan::Unnest(_) => Err(Error::not_supported("UNNEST in a materialized view")),
+            LogicalPlan::RecursiveQuery(_) => Err(Error::not_supported(
+                "WITH RECURSIVE in a materialized view",
+            )),
+            other => Err(Error::not_supported(format!(
+                "{} in a materialized view",
+                other.display()
+            ))),
+        }
+    }
+
+    fn top_n(
+        &mut self,
+        input_plan: &LogicalPlan,
+        sort: &[SortExpr],
+        limit: usize,
+        offset: usize,
+        out_schema: SchemaRef,
+    ) -> Result<(NodeInput, SchemaRef)> {
+        let (input, in_schema) = self.lower(input_plan)?;
+        let df = input_plan.schema();
+        let mut keys = vec![];
+        for s in sort {
+            keys.push((
+                self.physical(&s.expr, df)?,
+                SortOrder::new(!s.asc, s.nulls_first),
+            ));
+        }
+        let display = format!(
+            "order=[{}] limit {}{}",
+            sort.iter()
+                .map(|s| s.to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+            if limit == usize::MAX {
+                "all".to_string()
+            } else {
+                limit.to_string()
+            },
+            if offset > 0 {
+                format!(" offset {offset}")
+            } else {
+                String::new()
+            }
+        );
+        let op = TopNOperator::new(
+            in_schema,
+            keys,
+            vec![],
+            limit,
+            offset,
+            display,
+            self.errors.clone(),
+        )?;
+        Ok((self.push(Box::new(op), vec![input]), out_schema))
+    }
+
+    fn agg_spec(
+        &self,
+        e: &Expr,
+        input: &DFSchema,
+        output_type: datafusion::arrow::datatypes::DataType,
+    ) -> Result<AggSpec> {
+        let e = match e {
+            Expr::Alias(a) => a.expr.as_ref(),
+            other => other,
+        };
+        let Expr::AggregateFunction(AggregateFunction { func, params }) = e else {
+            return Err(Error::internal(format!(
+                "aggregate expression {e} is not an aggregate function"
+            )));
+        };
+        let name = func.name().to_lowercase();
+        let mut kind = AggKind::from_name(&name).ok_or_else(|| {
+            Error::not_supported(format!(
+                "aggregate function {name}() in a materialized view"
+            ))
+        })?;
+        let args = &params.args;
+        // count(*) is planned as count(1): no argument to look at.
+        if kind == AggKind::Count
+            && !params.distinct
+            && args.len() == 1
+            && matches!(&args[0], Expr::Literal(v, _) if !v.is_null())
+        {
+            kind = AggKind::CountStar;
+        }
+        if !params.order_by.is_empty() {
+            let by_arg = kind == AggKind::StringAgg
+                && params.order_by.len() == 1
+                && params.order_by[0].asc
+                && args.first() == Some(&params.order_by[0].expr);
+            if !by_arg
+                && !matches!(
+                    kind,
+                    AggKind::Min
+                        | AggKind::Max
+                        | AggKind::Sum
+                        | AggKind::Count
+                        | AggKind::CountStar
+                )
+            {
+                return Err(Error::not_supported(format!(
+                    "ORDER BY inside {name}() other than by its own argument ascending"
+                )));
+            }
+        }
+        let phys_args = args
+            .iter()
+            .map(|a| self.physical(a, input))
+            .collect::<Result<Vec<_>>>()?;
+        let input_type = match args.first() {
+            Some(a) => a.to_field(input)?.1.data_type().clone(),
+            None => datafusion::arrow::datatypes::DataType::Null,
+        };
+        let filter = match &params.filter {
+            Some(f) => Some(self.physical(f, input)?),
+            None => None,
+        };
+        AggSpec::new(
+            kind,
+            params.distinct,
+            phys_args,
+            filter,
+            input_type,
+            output_type,
+            e.to_string(),
+        )
+    }
+}
+
+/// Operators emit nullable columns: a computed value may be NULL where the planner
+/// proved it could not be (an expression that failed under the streaming error policy).
+fn nullable(schema: &Schema) -> SchemaRef {
+    Arc::new(Schema::new(
+        schema
+            .fields()
+            .iter()
+            .map(|f| Field::new(f.name(), f.data_type().clone(), true))
+            .collect::<Vec<_>>(),
+    ))
+}
+
+fn reject_subqueries(e: &Expr) -> Result<()> {
+    let mut found = None;
+    e.apply(|e| {
+        if matches!(
+            e,
+            Expr::ScalarSubquery(_)
+                | Expr::Exists(_)
+                | Expr::InSubquery(_)
+                | Expr::SetComparison(_)
+        ) {
+            found = Some(e.to_string());
+            return Ok(datafusion::common::tree_node::TreeNodeRecursion::Stop);
+        }
+        Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
+    })?;
+    match found {
+        Some(s) => Err(Error::not_supported(format!(
+            "the subquery {s} in a materialized view (it could not be turned into a join)"
+        ))),
+        None => Ok(()),
+    }
+}

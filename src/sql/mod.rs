@@ -1,0 +1,647 @@
+//! SQL text → eddy statements.
+//!
+//! eddy speaks PostgreSQL's dialect (via sqlparser) plus its own streaming DDL:
+//! `CREATE STREAM`, `SHOW STREAMS | TABLES | MATERIALIZED VIEWS | SINKS`,
+//! `DESCRIBE x`, `EXPLAIN CREATE MATERIALIZED VIEW ...`, `EXPLAIN x` and `FLUSH`.
+//! This module drives sqlparser's parser statement by statement: statements it knows
+//! are delegated to it, eddy's own are parsed here with its building blocks. Each
+//! statement keeps its text and its offset in the query string, so later errors can
+//! point at the right place.
+
+mod statement;
+
+pub use statement::*;
+
+use datafusion::sql::sqlparser::ast;
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion::sql::sqlparser::keywords::Keyword;
+use datafusion::sql::sqlparser::parser::{Parser, ParserError};
+use datafusion::sql::sqlparser::tokenizer::{Location, Token};
+
+use crate::catalog::ObjectKind;
+use crate::error::{Error, Result};
+
+/// Maximum nesting depth of expressions and subqueries.
+const RECURSION_LIMIT: usize = 200;
+
+/// One statement of a query string.
+#[derive(Debug, Clone)]
+pub struct ParsedStatement {
+    pub statement: Statement,
+    /// The statement's own text.
+    pub text: String,
+    /// Character offset of the statement in the whole query string (0-based).
+    pub offset: usize,
+}
+
+/// Parse every statement of `sql`.
+pub fn parse(sql: &str) -> Result<Vec<ParsedStatement>> {
+    let lines = LineIndex::new(sql);
+    let dialect = PostgreSqlDialect {};
+    let mut parser = Parser::new(&dialect)
+        .with_recursion_limit(RECURSION_LIMIT)
+        .try_with_sql(sql)
+        .map_err(|e| parse_error_in(e, &lines))?;
+    let mut out = vec![];
+    loop {
+        while parser.consume_token(&Token::SemiColon) {}
+        let first = parser.peek_token();
+        if first.token == Token::EOF {
+            break;
+        }
+        let start = lines.byte_offset(first.span.start);
+        let statement = parse_statement(&mut parser).map_err(|e| e.with_position_from(&lines))?;
+        let last_end = parser.get_current_token().span.end;
+        let end = lines.byte_offset(last_end).max(start);
+        let next = parser.peek_token();
+        if !matches!(next.token, Token::SemiColon | Token::EOF) {
+            let at = lines.char_offset(next.span.start);
+            return Err(Error::Parse {
+                message: format!("syntax error at or near \"{}\"", next.token),
+                position: Some(at + 1),
+            });
+        }
+        let text = sql.get(start..end).unwrap_or(sql).trim().to_string();
+        let offset = sql[..start.min(sql.len())].chars().count();
+        out.push(ParsedStatement {
+            statement,
+            text,
+            offset,
+        });
+    }
+    Ok(out)
+}
+
+/// Parse exactly one statement (e.g. a stored view definition).
+pub fn parse_one(sql: &str) -> Result<Statement> {
+    let mut v = parse(sql)?;
+    match v.len() {
+        1 => Ok(v.remove(0).statement),
+        n => Err(Error::parse(format!("expected one statement, found {n}"))),
+    }
+}
+
+/// An error from the parser, before it is placed in the query text.
+enum StmtError {
+    Parser(ParserError),
+    Eddy(Error),
+}
+
+impl From<ParserError> for StmtError {
+    fn from(e: ParserError) -> Self {
+        StmtError::Parser(e)
+    }
+}
+
+impl From<Error> for StmtError {
+    fn from(e: Error) -> Self {
+        StmtError::Eddy(e)
+    }
+}
+
+impl StmtError {
+    fn with_position_from(self, lines: &LineIndex) -> Error {
+        match self {
+            StmtError::Parser(e) => parse_error_in(e, lines),
+            StmtError::Eddy(e) => e,
+        }
+    }
+}
+
+fn word_is(t: &Token, word: &str) -> bool {
+    matches!(t, Token::Word(w) if w.value.eq_ignore_ascii_case(word) && w.quote_style.is_none())
+}
+
+fn peek_is(p: &Parser, n: usize, word: &str) -> bool {
+    word_is(&p.peek_nth_token(n).token, word)
+}
+
+fn parse_statement(p: &mut Parser) -> std::result::Result<Statement, StmtError> {
+    if peek_is(p, 0, "CREATE") && peek_is(p, 1, "STREAM") {
+        p.next_token();
+        p.next_token();
+        return Ok(Statement::CreateStream(parse_create_relation_rest(
+            p,
+            ObjectKind::Stream,
+        )?));
+    }
+    if peek_is(p, 0, "SHOW") {
+        if let Some(s) = parse_show(p)? {
+            return Ok(s);
+        }
+    }
+    if peek_is(p, 0, "DESCRIBE") || peek_is(p, 0, "DESC") {
+        p.next_token();
+        let _ = p.parse_keyword(Keyword::TABLE);
+        let name = object_name(&p.parse_object_name(false)?)?;
+        return Ok(Statement::Describe { name });
+    }
+    if peek_is(p, 0, "EXPLAIN") {
+        if peek_is(p, 1, "CREATE") {
+            p.next_token();
+            let inner = parse_statement(p)?;
+            return match inner {
+                Statement::CreateView(v) => Ok(Statement::ExplainCreateView(v)),
+                _ => Err(Error::not_supported(
+                    "EXPLAIN of this statement; EXPLAIN CREATE MATERIALIZED VIEW is supported",
+                )
+                .into()),
+            };
+        }
+        if let Token::Word(w) = &p.peek_nth_token(1).token {
+            // EXPLAIN <view name> (a bare name, not a query).
+            let next = p.peek_nth_token(2).token;
+            if w.keyword == Keyword::NoKeyword
+                && matches!(next, Token::SemiColon | Token::EOF | Token::Period)
+            {
+                p.next_token();
+                let name = object_name(&p.parse_object_name(false)?)?;
+                return Ok(Statement::ExplainObject { name });
+            }
+        }
+    }
+    if peek_is(p, 0, "FLUSH") {
+        p.next_token();
+        return Ok(Statement::Flush);
+    }
+    if peek_is(p, 0, "DROP") {
+        return parse_drop(p);
+    }
+    if peek_is(p, 0, "SET") {
+        return parse_set(p);
+    }
+    if peek_is(p, 0, "RESET") {
+        p.next_token();
+        let name = if p.parse_keyword(Keyword::ALL) {
+            "all".to_string()
+        } else {
+            dotted_name(p)?
+        };
+        return Ok(Statement::Reset { name });
+    }
+    if peek_is(p, 0, "DISCARD")
+        || peek_is(p, 0, "DEALLOCATE")
+        || peek_is(p, 0, "LISTEN")
+        || peek_is(p, 0, "UNLISTEN")
+    {
+        let tok = p.next_token().token.to_string().to_uppercase();
+        // Consume the rest of the statement: these are accepted as no-ops.
+        while !matches!(p.peek_token().token, Token::SemiColon | Token::EOF) {
+            p.next_token();
+        }
+        return Ok(Statement::NoOp { tag: tok });
+    }
+
+    let stmt = p.parse_statement()?;
+    Ok(match stmt {
+        ast::Statement::CreateTable(ct) => Statement::CreateTable(create_table(ct)?),
+        ast::Statement::CreateView(v) => Statement::CreateView(create_view(v)?),
+        ast::Statement::Query(_) => Statement::Query(Box::new(stmt)),
+        ast::Statement::Insert(_) => Statement::Insert(Box::new(stmt)),
+        ast::Statement::Update(_) => Statement::Update(Box::new(stmt)),
+        ast::Statement::Delete(_) => Statement::Delete(Box::new(stmt)),
+        ast::Statement::Explain { .. } => Statement::ExplainQuery(Box::new(stmt)),
+        ast::Statement::StartTransaction { .. } => Statement::Begin,
+        ast::Statement::Commit { .. } => Statement::Commit,
+        ast::Statement::Rollback { .. } => Statement::Rollback,
+        ast::Statement::ExplainTable { table_name, .. } => Statement::Describe {
+            name: object_name(&table_name)?,
+        },
+        other => {
+            return Err(Error::not_supported(format!(
+                "statement {}",
+                first_words(&other.to_string())
+            ))
+            .into())
+        }
+    })
+}
+
+fn first_words(s: &str) -> String {
+    s.split_whitespace().take(2).collect::<Vec<_>>().join(" ")
+}
+
+fn parse_show(p: &mut Parser) -> std::result::Result<Option<Statement>, StmtError> {
+    let target = match &p.peek_nth_token(1).token {
+        t if word_is(t, "TABLES") => Some((2, ShowTarget::Objects(ObjectKind::Table))),
+        t if word_is(t, "STREAMS") => Some((2, ShowTarget::Objects(ObjectKind::Stream))),
+        t if word_is(t, "SINKS") => Some((2, ShowTarget::Objects(ObjectKind::Sink))),
+        t if word_is(t, "VIEWS") => Some((2, ShowTarget::Objects(ObjectKind::MaterializedView))),
+        t if word_is(t, "MATERIALIZED") && peek_is(p, 2, "VIEWS") => {
+            Some((3, ShowTarget::Objects(ObjectKind::MaterializedView)))
+        }
+        t if word_is(t, "ALL") => Some((2, ShowTarget::AllVariables)),
+        _ => None,
+    };
+    if let Some((n, target)) = target {
+        for _ in 0..n {
+            p.next_token();
+        }
+        return Ok(Some(Statement::Show(target)));
+    }
+    // SHOW <variable> [TO ...]: a session variable.
+    p.next_token();
+    let name = if p.parse_keywords(&[Keyword::TIME, Keyword::ZONE]) {
+        "timezone".to_string()
+    } else if p.parse_keywords(&[Keyword::TRANSACTION, Keyword::ISOLATION, Keyword::LEVEL]) {
+        "transaction_isolation".to_string()
+    } else {
+        dotted_name(p)?
+    };
+    Ok(Some(Statement::Show(ShowTarget::Variable(name))))
+}
+
+fn dotted_name(p: &mut Parser) -> std::result::Result<String, StmtError> {
+    let mut parts = vec![p.parse_identifier()?.value.to_lowercase()];
+    while p.consume_token(&Token::Period) {
+        parts.push(p.parse_identifier()?.value.to_lowercase());
+    }
+    Ok(parts.join("."))
+}
+
+fn parse_set(p: &mut Parser) -> std::result::Result<Statement, StmtError> {
+    p.next_token();
+    let _ = p.parse_one_of_keywords(&[Keyword::SESSION, Keyword::LOCAL]);
+    let name = if p.parse_keywords(&[Keyword::TIME, Keyword::ZONE]) {
+        "timezone".to_string()
+    } else if peek_is(p, 0, "NAMES") {
+        p.next_token();
+        "client_encoding".to_string()
+    } else if p.parse_keywords(&[Keyword::TRANSACTION])
+        || p.parse_keywords(&[Keyword::CHARACTERISTICS])
+    {
+        // SET TRANSACTION ISOLATION LEVEL ...: accepted, eddy's reads are always
+        // consistent snapshots.
+        while !matches!(p.peek_token().token, Token::SemiColon | Token::EOF) {
+            p.next_token();
+        }
+        return Ok(Statement::NoOp { tag: "SET".into() });
+    } else {
+        let n = dotted_name(p)?;
+        if !(p.consume_token(&Token::Eq) || p.parse_keyword(Keyword::TO)) {
+            return Err(ParserError::ParserError(format!(
+                "Expected: = or TO, found: {} at Line: {}, Column: {}",
+                p.peek_token().token,
+                p.peek_token().span.start.line,
+                p.peek_token().span.start.column
+            ))
+            .into());
+        }
+        n
+    };
+    let mut parts = vec![];
+    while !matches!(p.peek_token().token, Token::SemiColon | Token::EOF) {
+        let t = p.next_token().token;
+        parts.push(match t {
+            Token::SingleQuotedString(s) => s,
+            Token::Comma => ",".into(),
+            Token::Word(w) => w.value,
+            other => other.to_string(),
+        });
+    }
+    let value = parts.join(" ").replace(" , ", ", ");
+    Ok(Statement::Set { name, value })
+}
+
+fn parse_drop(p: &mut Parser) -> std::result::Result<Statement, StmtError> {
+    p.next_token();
+    let kind = if p.parse_keyword(Keyword::TABLE) {
+        ObjectKind::Table
+    } else if peek_is(p, 0, "STREAM") {
+        p.next_token();
+        ObjectKind::Stream
+    } else if p.parse_keywords(&[Keyword::MATERIALIZED, Keyword::VIEW])
+        || p.parse_keyword(Keyword::VIEW)
+    {
+        ObjectKind::MaterializedView
+    } else if peek_is(p, 0, "SINK") {
+        p.next_token();
+        ObjectKind::Sink
+    } else {
+        let t = p.peek_token();
+        return Err(ParserError::ParserError(format!(
+            "Expected: TABLE, STREAM, MATERIALIZED VIEW or SINK after DROP, found: {} at Line: {}, Column: {}",
+            t.token, t.span.start.line, t.span.start.column
+        ))
+        .into());
+    };
+    let if_exists = p.parse_keywords(&[Keyword::IF, Keyword::EXISTS]);
+    let names = p
+        .parse_comma_separated(|p| p.parse_object_name(false))?
+        .iter()
+        .map(object_name)
+        .collect::<Result<Vec<_>>>()?;
+    let cascade = p.parse_keyword(Keyword::CASCADE);
+    if !cascade {
+        let _ = p.parse_keyword(Keyword::RESTRICT);
+    }
+    Ok(Statement::Drop(DropStatement {
+        kind,
+        names,
+        if_exists,
+        cascade,
+    }))
+}
+
+/// `name (columns) [WITH (options)]` after `CREATE STREAM`.
+fn parse_create_relation_rest(
+    p: &mut Parser,
+    kind: ObjectKind,
+) -> std::result::Result<CreateRelation, StmtError> {
+    let if_not_exists = p.parse_keywords(&[Keyword::IF, Keyword::NOT, Keyword::EXISTS]);
+    let name = object_name(&p.parse_object_name(false)?)?;
+    let (columns, constraints) = p.parse_columns()?;
+    let options = if p.parse_keyword(Keyword::WITH) {
+        p.prev_token();
+        options_map(&p.parse_options(Keyword::WITH)?)?
+    } else {
+        Default::default()
+    };
+    Ok(CreateRelation {
+        kind,
+        name,
+        if_not_exists,
+        columns,
+        constraints,
+        options,
+    })
+}
+
+fn create_table(ct: ast::CreateTable) -> Result<CreateRelation> {
+    if ct.query.is_some() {
+        return Err(Error::not_supported(
+            "CREATE TABLE ... AS SELECT; use CREATE MATERIALIZED VIEW",
+        ));
+    }
+    if ct.temporary {
+        return Err(Error::not_supported("temporary tables"));
+    }
+    let options = match &ct.table_options {
+        ast::CreateTableOptions::With(opts) => options_map(opts)?,
+        ast::CreateTableOptions::None => Default::default(),
+        _ => return Err(Error::not_supported("table options other than WITH (...)")),
+    };
+    Ok(CreateRelation {
+        kind: ObjectKind::Table,
+        name: object_name(&ct.name)?,
+        if_not_exists: ct.if_not_exists,
+        columns: ct.columns,
+        constraints: ct.constraints,
+        options,
+    })
+}
+
+fn create_view(v: ast::CreateView) -> Result<CreateView> {
+    if !v.materialized {
+        return Err(Error::not_supported(
+            "non-materialized views; use CREATE MATERIALIZED VIEW, which eddy keeps up to date",
+        ));
+    }
+    if !v.columns.is_empty() {
+        return Err(Error::not_supported(
+            "a column list in CREATE MATERIALIZED VIEW; alias the columns in the SELECT",
+        ));
+    }
+    Ok(CreateView {
+        name: object_name(&v.name)?,
+        if_not_exists: v.if_not_exists,
+        or_replace: v.or_replace,
+        query: v.query,
+    })
+}
+
+fn options_map(opts: &[ast::SqlOption]) -> Result<std::collections::BTreeMap<String, String>> {
+    let mut out = std::collections::BTreeMap::new();
+    for o in opts {
+        match o {
+            ast::SqlOption::KeyValue { key, value } => {
+                let v = match value {
+                    ast::Expr::Value(v) => match &v.value {
+                        ast::Value::SingleQuotedString(s) | ast::Value::DoubleQuotedString(s) => {
+                            s.clone()
+                        }
+                        other => other.to_string(),
+                    },
+                    ast::Expr::Identifier(i) => i.value.clone(),
+                    other => other.to_string(),
+                };
+                out.insert(key.value.to_lowercase(), v);
+            }
+            other => {
+                return Err(Error::invalid_with(
+                    "42601",
+                    format!("invalid option {other}"),
+                ))
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The catalog name of an object: one identifier, folded to lower case unless quoted
+/// (as in Postgres). `public.x` is accepted as `x`.
+pub fn object_name(name: &ast::ObjectName) -> Result<String> {
+    let parts: Vec<&ast::Ident> = name.0.iter().filter_map(|p| p.as_ident()).collect();
+    let ident =
+        match parts.as_slice() {
+            [one] => one,
+            [schema, one] if schema.value.eq_ignore_ascii_case("public") => one,
+            _ => return Err(Error::invalid_with(
+                "3F000",
+                format!(
+                    "schema-qualified name {name} is not supported; eddy has one schema, public"
+                ),
+            )),
+        };
+    Ok(normalize_ident(ident))
+}
+
+pub fn normalize_ident(ident: &ast::Ident) -> String {
+    match ident.quote_style {
+        Some(_) => ident.value.clone(),
+        None => ident.value.to_lowercase(),
+    }
+}
+
+/// Maps sqlparser's line/column locations to offsets in the query string.
+struct LineIndex<'a> {
+    sql: &'a str,
+    /// Byte offset at which each line starts.
+    starts: Vec<usize>,
+}
+
+impl<'a> LineIndex<'a> {
+    fn new(sql: &'a str) -> Self {
+        let mut starts = vec![0];
+        for (i, c) in sql.char_indices() {
+            if c == '\n' {
+                starts.push(i + 1);
+            }
+        }
+        Self { sql, starts }
+    }
+
+    /// Byte offset of a (1-based line, 1-based column in characters) location.
+    fn byte_offset(&self, loc: Location) -> usize {
+        if loc.line == 0 {
+            return self.sql.len();
+        }
+        let line_start = self
+            .starts
+            .get(loc.line as usize - 1)
+            .copied()
+            .unwrap_or(self.sql.len());
+        let rest = &self.sql[line_start..];
+        let col = (loc.column as usize).saturating_sub(1);
+        line_start + rest.char_indices().nth(col).map_or(rest.len(), |(i, _)| i)
+    }
+
+    /// 0-based character offset of a location.
+    fn char_offset(&self, loc: Location) -> usize {
+        let b = self.byte_offset(loc);
+        self.sql[..b].chars().count()
+    }
+}
+
+/// Turn a sqlparser error into a Postgres-style syntax error, with the position taken
+/// from the "at Line: L, Column: C" sqlparser appends.
+fn parse_error_in(e: ParserError, lines: &LineIndex) -> Error {
+    let msg = match &e {
+        ParserError::ParserError(m) | ParserError::TokenizerError(m) => m.clone(),
+        ParserError::RecursionLimitExceeded => {
+            return Error::invalid_with("54001", "statement is too complex: nesting is too deep")
+        }
+    };
+    let (body, loc) = match msg.rfind(" at Line: ") {
+        Some(i) => (&msg[..i], parse_location(&msg[i + 10..])),
+        None => (msg.as_str(), None),
+    };
+    let mut position = loc.filter(|l| l.line > 0).map(|l| lines.char_offset(l) + 1);
+    let message = match body
+        .strip_prefix("Expected: ")
+        .and_then(|b| b.rsplit_once(", found: "))
+    {
+        Some((expected, "EOF")) => {
+            // Postgres points just past the end of the text.
+            position = Some(lines.sql.chars().count() + 1);
+            format!("syntax error at end of input (expected {expected})")
+        }
+        Some((expected, found)) => {
+            format!("syntax error at or near \"{found}\" (expected {expected})")
+        }
+        None => format!("syntax error: {body}"),
+    };
+    Error::Parse { message, position }
+}
+
+fn parse_location(s: &str) -> Option<Location> {
+    let (line, col) = s.split_once(", Column: ")?;
+    let col: String = col.chars().take_while(|c| c.is_ascii_digit()).collect();
+    Some(Location {
+        line: line.trim().parse().ok()?,
+        column: col.parse().ok()?,
+    })
+}
+
+/// A sqlparser error without query context.
+pub fn parse_error(e: ParserError) -> Error {
+    parse_error_in(e, &LineIndex::new(""))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_statements_and_keeps_their_text() {
+        let v = parse(
+            "CREATE TABLE t (k INT PRIMARY KEY);  INSERT INTO t VALUES (1);\nSELECT * FROM t",
+        )
+        .unwrap();
+        assert_eq!(v.len(), 3);
+        assert_eq!(v[1].text, "INSERT INTO t VALUES (1)");
+        assert_eq!(v[1].offset, 37);
+        assert!(matches!(v[2].statement, Statement::Query(_)));
+    }
+
+    #[test]
+    fn parses_eddy_ddl() {
+        let s = parse_one(
+            "CREATE STREAM s (a BIGINT, b TEXT) WITH (kafka_topic = 'x', format = 'json')",
+        )
+        .unwrap();
+        match s {
+            Statement::CreateStream(c) => {
+                assert_eq!(c.name, "s");
+                assert_eq!(c.columns.len(), 2);
+                assert_eq!(c.options.get("kafka_topic").map(String::as_str), Some("x"));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            parse_one("SHOW MATERIALIZED VIEWS").unwrap(),
+            Statement::Show(ShowTarget::Objects(ObjectKind::MaterializedView))
+        ));
+        assert!(matches!(
+            parse_one("SHOW STREAMS").unwrap(),
+            Statement::Show(ShowTarget::Objects(ObjectKind::Stream))
+        ));
+        assert!(matches!(
+            parse_one("show transaction isolation level").unwrap(),
+            Statement::Show(ShowTarget::Variable(_))
+        ));
+        assert!(matches!(
+            parse_one("DROP STREAM IF EXISTS s CASCADE").unwrap(),
+            Statement::Drop(DropStatement {
+                kind: ObjectKind::Stream,
+                if_exists: true,
+                cascade: true,
+                ..
+            })
+        ));
+        assert!(matches!(
+            parse_one("EXPLAIN v").unwrap(),
+            Statement::ExplainObject { .. }
+        ));
+        assert!(matches!(
+            parse_one("EXPLAIN CREATE MATERIALIZED VIEW v AS SELECT 1").unwrap(),
+            Statement::ExplainCreateView(_)
+        ));
+        assert!(
+            matches!(parse_one("DESCRIBE \"MyTable\"").unwrap(), Statement::Describe { name } if name == "MyTable")
+        );
+        assert!(
+            matches!(parse_one("SET extra_float_digits = 3").unwrap(), Statement::Set { name, value } if name == "extra_float_digits" && value == "3")
+        );
+        assert!(
+            matches!(parse_one("SET TIME ZONE 'UTC'").unwrap(), Statement::Set { name, value } if name == "timezone" && value == "UTC")
+        );
+    }
+
+    #[test]
+    fn syntax_errors_carry_a_postgres_position() {
+        // As in Postgres, FORM is read as a column alias and "t" is the error.
+        match parse("SELECT * FORM t") {
+            Err(Error::Parse { message, position }) => {
+                assert_eq!(message, "syntax error at or near \"t\"");
+                assert_eq!(position, Some(15));
+            }
+            other => panic!("{other:?}"),
+        }
+        match parse("SELECT 1;\nSELECT (") {
+            Err(Error::Parse { message, position }) => {
+                assert!(message.contains("end of input"), "{message}");
+                assert_eq!(position, Some(19));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn identifiers_fold_to_lower_case_unless_quoted() {
+        match parse_one("CREATE TABLE Foo (\"Bar\" INT)").unwrap() {
+            Statement::CreateTable(c) => assert_eq!(c.name, "foo"),
+            other => panic!("{other:?}"),
+        }
+    }
+}

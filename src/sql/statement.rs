@@ -1,0 +1,110 @@
+//! The statements eddy executes. Queries and DML keep sqlparser's AST (DataFusion plans
+//! them); eddy's own DDL has its own types.
+
+use std::collections::BTreeMap;
+
+use datafusion::sql::sqlparser::ast;
+
+use crate::catalog::ObjectKind;
+
+#[derive(Debug, Clone)]
+pub enum Statement {
+    CreateTable(CreateRelation),
+    CreateStream(CreateRelation),
+    CreateView(CreateView),
+    Drop(DropStatement),
+    /// SELECT / VALUES / WITH ...
+    Query(Box<ast::Statement>),
+    Insert(Box<ast::Statement>),
+    Update(Box<ast::Statement>),
+    Delete(Box<ast::Statement>),
+    Show(ShowTarget),
+    Describe {
+        name: String,
+    },
+    /// EXPLAIN <query> (DataFusion's plan of an ad-hoc query).
+    ExplainQuery(Box<ast::Statement>),
+    /// EXPLAIN CREATE MATERIALIZED VIEW ...: the dataflow it would build.
+    ExplainCreateView(CreateView),
+    /// EXPLAIN <view>: the running dataflow of a view.
+    ExplainObject {
+        name: String,
+    },
+    Flush,
+    Begin,
+    Commit,
+    Rollback,
+    Set {
+        name: String,
+        value: String,
+    },
+    Reset {
+        name: String,
+    },
+    /// Accepted and ignored (DISCARD ALL, DEALLOCATE, ...); `tag` is the command tag.
+    NoOp {
+        tag: String,
+    },
+}
+
+/// CREATE TABLE / CREATE STREAM.
+#[derive(Debug, Clone)]
+pub struct CreateRelation {
+    pub kind: ObjectKind,
+    pub name: String,
+    pub if_not_exists: bool,
+    pub columns: Vec<ast::ColumnDef>,
+    pub constraints: Vec<ast::TableConstraint>,
+    pub options: BTreeMap<String, String>,
+}
+
+/// CREATE MATERIALIZED VIEW.
+#[derive(Debug, Clone)]
+pub struct CreateView {
+    pub name: String,
+    pub if_not_exists: bool,
+    pub or_replace: bool,
+    pub query: Box<ast::Query>,
+}
+
+#[derive(Debug, Clone)]
+pub struct DropStatement {
+    pub kind: ObjectKind,
+    pub names: Vec<String>,
+    pub if_exists: bool,
+    pub cascade: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ShowTarget {
+    Objects(ObjectKind),
+    Variable(String),
+    AllVariables,
+}
+
+impl Statement {
+    /// The command tag Postgres would report, for statements that return no rows.
+    pub fn tag(&self) -> &'static str {
+        match self {
+            Statement::CreateTable(_) => "CREATE TABLE",
+            Statement::CreateStream(_) => "CREATE STREAM",
+            Statement::CreateView(_) => "CREATE MATERIALIZED VIEW",
+            Statement::Drop(d) => match d.kind {
+                ObjectKind::Table => "DROP TABLE",
+                ObjectKind::Stream => "DROP STREAM",
+                ObjectKind::MaterializedView => "DROP MATERIALIZED VIEW",
+                ObjectKind::Sink => "DROP SINK",
+            },
+            Statement::Insert(_) => "INSERT",
+            Statement::Update(_) => "UPDATE",
+            Statement::Delete(_) => "DELETE",
+            Statement::Flush => "FLUSH",
+            Statement::Begin => "BEGIN",
+            Statement::Commit => "COMMIT",
+            Statement::Rollback => "ROLLBACK",
+            Statement::Set { .. } => "SET",
+            Statement::Reset { .. } => "RESET",
+            _ => "SELECT",
+        }
+    }
+}
