@@ -442,17 +442,18 @@ fn options_map(opts: &[ast::SqlOption]) -> Result<std::collections::BTreeMap<Str
 /// (as in Postgres). `public.x` is accepted as `x`.
 pub fn object_name(name: &ast::ObjectName) -> Result<String> {
     let parts: Vec<&ast::Ident> = name.0.iter().filter_map(|p| p.as_ident()).collect();
-    let ident =
-        match parts.as_slice() {
-            [one] => one,
-            [schema, one] if schema.value.eq_ignore_ascii_case("public") => one,
-            _ => return Err(Error::invalid_with(
+    let ident = match parts.as_slice() {
+        [one] => one,
+        [schema, one] if schema.value.eq_ignore_ascii_case("public") => one,
+        _ => {
+            return Err(Error::invalid_with(
                 "3F000",
                 format!(
                     "schema-qualified name {name} is not supported; eddy has one schema, public"
                 ),
-            )),
-        };
+            ))
+        }
+    };
     Ok(normalize_ident(ident))
 }
 

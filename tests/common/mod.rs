@@ -1,0 +1,141 @@
+//! Helpers shared by the integration tests: run a real `eddy` process on a free port
+//! with its own data directory, kill it (gracefully or with SIGKILL), restart it on the
+//! same data, and connect to it with tokio-postgres.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running eddy server.
+pub struct Eddy {
+    child: Child,
+    pub addr: String,
+    pub port: u16,
+    pub data_dir: PathBuf,
+    /// Keeps a temporary data directory alive (and removes it at the end).
+    _tmp: Option<tempfile::TempDir>,
+}
+
+impl Eddy {
+    /// Start eddy with a fresh temporary data directory.
+    pub fn start() -> Eddy {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let dir = tmp.path().join("data");
+        let mut e = Self::start_in(&dir, &[]);
+        e._tmp = Some(tmp);
+        e
+    }
+
+    /// Start eddy on `data_dir` (existing data is recovered) with extra arguments.
+    pub fn start_in(data_dir: &Path, extra: &[&str]) -> Eddy {
+        let bin = env!("CARGO_BIN_EXE_eddy");
+        let mut child = Command::new(bin)
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(extra)
+            .env(
+                "EDDY_LOG",
+                std::env::var("EDDY_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn eddy");
+        let stdout = child.stdout.take().expect("eddy stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            while let Some(Ok(line)) = lines.next() {
+                if let Some(addr) = line.strip_prefix("eddy ready on ") {
+                    let _ = tx.send(addr.trim().to_string());
+                }
+            }
+        });
+        let addr = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(a) => a,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("eddy did not start within 60s");
+            }
+        };
+        let port = addr
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("port");
+        Eddy {
+            child,
+            addr,
+            port,
+            data_dir: data_dir.to_path_buf(),
+            _tmp: None,
+        }
+    }
+
+    /// A libpq-style connection string for this server.
+    pub fn conn_str(&self) -> String {
+        format!("host=127.0.0.1 port={} user=eddy dbname=eddy", self.port)
+    }
+
+    pub async fn connect(&self) -> tokio_postgres::Client {
+        let (client, conn) = tokio_postgres::connect(&self.conn_str(), tokio_postgres::NoTls)
+            .await
+            .expect("connect to eddy");
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        client
+    }
+
+    /// SIGKILL: no shutdown code runs, like a crash or `kill -9`.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Kill and start again on the same data directory.
+    pub fn restart(mut self) -> Eddy {
+        self.kill9();
+        let tmp = self._tmp.take();
+        let mut e = Self::start_in(&self.data_dir.clone(), &[]);
+        e._tmp = tmp;
+        e
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Has the process exited?
+    pub fn exited(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)))
+    }
+}
+
+impl Drop for Eddy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Poll `f` until it returns true or `timeout` passes.
+pub async fn eventually<F, Fut>(timeout: Duration, mut f: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if f().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}

@@ -1,0 +1,220 @@
+//! Runs every `sql-tests/**/*.slt` file against a real eddy server over the Postgres
+//! protocol. Each file gets its own server (and data directory), so files run in
+//! parallel and cannot disturb each other.
+//!
+//! `cargo test --test sqllogictest -- <substring>` runs only the files whose path
+//! contains the substring. Errors keep the server's message and SQLSTATE, so a test can
+//! expect either: `statement error (42P01)` or `statement error does not exist`.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use common::Eddy;
+use sqllogictest::{AsyncDB, DBOutput, DefaultColumnType};
+use tokio_postgres::{NoTls, SimpleQueryMessage};
+
+/// An error as the server sent it.
+#[derive(Debug)]
+struct PgError {
+    message: String,
+    sqlstate: Option<String>,
+}
+
+impl std::fmt::Display for PgError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.sqlstate {
+            Some(s) => write!(f, "{} (SQLSTATE {s})", self.message),
+            None => write!(f, "{}", self.message),
+        }
+    }
+}
+
+impl std::error::Error for PgError {}
+
+impl From<tokio_postgres::Error> for PgError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        match e.as_db_error() {
+            Some(db) => PgError {
+                message: db.message().to_string(),
+                sqlstate: Some(db.code().code().to_string()),
+            },
+            None => PgError {
+                message: e.to_string(),
+                sqlstate: None,
+            },
+        }
+    }
+}
+
+struct EddyDb {
+    client: tokio_postgres::Client,
+}
+
+impl EddyDb {
+    async fn connect(port: u16) -> Result<Self, PgError> {
+        let conn_str = format!("host=127.0.0.1 port={port} user=eddy dbname=eddy");
+        let (client, conn) = tokio_postgres::connect(&conn_str, NoTls).await?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(Self { client })
+    }
+}
+
+#[async_trait]
+impl AsyncDB for EddyDb {
+    type Error = PgError;
+    type ColumnType = DefaultColumnType;
+
+    async fn run(&mut self, sql: &str) -> Result<DBOutput<DefaultColumnType>, PgError> {
+        let messages = self.client.simple_query(sql).await?;
+        let mut rows = vec![];
+        let mut ncols = None;
+        let mut count = 0;
+        for m in messages {
+            match m {
+                SimpleQueryMessage::Row(row) => {
+                    let mut r = vec![];
+                    for i in 0..row.len() {
+                        r.push(match row.get(i) {
+                            None => "NULL".to_string(),
+                            Some("") => "(empty)".to_string(),
+                            Some(v) => v.to_string(),
+                        });
+                    }
+                    rows.push(r);
+                }
+                SimpleQueryMessage::RowDescription(cols) => ncols = Some(cols.len()),
+                SimpleQueryMessage::CommandComplete(n) => count = n,
+                _ => {}
+            }
+        }
+        match ncols {
+            Some(n) => Ok(DBOutput::Rows {
+                types: vec![DefaultColumnType::Any; n],
+                rows,
+            }),
+            None => Ok(DBOutput::StatementComplete(count)),
+        }
+    }
+
+    async fn shutdown(&mut self) {}
+
+    fn engine_name(&self) -> &str {
+        "eddy"
+    }
+
+    async fn sleep(dur: Duration) {
+        tokio::time::sleep(dur).await;
+    }
+
+    async fn run_command(
+        mut command: std::process::Command,
+    ) -> std::io::Result<std::process::Output> {
+        tokio::process::Command::from(std::mem::replace(
+            &mut command,
+            std::process::Command::new("true"),
+        ))
+        .output()
+        .await
+    }
+
+    fn error_sql_state(err: &PgError) -> Option<String> {
+        err.sqlstate.clone()
+    }
+}
+
+fn find_slt(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            find_slt(&p, out);
+        } else if p.extension().is_some_and(|x| x == "slt") {
+            out.push(p);
+        }
+    }
+}
+
+async fn run_file(path: PathBuf) -> Result<Duration, String> {
+    let started = Instant::now();
+    let server = Eddy::start();
+    let port = server.port;
+    let mut runner = sqllogictest::Runner::new(move || async move { EddyDb::connect(port).await });
+    runner.set_var("EDDY_PORT".into(), port.to_string());
+    runner.set_var("EDDY_ADDR".into(), server.addr.clone());
+    let result = runner.run_file_async(&path).await;
+    drop(server);
+    result
+        .map(|_| started.elapsed())
+        .map_err(|e| e.display(true).to_string())
+}
+
+fn main() {
+    let filter: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("sql-tests");
+    let mut files = vec![];
+    find_slt(&root, &mut files);
+    files.sort();
+    files.retain(|f| {
+        filter.is_empty()
+            || filter
+                .iter()
+                .any(|s| f.to_string_lossy().contains(s.as_str()))
+    });
+    let parallel: usize = std::env::var("EDDY_SLT_JOBS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(4);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let results = rt.block_on(async {
+        let sem = Arc::new(tokio::sync::Semaphore::new(parallel));
+        let mut handles = vec![];
+        for f in files {
+            let sem = sem.clone();
+            handles.push(tokio::spawn(async move {
+                let _permit = sem.acquire().await;
+                let r = run_file(f.clone()).await;
+                (f, r)
+            }));
+        }
+        let mut out = vec![];
+        for h in handles {
+            match h.await {
+                Ok(r) => out.push(r),
+                Err(e) => out.push((PathBuf::from("?"), Err(format!("test task panicked: {e}")))),
+            }
+        }
+        out
+    });
+    let (mut passed, mut failed) = (0, 0);
+    for (f, r) in &results {
+        let name = f.strip_prefix(&root).unwrap_or(f).display();
+        match r {
+            Ok(d) => {
+                passed += 1;
+                println!("ok      {name} ({:.1}s)", d.as_secs_f64());
+            }
+            Err(e) => {
+                failed += 1;
+                println!("FAILED  {name}\n{e}\n");
+            }
+        }
+    }
+    println!("sqllogictest: {passed} passed, {failed} failed");
+    if failed > 0 || passed == 0 {
+        std::process::exit(1);
+    }
+}
