@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::oneshot;
-use tracing::{debug, error, info, warn};
+use tracing::{debug, error, info};
 
 use super::snapshot::{DatabaseSnapshot, RelationSnapshot, SnapshotStore};
 use super::{ChangeBatch, Operator, StateReader, StateWriter};
@@ -290,7 +290,9 @@ impl Runtime {
         let mut replies: Vec<Reply<u64>> = vec![];
         let mut touched: BTreeSet<u64> = BTreeSet::new();
         let mut dropped: Vec<u32> = vec![];
-        let mut installed: Vec<u32> = vec![];
+        // Nodes installed in this epoch run even without input: a global aggregate
+        // must emit its row (count 0) over an empty input.
+        let mut fresh: BTreeSet<u64> = BTreeSet::new();
 
         for cmd in cmds {
             match cmd {
@@ -304,11 +306,12 @@ impl Runtime {
                         let _ = reply.send(Err(Error::Storage(why.clone())));
                         continue;
                     }
-                    let object_id = subgraph.object_id;
                     match self.install(subgraph, restore, &mut touched) {
-                        Ok(()) => {
+                        Ok(ids) => {
                             batch.extend(catalog);
-                            installed.push(object_id);
+                            if !restore {
+                                fresh.extend(ids);
+                            }
                             replies.push(reply);
                         }
                         Err(e) => {
@@ -377,7 +380,7 @@ impl Runtime {
             }
         }
 
-        let processed = self.propagate(&mut touched);
+        let processed = self.propagate(&mut touched, fresh);
 
         // Checkpoint: every operator that saw input writes what changed.
         for id in &processed {
@@ -449,15 +452,15 @@ impl Runtime {
         for r in replies {
             let _ = r.send(Ok(self.epoch));
         }
-        let _ = installed;
     }
 
+    /// Install a subgraph; returns its node ids.
     fn install(
         &mut self,
         subgraph: Subgraph,
         restore: bool,
         touched: &mut BTreeSet<u64>,
-    ) -> Result<()> {
+    ) -> Result<Vec<u64>> {
         let object_id = subgraph.object_id;
         if self.objects.contains_key(&object_id) {
             return Err(Error::internal(format!(
@@ -555,8 +558,8 @@ impl Runtime {
         }
         self.next_node = base + ids.len() as u64;
         info!(object_id, nodes = ids.len(), restore, "installed dataflow");
-        self.objects.insert(object_id, ids);
-        Ok(())
+        self.objects.insert(object_id, ids.clone());
+        Ok(ids)
     }
 
     fn remove(&mut self, object_id: u32, touched: &mut BTreeSet<u64>) {
@@ -577,7 +580,7 @@ impl Runtime {
 
     /// Run every node with pending input, in topological order, until nothing is
     /// pending. Returns the nodes that ran.
-    fn propagate(&mut self, touched: &mut BTreeSet<u64>) -> BTreeSet<u64> {
+    fn propagate(&mut self, touched: &mut BTreeSet<u64>, fresh: BTreeSet<u64>) -> BTreeSet<u64> {
         let mut ran = BTreeSet::new();
         let mut ready: BTreeSet<u64> = self
             .nodes
@@ -585,6 +588,7 @@ impl Runtime {
             .filter(|(_, n)| !n.pending.is_empty())
             .map(|(id, _)| *id)
             .collect();
+        ready.extend(fresh);
         while let Some(id) = ready.pop_first() {
             let Some(node) = self.nodes.get_mut(&id) else {
                 continue;
@@ -688,15 +692,6 @@ impl Runtime {
                     .cloned()
                     .unwrap_or_else(|| format!("node {input}"));
                 out.push_str(&format!("{indent}  Read {name}\n"));
-            }
-        }
-    }
-
-    #[allow(dead_code)]
-    fn warn_failed(&self) {
-        for n in self.nodes.values() {
-            if let Some(f) = &n.failed {
-                warn!(object = n.object_id, "operator {} failed: {f}", n.op.name());
             }
         }
     }

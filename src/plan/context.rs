@@ -90,9 +90,14 @@ impl<'a> PlanContext<'a> {
         Ok(sql_to_rel.sql_statement_to_plan(statement.clone())?)
     }
 
-    /// Plan a query and run DataFusion's analyzer and optimizer over it.
+    /// Plan a view's query and run DataFusion's analyzer and optimizer over it.
+    ///
+    /// Functions whose value changes between calls (`now()`, `random()`) are rejected
+    /// first: the optimizer would freeze them at creation time and the view would
+    /// silently stop meaning what it says.
     pub fn plan_query(&self, query: &ast::Query) -> Result<LogicalPlan> {
         let plan = self.plan_statement(&ast::Statement::Query(Box::new(query.clone())))?;
+        reject_unstable_functions(&plan)?;
         Ok(self.state.optimize(&plan)?)
     }
 
@@ -108,6 +113,31 @@ impl<'a> PlanContext<'a> {
             schema: entry.schema(),
             snapshot,
         })
+    }
+}
+
+fn reject_unstable_functions(plan: &LogicalPlan) -> Result<()> {
+    use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+    use datafusion::logical_expr::Volatility;
+    let mut found: Option<String> = None;
+    plan.apply_with_subqueries(|node| {
+        node.apply_expressions(|e| {
+            e.apply(|e| {
+                if let Expr::ScalarFunction(f) = e {
+                    if f.func.signature().volatility != Volatility::Immutable {
+                        found = Some(f.func.name().to_string());
+                        return Ok(TreeNodeRecursion::Stop);
+                    }
+                }
+                Ok(TreeNodeRecursion::Continue)
+            })
+        })
+    })?;
+    match found {
+        Some(name) => Err(Error::not_supported(format!(
+            "{name}() in a materialized view: its value changes over time, so the view could not be kept up to date"
+        ))),
+        None => Ok(()),
     }
 }
 

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh clone: builds eddy, runs the unit tests, the
+# integration tests (sqllogictest files, protocol, durability), then the real-client
+# suites (psql, psycopg, node-postgres) and the differential test against PostgreSQL.
+# Installs what those need (Python and Node packages, PostgreSQL) into .cache/ or from
+# Debian packages. Safe to run repeatedly; CI runs exactly this (.ci/run).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+export EDDY_CACHE_DIR="${EDDY_CACHE_DIR:-$ROOT/.cache}"
+export EDDY_BIN="$CARGO_TARGET_DIR/debug/eddy"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+mkdir -p "$EDDY_CACHE_DIR"
+
+failed=()
+section() { printf '\n==== %s ====\n' "$*"; }
+run() {
+  local name=$1; shift
+  section "$name"
+  local start=$SECONDS
+  if "$@"; then
+    echo "---- $name: ok ($((SECONDS - start))s)"
+  else
+    echo "---- $name: FAILED ($((SECONDS - start))s)"
+    failed+=("$name")
+  fi
+}
+
+section "build"
+cargo build --bins --tests
+
+run "unit tests" cargo test --lib
+run "sqllogictest (sql-tests/**/*.slt)" cargo test --test sqllogictest
+run "protocol and durability" cargo test --test protocol --test durability
+if [ -x tests/clients/run.sh ] || [ -f tests/clients/run.sh ]; then
+  run "real clients (psql, psycopg, node-postgres)" bash tests/clients/run.sh
+fi
+if [ -f tests/differential/run.sh ]; then
+  run "differential vs PostgreSQL" bash tests/differential/run.sh
+fi
+
+section "summary"
+if [ ${#failed[@]} -gt 0 ]; then
+  printf 'FAILED: %s\n' "${failed[@]}"
+  exit 1
+fi
+echo "all test suites passed"

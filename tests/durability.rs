@@ -1,0 +1,124 @@
+//! What a client was told is committed survives `kill -9`: the catalog, table and stream
+//! rows, and the state of materialized views.
+
+mod common;
+
+use common::Eddy;
+
+async fn rows(c: &tokio_postgres::Client, sql: &str) -> Vec<String> {
+    let mut out = vec![];
+    for m in c.simple_query(sql).await.unwrap() {
+        if let tokio_postgres::SimpleQueryMessage::Row(r) = m {
+            out.push(
+                (0..r.len())
+                    .map(|i| r.get(i).unwrap_or("NULL").to_string())
+                    .collect::<Vec<_>>()
+                    .join(","),
+            );
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn acknowledged_writes_survive_kill_9() {
+    let eddy = Eddy::start();
+    let c = eddy.connect().await;
+    c.batch_execute(
+        "CREATE TABLE t (k INT PRIMARY KEY, v TEXT);
+         CREATE STREAM s (a INT, b TEXT);
+         CREATE MATERIALIZED VIEW v AS SELECT count(*) AS n, max(k) AS hi FROM t;
+         CREATE MATERIALIZED VIEW sv AS SELECT b, sum(a) AS total FROM s GROUP BY b;",
+    )
+    .await
+    .unwrap();
+    for i in 0..50 {
+        c.execute("INSERT INTO t VALUES ($1, $2)", &[&i, &format!("v{i}")])
+            .await
+            .unwrap();
+    }
+    c.batch_execute("UPDATE t SET v = 'changed' WHERE k < 10; DELETE FROM t WHERE k >= 40;")
+        .await
+        .unwrap();
+    c.batch_execute("INSERT INTO s VALUES (1, 'x'), (2, 'y'), (3, 'x')")
+        .await
+        .unwrap();
+    let before = (
+        rows(&c, "SELECT * FROM t ORDER BY k").await,
+        rows(&c, "SELECT * FROM v").await,
+        rows(&c, "SELECT * FROM s ORDER BY a").await,
+        rows(&c, "SELECT * FROM sv ORDER BY b").await,
+    );
+    drop(c);
+
+    // No clean shutdown: SIGKILL right after the last acknowledgement.
+    let eddy = eddy.restart();
+    let c = eddy.connect().await;
+    let after = (
+        rows(&c, "SELECT * FROM t ORDER BY k").await,
+        rows(&c, "SELECT * FROM v").await,
+        rows(&c, "SELECT * FROM s ORDER BY a").await,
+        rows(&c, "SELECT * FROM sv ORDER BY b").await,
+    );
+    assert_eq!(before, after);
+    assert_eq!(after.1, vec!["40,39"]);
+    assert_eq!(after.3, vec!["x,4", "y,2"]);
+
+    // Views keep maintaining from their restored state.
+    c.batch_execute("INSERT INTO t VALUES (100, 'new'); INSERT INTO s VALUES (10, 'y');")
+        .await
+        .unwrap();
+    assert_eq!(rows(&c, "SELECT * FROM v").await, vec!["41,100"]);
+    assert_eq!(
+        rows(&c, "SELECT * FROM sv ORDER BY b").await,
+        vec!["x,4", "y,12"]
+    );
+    let names = rows(&c, "SHOW TABLES").await;
+    assert_eq!(names, vec!["t"]);
+}
+
+#[tokio::test]
+async fn dropped_objects_stay_dropped_after_restart() {
+    let eddy = Eddy::start();
+    let c = eddy.connect().await;
+    c.batch_execute(
+        "CREATE TABLE a (k INT); CREATE MATERIALIZED VIEW va AS SELECT count(*) AS n FROM a;
+         CREATE TABLE b (k INT); INSERT INTO b VALUES (1);
+         DROP TABLE a CASCADE;",
+    )
+    .await
+    .unwrap();
+    drop(c);
+    let eddy = eddy.restart();
+    let c = eddy.connect().await;
+    assert_eq!(rows(&c, "SHOW TABLES").await, vec!["b"]);
+    assert!(rows(&c, "SHOW MATERIALIZED VIEWS").await.is_empty());
+    // The name is free again, and new ids do not collide with old state.
+    c.batch_execute("CREATE TABLE a (k INT); INSERT INTO a VALUES (7);")
+        .await
+        .unwrap();
+    assert_eq!(rows(&c, "SELECT * FROM a").await, vec!["7"]);
+}
+
+#[tokio::test]
+async fn a_corrupt_data_directory_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(data.join("state")).unwrap();
+    // sled expects its own files here; give it garbage.
+    std::fs::write(data.join("state").join("conf"), b"not a sled config").unwrap();
+    std::fs::write(data.join("state").join("db"), vec![0xAB; 4096]).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_eddy"))
+        .arg("--listen")
+        .arg("127.0.0.1:0")
+        .arg("--data-dir")
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "eddy must refuse to start on a corrupt data directory"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("cannot open"), "stderr: {stderr}");
+}
