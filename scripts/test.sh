@@ -36,9 +36,8 @@ run "protocol and durability" cargo test --test protocol --test durability
 if [ -x tests/clients/run.sh ] || [ -f tests/clients/run.sh ]; then
   run "real clients (psql, psycopg, node-postgres)" bash tests/clients/run.sh
 fi
-if [ -f tests/differential/run.sh ]; then
-  run "differential vs PostgreSQL" bash tests/differential/run.sh
-fi
+differential() { scripts/lib/ensure-postgres.sh && cargo test --test differential; }
+run "differential vs PostgreSQL" differential
 
 section "summary"
 if [ ${#failed[@]} -gt 0 ]; then

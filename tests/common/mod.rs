@@ -139,3 +139,161 @@ where
     }
     false
 }
+
+/// A throwaway PostgreSQL server (the oracle for differential tests): its own cluster
+/// in a temporary directory, on a free port, fsync off. Runs as the `postgres` user
+/// when the tests run as root (Postgres refuses to run as root).
+pub struct Postgres {
+    child: Child,
+    pub port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Postgres {
+    pub fn start() -> Postgres {
+        let bindir = postgres_bindir().expect(
+            "PostgreSQL server binaries not found (initdb/postgres); install the Debian package \
+             `postgresql` (scripts/test.sh does this)",
+        );
+        let dir = tempfile::Builder::new()
+            .prefix("eddy-pg")
+            .tempdir()
+            .expect("temp dir");
+        let data = dir.path().join("pgdata");
+        let as_root = unsafe_is_root();
+        if as_root {
+            let _ = Command::new("chown")
+                .arg("-R")
+                .arg("postgres")
+                .arg(dir.path())
+                .status();
+            let _ = Command::new("chmod").arg("755").arg(dir.path()).status();
+        }
+        let initdb = bindir.join("initdb");
+        let status = user_command(as_root, &initdb)
+            .args(["-D"])
+            .arg(&data)
+            .args([
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "--no-sync",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .status()
+            .expect("run initdb");
+        assert!(status.success(), "initdb failed");
+        let port = free_port();
+        let child = user_command(as_root, &bindir.join("postgres"))
+            .arg("-D")
+            .arg(&data)
+            .args([
+                "-p",
+                &port.to_string(),
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                "fsync=off",
+            ])
+            .arg("-k")
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start postgres");
+        let pg = Postgres {
+            child,
+            port,
+            _dir: dir,
+        };
+        let start = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "postgres did not start"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        pg
+    }
+
+    pub async fn connect(&self) -> tokio_postgres::Client {
+        let conn_str = format!(
+            "host=127.0.0.1 port={} user=postgres dbname=postgres",
+            self.port
+        );
+        let start = Instant::now();
+        loop {
+            match tokio_postgres::connect(&conn_str, tokio_postgres::NoTls).await {
+                Ok((client, conn)) => {
+                    tokio::spawn(async move {
+                        let _ = conn.await;
+                    });
+                    return client;
+                }
+                Err(e) if start.elapsed() < Duration::from_secs(30) => {
+                    let _ = e;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("cannot connect to postgres: {e}"),
+            }
+        }
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        // SIGTERM is a "smart" shutdown; SIGKILL is fine for a throwaway cluster.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn unsafe_is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+fn user_command(as_root: bool, program: &Path) -> Command {
+    if as_root {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(program);
+        c
+    } else {
+        Command::new(program)
+    }
+}
+
+fn postgres_bindir() -> Option<PathBuf> {
+    if let Ok(o) = Command::new("pg_config").arg("--bindir").output() {
+        let p = PathBuf::from(String::from_utf8_lossy(&o.stdout).trim());
+        if p.join("initdb").exists() && p.join("postgres").exists() {
+            return Some(p);
+        }
+    }
+    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    versions.sort();
+    versions
+        .into_iter()
+        .rev()
+        .map(|v| v.join("bin"))
+        .find(|b| b.join("initdb").exists())
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
