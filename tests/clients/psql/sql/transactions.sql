@@ -15,7 +15,7 @@ ROLLBACK;
 SELECT * FROM tx_t ORDER BY k;
 -- an error aborts the block until ROLLBACK/COMMIT (25P02)
 BEGIN;
-INSERT INTO tx_t VALUES (3, 'before error');
+SELECT count(*) AS n FROM tx_t;
 SELECT * FROM tx_nope;
 SELECT 1 AS ignored;
 INSERT INTO tx_t VALUES (4, 'ignored');
@@ -25,7 +25,8 @@ BEGIN;
 SELECT 1 / 0 AS boom;
 COMMIT;
 SELECT 'usable again' AS state;
--- session variables
+-- session variables (values only: header spellings are not the point here)
+\pset tuples_only on
 SET application_name = 'eddy-psql-suite';
 SHOW application_name;
 SHOW server_version;
@@ -33,3 +34,4 @@ SHOW TIME ZONE;
 SET TIME ZONE 'UTC';
 SHOW TIME ZONE;
 SHOW DateStyle;
+SHOW client_encoding;
