@@ -32,3 +32,6 @@ pub mod storage;
 /// The version eddy reports to clients as `server_version`. Clients parse the leading
 /// number as the Postgres version whose protocol and catalog behaviour they expect.
 pub const SERVER_VERSION: &str = "15.0 (eddy 0.1.0)";
+
+/// What `SELECT version()` returns: tools look for "PostgreSQL <version>" in it.
+pub const PG_VERSION_STRING: &str = "PostgreSQL 15.0 (eddy 0.1.0, a streaming SQL database)";

@@ -99,11 +99,15 @@ pub struct CatalogEntry {
 }
 
 impl CatalogEntry {
+    /// The Arrow schema of the relation's rows. Every field is nullable at the Arrow
+    /// level: NOT NULL is enforced by eddy before a write (with SQLSTATE 23502), and
+    /// DataFusion must not reject plans (`SELECT NULL` into a key column, an outer
+    /// join) before eddy can give that error.
     pub fn schema(&self) -> SchemaRef {
         Arc::new(Schema::new(
             self.columns
                 .iter()
-                .map(|c| Field::new(&c.name, c.data_type.clone(), c.nullable))
+                .map(|c| Field::new(&c.name, c.data_type.clone(), true))
                 .collect::<Vec<_>>(),
         ))
     }

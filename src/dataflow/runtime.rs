@@ -12,6 +12,7 @@
 //! inputs, so ascending id order is a topological order.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -139,16 +140,37 @@ struct Node {
     failed: Option<String>,
 }
 
+/// Counters the runtime keeps about its epochs (read by benchmarks and SHOW commands).
+#[derive(Debug, Default)]
+pub struct RuntimeMetrics {
+    /// Epochs that committed something.
+    pub epochs: AtomicU64,
+    /// Time spent running operators (excluding the storage commit), total and last epoch.
+    pub process_ns: AtomicU64,
+    pub last_process_ns: AtomicU64,
+    /// Time spent writing and flushing state, total and last epoch.
+    pub commit_ns: AtomicU64,
+    pub last_commit_ns: AtomicU64,
+    /// Bytes of state written, total and last epoch.
+    pub commit_bytes: AtomicU64,
+    pub last_commit_bytes: AtomicU64,
+}
+
 /// The handle sessions use to talk to the runtime thread.
 #[derive(Clone)]
 pub struct DataflowHandle {
     tx: mpsc::Sender<Command>,
     snapshots: Arc<SnapshotStore>,
+    metrics: Arc<RuntimeMetrics>,
 }
 
 impl DataflowHandle {
     pub fn snapshots(&self) -> &Arc<SnapshotStore> {
         &self.snapshots
+    }
+
+    pub fn metrics(&self) -> &Arc<RuntimeMetrics> {
+        &self.metrics
     }
 
     async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T> {
@@ -223,6 +245,7 @@ pub struct Runtime {
     epoch: u64,
     /// Set after a failed commit: memory is ahead of disk, so no more writes are taken.
     broken: Option<String>,
+    metrics: Arc<RuntimeMetrics>,
 }
 
 const EPOCH_KEY: &str = "epoch";
@@ -244,6 +267,7 @@ impl Runtime {
             relations: HashMap::new(),
         });
         let (tx, rx) = mpsc::channel();
+        let metrics = Arc::new(RuntimeMetrics::default());
         let mut rt = Runtime {
             storage,
             snapshots: snapshots.clone(),
@@ -253,12 +277,20 @@ impl Runtime {
             published: HashMap::new(),
             epoch,
             broken: None,
+            metrics: metrics.clone(),
         };
         std::thread::Builder::new()
             .name("eddy-dataflow".into())
             .spawn(move || rt.run(rx))
             .map_err(|e| Error::internal(format!("cannot start dataflow thread: {e}")))?;
-        Ok((DataflowHandle { tx, snapshots }, epoch))
+        Ok((
+            DataflowHandle {
+                tx,
+                snapshots,
+                metrics,
+            },
+            epoch,
+        ))
     }
 
     fn run(&mut self, rx: mpsc::Receiver<Command>) {
@@ -401,7 +433,9 @@ impl Runtime {
                 }
             }
         }
+        let processed_at = Instant::now();
         let durable = !batch.is_empty();
+        let bytes = batch.size_bytes() as u64;
         if durable {
             batch.put(keys::meta_key(EPOCH_KEY), epoch.to_be_bytes().to_vec());
             let result = self
@@ -421,6 +455,16 @@ impl Runtime {
                 return;
             }
             self.epoch = epoch;
+            let m = &self.metrics;
+            let process = processed_at.duration_since(started).as_nanos() as u64;
+            let commit = processed_at.elapsed().as_nanos() as u64;
+            m.epochs.fetch_add(1, Ordering::Relaxed);
+            m.process_ns.fetch_add(process, Ordering::Relaxed);
+            m.last_process_ns.store(process, Ordering::Relaxed);
+            m.commit_ns.fetch_add(commit, Ordering::Relaxed);
+            m.last_commit_ns.store(commit, Ordering::Relaxed);
+            m.commit_bytes.fetch_add(bytes, Ordering::Relaxed);
+            m.last_commit_bytes.store(bytes, Ordering::Relaxed);
         }
 
         // Publish: relations that changed get fresh snapshots; the rest are shared.

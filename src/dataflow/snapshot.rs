@@ -111,6 +111,36 @@ impl RelationSnapshot {
         }
     }
 
+    /// The rows with the given primary keys (keyed tables only; missing keys are
+    /// skipped).
+    pub fn lookup(&self, keys: &[Vec<datafusion::common::ScalarValue>]) -> Result<RecordBatch> {
+        let SnapshotData::Rows {
+            codec,
+            key_codec: Some(kc),
+            map,
+        } = &self.data
+        else {
+            return Err(Error::internal(
+                "key lookup on a relation without a primary key",
+            ));
+        };
+        let mut cols = vec![];
+        for c in 0..kc.num_columns() {
+            let vals = keys.iter().map(|k| k[c].clone());
+            cols.push(datafusion::common::ScalarValue::iter_to_array(vals)?);
+        }
+        let encoded = if keys.is_empty() {
+            vec![]
+        } else {
+            kc.encode_rows(&cols, keys.len())
+        };
+        let rows: Vec<Bytes> = encoded
+            .iter()
+            .filter_map(|k| map.get(k.as_slice()).map(|v| v.row.clone()))
+            .collect();
+        self.decode_rows(codec, &rows)
+    }
+
     pub fn key_codec(&self) -> Option<&Arc<RowCodec>> {
         match &self.data {
             SnapshotData::Rows { key_codec, .. } => key_codec.as_ref(),

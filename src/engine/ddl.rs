@@ -125,24 +125,28 @@ impl Database {
         errors: std::sync::Arc<EvalErrors>,
     ) -> Result<(Subgraph, Vec<Column>, Vec<u32>)> {
         let ctx = PlanContext::new(&self.state, catalog, None);
-        let plan = ctx.plan_query(&v.query)?;
+        let mut query = v.query.clone();
+        let renames = crate::sql::naming::postgres_column_names(&mut query);
+        let plan = ctx.plan_query(&query)?;
         let mut seen = HashSet::new();
         let mut columns = vec![];
         for f in plan.schema().fields() {
-            if !seen.insert(f.name().clone()) {
+            let name = renames.get(f.name()).unwrap_or(f.name());
+            if !seen.insert(name.clone()) {
                 return Err(Error::invalid_with(
                     "42701",
-                    format!("column \"{}\" specified more than once; give the columns distinct names with AS", f.name()),
+                                        format!("column \"{name}\" specified more than once; give the columns distinct names with AS"),
                 ));
             }
             columns.push(Column {
-                name: f.name().clone(),
+                name: name.clone(),
                 data_type: f.data_type().clone(),
                 nullable: true,
                 sql_type: None,
             });
         }
-        let subgraph = Lowering::new(&self.state, errors).lower_view(id, &v.name, &plan)?;
+        let names: Vec<String> = columns.iter().map(|c| c.name.clone()).collect();
+        let subgraph = Lowering::new(&self.state, errors).lower_view(id, &v.name, &plan, &names)?;
         Ok((subgraph, columns, ctx.used_objects()))
     }
 

@@ -10,14 +10,13 @@ use std::collections::HashSet;
 
 use bytes::Bytes;
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
-use datafusion::arrow::compute::{cast, concat_batches};
+use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
-use datafusion::common::ScalarValue;
 use datafusion::logical_expr::{DmlStatement, LogicalPlan, WriteOp};
 use datafusion::sql::sqlparser::ast;
 
-use super::session::ExecResult;
+use super::session::{ExecResult, Params};
 use super::Database;
 use crate::catalog::{CatalogEntry, ObjectKind, SqlType};
 use crate::dataflow::snapshot::RelationSnapshot;
@@ -26,16 +25,87 @@ use crate::error::{Error, Result};
 use crate::plan::PlanContext;
 
 impl Database {
+    /// Reject what eddy does not do yet, and fill in what Postgres fills in: `INSERT
+    /// INTO t VALUES (1)` into a two-column table sets the remaining column to NULL.
+    fn normalize_dml(&self, stmt: &ast::Statement) -> Result<ast::Statement> {
+        let mut stmt = stmt.clone();
+        match &mut stmt {
+            ast::Statement::Insert(ins) => {
+                if ins.returning.is_some() {
+                    return Err(Error::not_supported("INSERT ... RETURNING"));
+                }
+                if ins.on.is_some() {
+                    return Err(Error::not_supported(
+                        "INSERT ... ON CONFLICT; use UPDATE, or DELETE then INSERT",
+                    ));
+                }
+                if ins.columns.is_empty() {
+                    if let (ast::TableObject::TableName(name), Some(source)) =
+                        (&ins.table, &ins.source)
+                    {
+                        if let ast::SetExpr::Values(values) = source.body.as_ref() {
+                            let width = values
+                                .rows
+                                .iter()
+                                .map(|r| r.content.len())
+                                .max()
+                                .unwrap_or(0);
+                            let catalog = self.catalog();
+                            if let Some(entry) = crate::sql::object_name(name)
+                                .ok()
+                                .and_then(|n| catalog.get(&n).cloned())
+                            {
+                                if width < entry.columns.len()
+                                    && values.rows.iter().all(|r| r.content.len() == width)
+                                {
+                                    ins.columns = entry.columns[..width]
+                                        .iter()
+                                        .map(|c| {
+                                            ast::ObjectName::from(vec![ast::Ident::with_quote(
+                                                '"',
+                                                c.name.clone(),
+                                            )])
+                                        })
+                                        .collect();
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            ast::Statement::Update(u) => {
+                if u.returning.is_some() {
+                    return Err(Error::not_supported("UPDATE ... RETURNING"));
+                }
+                if u.from.is_some() {
+                    return Err(Error::not_supported("UPDATE ... FROM"));
+                }
+            }
+            ast::Statement::Delete(d) => {
+                if d.returning.is_some() {
+                    return Err(Error::not_supported("DELETE ... RETURNING"));
+                }
+                if d.using.is_some() {
+                    return Err(Error::not_supported("DELETE ... USING"));
+                }
+            }
+            _ => {}
+        }
+        Ok(stmt)
+    }
+
     /// Plan a DML statement against the latest snapshot.
     fn plan_dml(
         &self,
         stmt: &ast::Statement,
-        params: &[ScalarValue],
+        params: &Params,
     ) -> Result<(DmlStatement, CatalogEntry)> {
+        let stmt = &self.normalize_dml(stmt)?;
         let snapshot = self.dataflow.snapshots().current();
         let catalog = self.catalog();
         let plan = {
-            let ctx = PlanContext::new(&self.state, &catalog, Some(&snapshot));
+            let ctx = PlanContext::new(&self.state, &catalog, Some(&snapshot))
+                .with_param_types(&params.types);
             ctx.plan_statement(stmt)?
         };
         let plan = bind(plan, params)?;
@@ -82,7 +152,7 @@ impl Database {
     pub(crate) async fn insert(
         &self,
         stmt: &ast::Statement,
-        params: &[ScalarValue],
+        params: &Params,
     ) -> Result<ExecResult> {
         let _w = self.write_lock.lock().await;
         let (dml, entry) = self.plan_dml(stmt, params)?;
@@ -108,7 +178,7 @@ impl Database {
     pub(crate) async fn update(
         &self,
         stmt: &ast::Statement,
-        params: &[ScalarValue],
+        params: &Params,
     ) -> Result<ExecResult> {
         let _w = self.write_lock.lock().await;
         let (dml, entry) = self.plan_dml(stmt, params)?;
@@ -145,7 +215,7 @@ impl Database {
     pub(crate) async fn delete(
         &self,
         stmt: &ast::Statement,
-        params: &[ScalarValue],
+        params: &Params,
     ) -> Result<ExecResult> {
         let _w = self.write_lock.lock().await;
         let (dml, entry) = self.plan_dml(stmt, params)?;
@@ -172,11 +242,11 @@ impl Database {
 }
 
 /// Substitute `$n` parameters.
-pub(crate) fn bind(plan: LogicalPlan, params: &[ScalarValue]) -> Result<LogicalPlan> {
-    if params.is_empty() {
+pub(crate) fn bind(plan: LogicalPlan, params: &Params) -> Result<LogicalPlan> {
+    if params.values.is_empty() {
         return Ok(plan);
     }
-    Ok(plan.with_param_values(params.to_vec())?)
+    Ok(plan.with_param_values(params.values.clone())?)
 }
 
 /// Turn planned rows into a batch of the table's schema, enforcing NOT NULL and
@@ -191,7 +261,12 @@ fn conform(entry: &CatalogEntry, rows: &[RecordBatch]) -> Result<RecordBatch> {
             .map(|b| {
                 let a = b.column(i).clone();
                 if a.data_type() != &col.data_type {
-                    cast(&a, &col.data_type)
+                    // Strict: a value that does not fit is an error, never a NULL.
+                    let opts = datafusion::arrow::compute::CastOptions {
+                        safe: false,
+                        ..Default::default()
+                    };
+                    datafusion::arrow::compute::cast_with_options(&a, &col.data_type, &opts)
                 } else {
                     Ok(a)
                 }
@@ -203,6 +278,15 @@ fn conform(entry: &CatalogEntry, rows: &[RecordBatch]) -> Result<RecordBatch> {
         } else {
             datafusion::arrow::compute::concat(&refs)?
         };
+        // Casts between decimals do not always check the target precision.
+        if let DataType::Decimal128(p, s) = col.data_type {
+            arr.as_primitive::<datafusion::arrow::datatypes::Decimal128Type>()
+                .validate_decimal_precision(p)
+                .map_err(|_| {
+                    let _ = s;
+                    Error::data("22003", "numeric field overflow")
+                })?;
+        }
         if !col.nullable && arr.null_count() > 0 {
             return Err(Error::Constraint {
                 code: "23502",

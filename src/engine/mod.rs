@@ -28,7 +28,7 @@ use crate::plan::{base_session_state, Lowering, PlanContext};
 use crate::sql::{self, Statement};
 use crate::storage::{MemoryStorage, SledStorage, Storage, WriteBatch};
 
-pub use session::{ExecResult, Session};
+pub use session::{ExecResult, Params, Session};
 
 /// How to open a database.
 #[derive(Clone, Debug)]
@@ -135,10 +135,18 @@ impl Database {
             ObjectKind::MaterializedView => match sql::parse_one(&entry.sql)? {
                 Statement::CreateView(v) => {
                     let ctx = PlanContext::new(&self.state, catalog, None);
-                    let plan = ctx.plan_query(&v.query)?;
+                    let mut query = v.query.clone();
+                    crate::sql::naming::postgres_column_names(&mut query);
+                    let plan = ctx.plan_query(&query)?;
                     let errors = EvalErrors::new();
                     self.view_errors.write().insert(entry.id, errors.clone());
-                    Lowering::new(&self.state, errors).lower_view(entry.id, &entry.name, &plan)
+                    let names: Vec<String> = entry.columns.iter().map(|c| c.name.clone()).collect();
+                    Lowering::new(&self.state, errors).lower_view(
+                        entry.id,
+                        &entry.name,
+                        &plan,
+                        &names,
+                    )
                 }
                 _ => Err(Error::Storage(format!(
                     "catalog entry of view {} is not a view definition",

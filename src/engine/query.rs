@@ -4,12 +4,11 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{BooleanArray, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use datafusion::common::ScalarValue;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::sql::sqlparser::ast;
 
 use super::dml::bind;
-use super::session::ExecResult;
+use super::session::{ExecResult, Params};
 use super::Database;
 use crate::catalog::ObjectKind;
 use crate::error::{Error, Result};
@@ -18,16 +17,14 @@ use crate::plan::PlanContext;
 impl Database {
     /// Run a query over the latest published snapshot: every relation it reads is seen
     /// as of the same epoch.
-    pub(crate) async fn query(
-        &self,
-        stmt: &ast::Statement,
-        params: &[ScalarValue],
-    ) -> Result<ExecResult> {
+    pub(crate) async fn query(&self, stmt: &ast::Statement, params: &Params) -> Result<ExecResult> {
         let snapshot = self.dataflow.snapshots().current();
         let catalog = self.catalog();
+        let (stmt, renames) = with_postgres_names(stmt);
         let plan = {
-            let ctx = PlanContext::new(&self.state, &catalog, Some(&snapshot));
-            ctx.plan_statement(stmt)?
+            let ctx = PlanContext::new(&self.state, &catalog, Some(&snapshot))
+                .with_param_types(&params.types);
+            ctx.plan_statement(&stmt)?
         };
         check_read_only(&plan)?;
         let plan = bind(plan, params)?;
@@ -36,6 +33,22 @@ impl Database {
         let physical = state.create_physical_plan(&optimized).await?;
         let schema = physical.schema();
         let batches = datafusion::physical_plan::collect(physical, state.task_ctx()).await?;
+        if renames.is_empty() {
+            return Ok(ExecResult::Rows { schema, batches });
+        }
+        let schema = rename_fields(&schema, &renames);
+        // Duplicate names are fine in a result: relabel the columns as they are.
+        let batches = batches
+            .into_iter()
+            .map(|b| {
+                let n = b.num_rows();
+                datafusion::arrow::array::RecordBatch::try_new_with_options(
+                    schema.clone(),
+                    b.columns().to_vec(),
+                    &datafusion::arrow::array::RecordBatchOptions::new().with_row_count(Some(n)),
+                )
+            })
+            .collect::<std::result::Result<Vec<_>, _>>()?;
         Ok(ExecResult::Rows { schema, batches })
     }
 
@@ -44,11 +57,14 @@ impl Database {
         &self,
         stmt: &ast::Statement,
         with_result: bool,
+        declared: &[Option<DataType>],
     ) -> Result<(Vec<Option<DataType>>, Option<SchemaRef>)> {
         let snapshot = self.dataflow.snapshots().current();
         let catalog = self.catalog();
-        let ctx = PlanContext::new(&self.state, &catalog, Some(&snapshot));
-        let plan = ctx.plan_statement(stmt)?;
+        let ctx =
+            PlanContext::new(&self.state, &catalog, Some(&snapshot)).with_param_types(declared);
+        let (stmt, renames) = with_postgres_names(stmt);
+        let plan = ctx.plan_statement(&stmt)?;
         let types = plan.get_parameter_types()?;
         let mut ordered: Vec<(usize, Option<DataType>)> = types
             .into_iter()
@@ -67,7 +83,8 @@ impl Database {
                 params[i - 1] = t;
             }
         }
-        let result = with_result.then(|| Arc::new(plan.schema().as_arrow().clone()));
+        let result = with_result
+            .then(|| rename_fields(&Arc::new(plan.schema().as_arrow().clone()), &renames));
         Ok((params, result))
     }
 
@@ -114,6 +131,41 @@ impl Database {
             batches: vec![batch],
         })
     }
+}
+
+/// A query with its outermost columns named as Postgres names them, and the renames
+/// to apply to its result (see `sql::naming`).
+fn with_postgres_names(
+    stmt: &ast::Statement,
+) -> (ast::Statement, std::collections::HashMap<String, String>) {
+    match stmt {
+        ast::Statement::Query(q) => {
+            let mut q = q.clone();
+            let renames = crate::sql::naming::postgres_column_names(&mut q);
+            (ast::Statement::Query(q), renames)
+        }
+        other => (other.clone(), Default::default()),
+    }
+}
+
+/// The schema with internal column names replaced by their display names.
+pub(crate) fn rename_fields(
+    schema: &SchemaRef,
+    renames: &std::collections::HashMap<String, String>,
+) -> SchemaRef {
+    if renames.is_empty() {
+        return schema.clone();
+    }
+    Arc::new(Schema::new(
+        schema
+            .fields()
+            .iter()
+            .map(|f| match renames.get(f.name()) {
+                Some(n) => f.as_ref().clone().with_name(n),
+                None => f.as_ref().clone(),
+            })
+            .collect::<Vec<_>>(),
+    ))
 }
 
 /// Ad-hoc statements that reach DataFusion must not change anything behind eddy's back.

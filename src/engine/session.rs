@@ -17,6 +17,20 @@ use super::Database;
 use crate::error::{Error, Result};
 use crate::sql::{ParsedStatement, ShowTarget, Statement};
 
+/// Values bound to `$1, $2, ...`, and the types the client declared for them (a
+/// declared type is planned as such; undeclared ones are inferred from context).
+#[derive(Debug, Default, Clone)]
+pub struct Params {
+    pub values: Vec<ScalarValue>,
+    pub types: Vec<Option<DataType>>,
+}
+
+impl Params {
+    pub fn none() -> Self {
+        Self::default()
+    }
+}
+
 /// The outcome of one statement.
 #[derive(Debug)]
 pub enum ExecResult {
@@ -48,8 +62,13 @@ impl ExecResult {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TxnState {
     Idle,
-    InBlock { wrote: bool },
-    Failed,
+    InBlock {
+        wrote: bool,
+    },
+    /// An error happened in the block; `wrote` remembers earlier writes.
+    Failed {
+        wrote: bool,
+    },
 }
 
 /// Session variables every driver asks about, with Postgres-compatible values.
@@ -80,6 +99,7 @@ pub struct Session {
     /// Messages for the client (NOTICE/WARNING), drained by the server after each
     /// statement.
     notices: Vec<Notice>,
+    startup_applied: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -100,6 +120,19 @@ impl Session {
             vars,
             txn: TxnState::Idle,
             notices: vec![],
+            startup_applied: false,
+        }
+    }
+
+    /// Take the session settings a client sent at connection time
+    /// (`application_name`, ...). Called before each statement; applied once.
+    pub fn apply_startup_params(&mut self, params: &std::collections::HashMap<String, String>) {
+        if self.startup_applied {
+            return;
+        }
+        self.startup_applied = true;
+        if let Some(v) = params.get("application_name") {
+            self.vars.insert("application_name".into(), v.clone());
         }
     }
 
@@ -132,13 +165,9 @@ impl Session {
     }
 
     /// Execute one statement with positional parameter values (`$1`, `$2`, ...).
-    pub async fn execute(
-        &mut self,
-        stmt: &ParsedStatement,
-        params: &[ScalarValue],
-    ) -> Result<ExecResult> {
+    pub async fn execute(&mut self, stmt: &ParsedStatement, params: &Params) -> Result<ExecResult> {
         let ends_block = matches!(stmt.statement, Statement::Commit | Statement::Rollback);
-        if self.txn == TxnState::Failed && !ends_block {
+        if matches!(self.txn, TxnState::Failed { .. }) && !ends_block {
             return Err(Error::Transaction {
                 code: "25P02",
                 message: "current transaction is aborted, commands ignored until end of transaction block".into(),
@@ -146,7 +175,11 @@ impl Session {
         }
         let result = self.dispatch(stmt, params).await;
         match &result {
-            Err(_) if matches!(self.txn, TxnState::InBlock { .. }) => self.txn = TxnState::Failed,
+            Err(_) => {
+                if let TxnState::InBlock { wrote } = self.txn {
+                    self.txn = TxnState::Failed { wrote };
+                }
+            }
             Ok(_) if is_write(&stmt.statement) => {
                 if let TxnState::InBlock { wrote } = &mut self.txn {
                     *wrote = true;
@@ -157,13 +190,9 @@ impl Session {
         result.map_err(|e| position_in_statement(e, stmt))
     }
 
-    async fn dispatch(
-        &mut self,
-        stmt: &ParsedStatement,
-        params: &[ScalarValue],
-    ) -> Result<ExecResult> {
+    async fn dispatch(&mut self, stmt: &ParsedStatement, params: &Params) -> Result<ExecResult> {
         let db = self.db.clone();
-        if !params.is_empty() && !accepts_params(&stmt.statement) {
+        if !params.values.is_empty() && !accepts_params(&stmt.statement) {
             return Err(Error::invalid_with(
                 "42P02",
                 "this statement does not take parameters",
@@ -201,11 +230,11 @@ impl Session {
             Statement::Commit | Statement::Rollback => {
                 let was = self.txn;
                 self.txn = TxnState::Idle;
-                let rollback =
-                    matches!(stmt.statement, Statement::Rollback) || was == TxnState::Failed;
+                let rollback = matches!(stmt.statement, Statement::Rollback)
+                    || matches!(was, TxnState::Failed { .. });
                 match was {
                     TxnState::Idle => self.warning("there is no transaction in progress"),
-                    TxnState::InBlock { wrote: true } if rollback => self.warning(
+                    TxnState::InBlock { wrote: true } | TxnState::Failed { wrote: true } if rollback => self.warning(
                         "eddy applies each statement when it runs; the writes made in this transaction were not rolled back",
                     ),
                     _ => {}
@@ -323,11 +352,14 @@ impl Session {
     pub fn describe(
         &self,
         stmt: &ParsedStatement,
+        declared: &[Option<DataType>],
     ) -> Result<(Vec<Option<DataType>>, Option<SchemaRef>)> {
         let r = match &stmt.statement {
-            Statement::Query(s) | Statement::ExplainQuery(s) => self.db.describe_query(s, true),
+            Statement::Query(s) | Statement::ExplainQuery(s) => {
+                self.db.describe_query(s, true, declared)
+            }
             Statement::Insert(s) | Statement::Update(s) | Statement::Delete(s) => {
-                self.db.describe_query(s, false)
+                self.db.describe_query(s, false, declared)
             }
             Statement::Show(ShowTarget::Variable(name)) => Ok((
                 vec![],

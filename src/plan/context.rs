@@ -13,6 +13,7 @@ use async_trait::async_trait;
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::config::ConfigOptions;
+use datafusion::common::ScalarValue;
 use datafusion::common::{DataFusionError, TableReference};
 use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::datasource::provider_as_source;
@@ -20,7 +21,8 @@ use datafusion::execution::context::SessionState;
 use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::logical_expr::planner::ExprPlanner;
 use datafusion::logical_expr::{
-    AggregateUDF, Expr, LogicalPlan, ScalarUDF, TableSource, TableType, WindowUDF,
+    AggregateUDF, Expr, LogicalPlan, ScalarUDF, TableProviderFilterPushDown, TableSource,
+    TableType, WindowUDF,
 };
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::SessionConfig;
@@ -45,10 +47,18 @@ pub fn base_session_state() -> SessionState {
     // Postgres orders NULLs as larger than every value.
     opts.sql_parser.default_null_ordering = "nulls_max".into();
     opts.execution.time_zone = Some("+00:00".into());
-    SessionStateBuilder::new()
+    // `1.5` is an exact numeric, as in Postgres, not a float.
+    opts.sql_parser.parse_float_as_decimal = true;
+    let mut state = SessionStateBuilder::new()
         .with_config(config)
         .with_default_features()
-        .build()
+        .with_analyzer_rule(Arc::new(super::rewrite::PostgresSemantics::new()))
+        .build();
+    for f in super::functions::all(crate::PG_VERSION_STRING) {
+        // Registering over an existing name (none today) would replace it.
+        let _ = datafusion::execution::FunctionRegistry::register_udf(&mut state, Arc::new(f));
+    }
+    state
 }
 
 /// Resolves names for one statement.
@@ -59,6 +69,8 @@ pub struct PlanContext<'a> {
     snapshot: Option<&'a DatabaseSnapshot>,
     /// Catalog objects the statement reads.
     used: RefCell<Vec<u32>>,
+    /// Types the client declared for `$1, $2, ...` (None: infer).
+    param_types: Vec<Option<DataType>>,
 }
 
 impl<'a> PlanContext<'a> {
@@ -72,7 +84,14 @@ impl<'a> PlanContext<'a> {
             catalog,
             snapshot,
             used: RefCell::new(vec![]),
+            param_types: vec![],
         }
+    }
+
+    /// Plan `$n` placeholders with these types where given.
+    pub fn with_param_types(mut self, types: &[Option<DataType>]) -> Self {
+        self.param_types = types.to_vec();
+        self
     }
 
     /// Objects resolved so far, without duplicates.
@@ -85,9 +104,29 @@ impl<'a> PlanContext<'a> {
 
     /// Plan a sqlparser statement into a (not yet optimized) logical plan.
     pub fn plan_statement(&self, statement: &ast::Statement) -> Result<LogicalPlan> {
+        let statement = &normalize_interval_literals(statement)?;
         let sql_to_rel =
             SqlToRel::new_with_options(self, parser_options(self.state.config_options()));
-        Ok(sql_to_rel.sql_statement_to_plan(statement.clone())?)
+        if self.param_types.iter().all(Option::is_none) {
+            return Ok(sql_to_rel.sql_statement_to_plan(statement.clone())?);
+        }
+        let fields = self
+            .param_types
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                t.as_ref().map(|t| {
+                    Arc::new(datafusion::arrow::datatypes::Field::new(
+                        format!("${}", i + 1),
+                        t.clone(),
+                        true,
+                    ))
+                })
+            })
+            .collect();
+        let mut ctx =
+            datafusion::sql::planner::PlannerContext::new().with_prepare_param_data_types(fields);
+        Ok(sql_to_rel.sql_statement_to_plan_with_context(statement.clone(), &mut ctx)?)
     }
 
     /// Plan a view's query and run DataFusion's analyzer and optimizer over it.
@@ -111,9 +150,130 @@ impl<'a> PlanContext<'a> {
             object_id: entry.id,
             kind: entry.kind,
             schema: entry.schema(),
+            primary_key: entry.primary_key.clone(),
             snapshot,
         })
     }
+}
+
+/// DataFusion parses `INTERVAL '...'` literals itself and does not read Postgres' own
+/// format (`'1 day 02:00:00'`). Parse them with eddy's reader and hand DataFusion an
+/// equivalent it understands.
+fn normalize_interval_literals(statement: &ast::Statement) -> Result<ast::Statement> {
+    use std::ops::ControlFlow;
+    let mut statement = statement.clone();
+    let mut failure: Option<Error> = None;
+    let fmt = |p: datafusion::arrow::datatypes::IntervalMonthDayNano| {
+        format!(
+            "{} months {} days {} microseconds",
+            p.months,
+            p.days,
+            p.nanoseconds / 1000
+        )
+    };
+    // Post-order: an interval is normalized before a minus sign in front of it.
+    let _ = ast::visit_expressions_mut(&mut statement, |e| {
+        match e {
+            ast::Expr::Interval(iv) => {
+                let plain = iv.leading_field.is_none()
+                    && iv.last_field.is_none()
+                    && iv.fractional_seconds_precision.is_none();
+                if let (true, ast::Expr::Value(v)) = (plain, iv.value.as_mut()) {
+                    if let ast::Value::SingleQuotedString(s) = &mut v.value {
+                        match super::functions::parse_interval(s) {
+                            Ok(p) => *s = fmt(p),
+                            Err(m) => {
+                                failure = Some(Error::data("22007", m));
+                                return ControlFlow::Break(());
+                            }
+                        }
+                    }
+                }
+            }
+            // DataFusion negates an interval literal by prefixing its text with "-",
+            // which would negate only the first unit: negate every unit here.
+            ast::Expr::UnaryOp {
+                op: ast::UnaryOperator::Minus,
+                expr,
+            } => {
+                if let ast::Expr::Interval(iv) = expr.as_mut() {
+                    if let ast::Expr::Value(v) = iv.value.as_mut() {
+                        if let ast::Value::SingleQuotedString(s) = &v.value {
+                            if let (Ok(p), None) =
+                                (super::functions::parse_interval(s), &iv.leading_field)
+                            {
+                                let neg = datafusion::arrow::datatypes::IntervalMonthDayNano::new(
+                                    -p.months,
+                                    -p.days,
+                                    -p.nanoseconds,
+                                );
+                                let mut iv = iv.clone();
+                                if let ast::Expr::Value(v) = iv.value.as_mut() {
+                                    v.value = ast::Value::SingleQuotedString(fmt(neg));
+                                }
+                                *e = ast::Expr::Interval(iv);
+                            }
+                        }
+                    }
+                }
+            }
+            // `1e15` is an exact numeric in Postgres; DataFusion turns exponent
+            // notation into a decimal with a negative scale, which casts badly. Spell it out.
+            ast::Expr::Value(v) => {
+                if let ast::Value::Number(n, long) = &v.value {
+                    match plain_decimal(n) {
+                        Some(Some(plain)) => v.value = ast::Value::Number(plain, *long),
+                        // Beyond 38 digits a decimal cannot hold it: a float can.
+                        Some(None) => {
+                            *e = ast::Expr::Cast {
+                                kind: ast::CastKind::Cast,
+                                expr: Box::new(ast::Expr::Value(
+                                    ast::Value::SingleQuotedString(n.clone()).into(),
+                                )),
+                                data_type: ast::DataType::DoublePrecision,
+                                array: false,
+                                format: None,
+                            };
+                        }
+                        None => {}
+                    }
+                }
+            }
+            _ => {}
+        }
+        ControlFlow::Continue(())
+    });
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(statement),
+    }
+}
+
+/// `1.5e3` → `Some(Some("1500"))`, `2E-2` → `Some(Some("0.02"))`; `Some(None)` when
+/// the exponent is too large to spell out; `None` for numbers without an exponent.
+fn plain_decimal(n: &str) -> Option<Option<String>> {
+    let (mantissa, exp) = n.split_once(['e', 'E'])?;
+    let Ok(exp) = exp.parse::<i32>() else {
+        return Some(None);
+    };
+    if exp.abs() > 30 {
+        return Some(None);
+    }
+    let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let digits = format!("{int}{frac}");
+    let point = int.len() as i32 + exp;
+    let s = if point <= 0 {
+        format!("0.{}{digits}", "0".repeat((-point) as usize))
+    } else if point as usize >= digits.len() {
+        format!("{digits}{}", "0".repeat(point as usize - digits.len()))
+    } else {
+        format!(
+            "{}.{}",
+            &digits[..point as usize],
+            &digits[point as usize..]
+        )
+    };
+    Some(Some(s))
 }
 
 fn reject_unstable_functions(plan: &LogicalPlan) -> Result<()> {
@@ -254,6 +414,8 @@ pub struct RelationTable {
     pub object_id: u32,
     pub kind: ObjectKind,
     schema: SchemaRef,
+    /// Primary-key columns: equality filters on all of them become point lookups.
+    primary_key: Vec<usize>,
     snapshot: Option<Arc<RelationSnapshot>>,
 }
 
@@ -266,6 +428,87 @@ impl std::fmt::Debug for RelationSnapshot {
 impl RelationTable {
     pub fn snapshot(&self) -> Option<&Arc<RelationSnapshot>> {
         self.snapshot.as_ref()
+    }
+
+    fn key_names(&self) -> Vec<&str> {
+        self.primary_key
+            .iter()
+            .map(|c| self.schema.field(*c).name().as_str())
+            .collect()
+    }
+
+    /// If `filters` pin every primary-key column to constants (`k = 1`, `k IN (1, 2)`),
+    /// the keys they select.
+    fn pinned_keys(&self, filters: &[Expr]) -> Option<Vec<Vec<ScalarValue>>> {
+        if self.primary_key.is_empty() {
+            return None;
+        }
+        let mut conjuncts = vec![];
+        for f in filters {
+            split_conjunction(f, &mut conjuncts);
+        }
+        // For each key column, the values it may take.
+        let mut choices: Vec<Vec<ScalarValue>> = vec![];
+        for &col in &self.primary_key {
+            let field = self.schema.field(col);
+            let vals = conjuncts
+                .iter()
+                .find_map(|c| pinned_values(c, field.name()))?;
+            let cast: Vec<ScalarValue> = vals
+                .into_iter()
+                .map(|v| v.cast_to(field.data_type()).ok())
+                .collect::<Option<_>>()?;
+            choices.push(cast);
+        }
+        // All combinations (IN lists of constants keep this small).
+        let mut keys: Vec<Vec<ScalarValue>> = vec![vec![]];
+        for vals in choices {
+            let mut next = Vec::with_capacity(keys.len() * vals.len());
+            for k in &keys {
+                for v in &vals {
+                    let mut k2 = k.clone();
+                    k2.push(v.clone());
+                    next.push(k2);
+                }
+            }
+            if next.len() > 10_000 {
+                return None;
+            }
+            keys = next;
+        }
+        Some(keys)
+    }
+}
+
+fn split_conjunction<'e>(e: &'e Expr, out: &mut Vec<&'e Expr>) {
+    match e {
+        Expr::BinaryExpr(b) if b.op == datafusion::logical_expr::Operator::And => {
+            split_conjunction(&b.left, out);
+            split_conjunction(&b.right, out);
+        }
+        other => out.push(other),
+    }
+}
+
+/// The constants `e` pins column `name` to: `name = c`, `c = name`, `name IN (c, ...)`.
+fn pinned_values(e: &Expr, name: &str) -> Option<Vec<ScalarValue>> {
+    let is_col = |e: &Expr| matches!(e, Expr::Column(c) if c.name == name);
+    let lit = |e: &Expr| match e {
+        Expr::Literal(v, _) if !v.is_null() => Some(v.clone()),
+        _ => None,
+    };
+    match e {
+        Expr::BinaryExpr(b) if b.op == datafusion::logical_expr::Operator::Eq => {
+            if is_col(&b.left) {
+                lit(&b.right).map(|v| vec![v])
+            } else if is_col(&b.right) {
+                lit(&b.left).map(|v| vec![v])
+            } else {
+                None
+            }
+        }
+        Expr::InList(l) if !l.negated && is_col(&l.expr) => l.list.iter().map(lit).collect(),
+        _ => None,
     }
 }
 
@@ -282,16 +525,56 @@ impl TableProvider for RelationTable {
         }
     }
 
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> datafusion::common::Result<Vec<TableProviderFilterPushDown>> {
+        // Only reads of a keyed snapshot use filters: views are planned without a
+        // snapshot, and their operators apply every filter themselves. Inexact keeps
+        // DataFusion's own filter above the scan.
+        let usable = self.snapshot.is_some() && !self.primary_key.is_empty();
+        let names = self.key_names();
+        Ok(filters
+            .iter()
+            .map(|f| {
+                let mut conj = vec![];
+                split_conjunction(f, &mut conj);
+                if usable
+                    && conj
+                        .iter()
+                        .any(|c| names.iter().any(|n| pinned_values(c, n).is_some()))
+                {
+                    TableProviderFilterPushDown::Inexact
+                } else {
+                    TableProviderFilterPushDown::Unsupported
+                }
+            })
+            .collect())
+    }
+
     async fn scan(
         &self,
         _state: &dyn Session,
         projection: Option<&Vec<usize>>,
-        _filters: &[Expr],
+        filters: &[Expr],
         _limit: Option<usize>,
     ) -> datafusion::common::Result<Arc<dyn ExecutionPlan>> {
         let snapshot = self.snapshot.as_ref().ok_or_else(|| {
             DataFusionError::Internal("relation scanned without a snapshot".into())
         })?;
+        if let Some(keys) = self.pinned_keys(filters) {
+            // Point lookups: O(log n) per key instead of decoding the whole relation.
+            let batch = snapshot
+                .lookup(&keys)
+                .map_err(|e| DataFusionError::External(Box::new(e)))?;
+            let exec = MemorySourceConfig::try_new_exec(
+                &[vec![batch]],
+                self.schema.clone(),
+                projection.cloned(),
+            )?;
+            return Ok(exec);
+        }
+
         let batches = snapshot
             .batches()
             .map_err(|e| DataFusionError::External(Box::new(e)))?;

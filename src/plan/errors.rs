@@ -17,10 +17,28 @@ pub fn from_datafusion(e: DataFusionError) -> Error {
         },
         DataFusionError::ArrowError(a, _) => from_arrow(*a),
         DataFusionError::SchemaError(s, _) => match *s {
-            SchemaError::FieldNotFound { field, .. } => Error::UndefinedColumn {
-                message: format!("column \"{}\" does not exist", field.name),
-                position: None,
-            },
+            SchemaError::FieldNotFound {
+                field,
+                valid_fields,
+            } => {
+                // `x.id` where no relation is called x: Postgres says the FROM entry is
+                // missing (42P01), not that the column is.
+                if let Some(q) = &field.relation {
+                    let known = valid_fields
+                        .iter()
+                        .any(|f| f.relation.as_ref().is_some_and(|r| r.table() == q.table()));
+                    if !known {
+                        return Error::invalid_with(
+                            "42P01",
+                            format!("missing FROM-clause entry for table \"{}\"", q.table()),
+                        );
+                    }
+                }
+                Error::UndefinedColumn {
+                    message: format!("column \"{}\" does not exist", field.name),
+                    position: None,
+                }
+            }
             SchemaError::AmbiguousReference { field } => Error::invalid_with(
                 "42702",
                 format!("column reference \"{}\" is ambiguous", field.name),
@@ -51,6 +69,16 @@ pub fn from_datafusion(e: DataFusionError) -> Error {
 
 fn plan_error(m: String) -> Error {
     let lower = m.to_lowercase();
+    if lower.contains("not allowed in the where")
+        || lower.contains("aggregate functions are not allowed")
+    {
+        return Error::invalid_with("42803", m);
+    }
+    if lower.contains("same schema length as the table")
+        || lower.contains("inserting query must have")
+    {
+        return Error::invalid_with("42601", "INSERT has more expressions than target columns");
+    }
     if lower.contains("cannot be cast")
         || lower.contains("cannot coerce")
         || lower.contains("no function matches")
@@ -106,6 +134,21 @@ pub fn from_arrow(e: ArrowError) -> Error {
             }
         }
         ArrowError::ParseError(m) => Error::data("22P02", format!("invalid input syntax: {m}")),
+        ArrowError::InvalidArgumentError(m) => {
+            let lower = m.to_lowercase();
+            if lower.contains("too large to store") {
+                Error::data("22003", "numeric field overflow")
+            } else if lower.contains("overflow") || lower.contains("out of range") {
+                Error::data("22003", format!("value out of range: {m}"))
+            } else if lower.contains("non-nullable") {
+                Error::Constraint {
+                    code: "23502",
+                    message: format!("null value violates not-null constraint: {m}"),
+                }
+            } else {
+                Error::Execution(m)
+            }
+        }
         ArrowError::ExternalError(inner) => match inner.downcast::<Error>() {
             Ok(err) => *err,
             Err(other) => Error::Execution(other.to_string()),

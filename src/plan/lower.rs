@@ -60,8 +60,21 @@ impl<'a> Lowering<'a> {
         object_id: u32,
         name: &str,
         plan: &LogicalPlan,
+        column_names: &[String],
     ) -> Result<Subgraph> {
         let (input, schema) = self.lower(plan)?;
+        if column_names.len() != schema.fields().len() {
+            return Err(Error::internal("view column names do not match its plan"));
+        }
+        // The view's rows carry the names users see (Postgres names, not DataFusion's).
+        let schema: SchemaRef = Arc::new(Schema::new(
+            schema
+                .fields()
+                .iter()
+                .zip(column_names)
+                .map(|(f, n)| f.as_ref().clone().with_name(n))
+                .collect::<Vec<_>>(),
+        ));
         for f in schema.fields() {
             if !rowcodec::is_supported(f.data_type()) {
                 return Err(Error::not_supported(format!(

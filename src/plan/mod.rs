@@ -6,7 +6,9 @@
 
 pub mod context;
 pub mod errors;
+pub mod functions;
 pub mod lower;
+pub mod rewrite;
 
 pub use context::{base_session_state, PlanContext, RelationTable};
 pub use lower::Lowering;

@@ -69,6 +69,7 @@ pub fn arrow_type_for_param(t: &Type) -> Option<DataType> {
         Type::TIMESTAMP => DataType::Timestamp(TimeUnit::Microsecond, None),
         Type::TIMESTAMPTZ => DataType::Timestamp(TimeUnit::Microsecond, Some("+00:00".into())),
         Type::BYTEA => DataType::Binary,
+        Type::INTERVAL => DataType::Interval(IntervalUnit::MonthDayNano),
         _ => return None,
     })
 }
@@ -198,11 +199,15 @@ pub fn value_at(col: &ArrayRef, row: usize) -> PgValue {
                     c.as_primitive::<DurationNanosecondType>().value(row) / 1000
                 }
             };
+            let day = 86_400_000_000i64;
             PgValue::Interval {
                 months: 0,
-                days: 0,
-                micros,
+                days: (micros / day) as i32,
+                micros: micros % day,
             }
+        }
+        DataType::List(_) | DataType::LargeList(_) | DataType::FixedSizeList(_, _) => {
+            list_text(c, row)
         }
         _ => {
             // Lists, structs, maps: Arrow's display form, as text.
@@ -213,6 +218,46 @@ pub fn value_at(col: &ArrayRef, row: usize) -> PgValue {
             }
         }
     }
+}
+
+/// A list as Postgres prints an array: `{1,2,NULL}`, strings quoted when needed.
+fn list_text(c: &dyn Array, row: usize) -> PgValue {
+    let items: ArrayRef = match c.data_type() {
+        DataType::List(_) => c.as_list::<i32>().value(row),
+        DataType::LargeList(_) => c.as_list::<i64>().value(row),
+        DataType::FixedSizeList(_, _) => c.as_fixed_size_list().value(row),
+        _ => return PgValue::Null,
+    };
+    let mut out = String::from("{");
+    for i in 0..items.len() {
+        if i > 0 {
+            out.push(',');
+        }
+        match value_at(&items, i).to_text() {
+            None => out.push_str("NULL"),
+            Some(s) => {
+                let plain = !s.is_empty()
+                    && !s.eq_ignore_ascii_case("null")
+                    && !s
+                        .chars()
+                        .any(|ch| matches!(ch, ',' | '{' | '}' | '"' | '\\') || ch.is_whitespace());
+                if plain
+                    || matches!(
+                        items.data_type(),
+                        DataType::List(_) | DataType::LargeList(_)
+                    )
+                {
+                    out.push_str(&s);
+                } else {
+                    out.push('"');
+                    out.push_str(&s.replace('\\', "\\\\").replace('"', "\\\""));
+                    out.push('"');
+                }
+            }
+        }
+    }
+    out.push('}');
+    PgValue::Text(out)
 }
 
 impl PgValue {
@@ -547,12 +592,17 @@ pub fn decode_param(bytes: Option<&[u8]>, ty: &Type, binary: bool) -> Result<Sca
     if !binary {
         let s =
             std::str::from_utf8(bytes).map_err(|_| "parameter is not valid UTF-8".to_string())?;
-        return match target {
-            Some(DataType::Boolean) => parse_bool(s).map(|b| ScalarValue::Boolean(Some(b))),
-            Some(t) => ScalarValue::Utf8(Some(s.to_string()))
-                .cast_to(&t)
+        return match (target, ty) {
+            (_, t) if *t == Type::INTERVAL => crate::plan::functions::parse_interval(s)
+                .map(|v| ScalarValue::IntervalMonthDayNano(Some(v))),
+            (Some(DataType::Binary), _) => {
+                crate::plan::functions::parse_bytea(s).map(|b| ScalarValue::Binary(Some(b)))
+            }
+            (Some(DataType::Boolean), _) => parse_bool(s).map(|b| ScalarValue::Boolean(Some(b))),
+            // A value that is not valid for its type is an error, never a NULL.
+            (Some(t), _) => crate::plan::functions::strict_text_cast(s, &t)
                 .map_err(|e| format!("invalid input for type {}: \"{s}\" ({e})", ty.name())),
-            None => Ok(ScalarValue::Utf8(Some(s.to_string()))),
+            (None, _) => Ok(ScalarValue::Utf8(Some(s.to_string()))),
         };
     }
     let need = |n: usize| -> Result<(), String> {
@@ -612,6 +662,19 @@ pub fn decode_param(bytes: Option<&[u8]>, ty: &Type, binary: bool) -> Result<Sca
             ScalarValue::TimestampMicrosecond(Some(us), tz)
         }
         Type::NUMERIC => numeric_from_binary(bytes)?,
+        Type::INTERVAL => {
+            need(16)?;
+            let micros = i64::from_be_bytes(bytes[0..8].try_into().map_err(|_| "bad interval")?);
+            let days = i32::from_be_bytes(bytes[8..12].try_into().map_err(|_| "bad interval")?);
+            let months = i32::from_be_bytes(bytes[12..16].try_into().map_err(|_| "bad interval")?);
+            ScalarValue::IntervalMonthDayNano(Some(
+                datafusion::arrow::datatypes::IntervalMonthDayNano::new(
+                    months,
+                    days,
+                    micros.saturating_mul(1000),
+                ),
+            ))
+        }
         Type::BYTEA => ScalarValue::Binary(Some(bytes.to_vec())),
         _ => {
             ScalarValue::Utf8(Some(String::from_utf8(bytes.to_vec()).map_err(|_| {

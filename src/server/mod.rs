@@ -43,7 +43,7 @@ use tokio::sync::Mutex;
 use tracing::{debug, info, warn};
 
 use crate::engine::session::Notice;
-use crate::engine::{Database, ExecResult, Session};
+use crate::engine::{Database, ExecResult, Params, Session};
 use crate::error::Error;
 use crate::sql::{self, ParsedStatement};
 use encode::{decode_param, pg_type, value_at};
@@ -159,9 +159,9 @@ impl PgWireServerHandlers for Connection {
 }
 
 /// Startup parameters reported to clients.
-struct Params;
+struct StartupParams;
 
-impl ServerParameterProvider for Params {
+impl ServerParameterProvider for StartupParams {
     fn server_parameters<C: ClientInfo>(&self, _client: &C) -> Option<HashMap<String, String>> {
         let mut p = HashMap::new();
         for (k, v) in [
@@ -206,7 +206,7 @@ impl StartupHandler for ConnInner {
                 .session_extensions()
                 .insert::<Arc<ConnectionHandle>>(handle);
             client.session_extensions().insert(guard);
-            finish_authentication(client, &Params).await?;
+            finish_authentication(client, &StartupParams).await?;
             info!(addr = %self.addr, user = client.metadata().get("user").map(String::as_str).unwrap_or(""), "client connected");
         }
         Ok(())
@@ -253,11 +253,16 @@ impl SimpleQueryHandler for ConnInner {
             return Err(too_long(query.len(), max));
         }
         let statements = sql::parse(query).map_err(|e| to_pgwire(&e))?;
+        if statements.is_empty() {
+            // Only comments: Postgres answers with EmptyQueryResponse.
+            return Ok(vec![Response::EmptyQuery]);
+        }
         let mut session = self.session.lock().await;
+        session.apply_startup_params(client.metadata());
         let mut out = vec![];
         for stmt in statements {
             debug!(sql = %stmt.text, "execute");
-            let result = session.execute(&stmt, &[]).await;
+            let result = session.execute(&stmt, &Params::none()).await;
             send_notices(client, session.take_notices()).await?;
             match result {
                 Ok(r) => out.push(to_response(r, &Format::UnifiedText)?),
@@ -338,8 +343,9 @@ impl ExtendedQueryHandler for ConnInner {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let session = self.session.lock().await;
+        let declared = declared_types(&stmt.parameter_types);
         let (params, schema) = session
-            .describe(&stmt.statement)
+            .describe(&stmt.statement, &declared)
             .map_err(|e| to_pgwire(&e))?;
         let n = params.len().max(stmt.parameter_types.len());
         let types = (0..n)
@@ -371,8 +377,9 @@ impl ExtendedQueryHandler for ConnInner {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let session = self.session.lock().await;
+        let declared = declared_types(&portal.statement.parameter_types);
         let (_, schema) = session
-            .describe(&portal.statement.statement)
+            .describe(&portal.statement.statement, &declared)
             .map_err(|e| to_pgwire(&e))?;
         let fields = schema
             .map(|s| fields(&s, &portal.result_column_format))
@@ -394,12 +401,14 @@ impl ExtendedQueryHandler for ConnInner {
     {
         let stmt = &portal.statement;
         let mut session = self.session.lock().await;
-        let params = if portal.parameter_len() == 0 {
+        session.apply_startup_params(client.metadata());
+        let declared = declared_types(&stmt.parameter_types);
+        let values = if portal.parameter_len() == 0 {
             vec![]
         } else {
             // Types: as declared by the client, else as eddy inferred them.
             let inferred = session
-                .describe(&stmt.statement)
+                .describe(&stmt.statement, &declared)
                 .map(|(p, _)| p)
                 .unwrap_or_default();
             let mut values: Vec<ScalarValue> = Vec::with_capacity(portal.parameter_len());
@@ -419,7 +428,11 @@ impl ExtendedQueryHandler for ConnInner {
             }
             values
         };
-        debug!(sql = %stmt.statement.text, params = params.len(), "execute (extended)");
+        debug!(sql = %stmt.statement.text, params = values.len(), "execute (extended)");
+        let params = Params {
+            values,
+            types: declared,
+        };
         let result = session.execute(&stmt.statement, &params).await;
         send_notices(client, session.take_notices()).await?;
         match result {
@@ -427,6 +440,14 @@ impl ExtendedQueryHandler for ConnInner {
             Err(e) => Err(to_pgwire(&e)),
         }
     }
+}
+
+/// The Arrow types of the parameters the client declared (unknown → inferred).
+fn declared_types(types: &[Option<Type>]) -> Vec<Option<datafusion::arrow::datatypes::DataType>> {
+    types
+        .iter()
+        .map(|t| t.as_ref().and_then(encode::arrow_type_for_param))
+        .collect()
 }
 
 fn fields(schema: &SchemaRef, format: &Format) -> Vec<FieldInfo> {

@@ -8,6 +8,7 @@
 //! statement keeps its text and its offset in the query string, so later errors can
 //! point at the right place.
 
+pub mod naming;
 mod statement;
 
 pub use statement::*;

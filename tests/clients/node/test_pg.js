@@ -480,18 +480,17 @@ test('SET and SHOW application_name', async () => {
 });
 
 test('startup application_name is reported by SHOW', async () => {
-  // bug: node-pg sends application_name in the startup packet; Postgres reports it in
-  // SHOW application_name. eddy shows ''.
+  // Regression (was a bug): node-pg sends application_name in the startup packet;
+  // Postgres reports it in SHOW application_name.
   await withClient(async (c) => {
     const r = await c.query('SHOW application_name');
     assert.deepEqual(r.rows.map((x) => Object.values(x)), [['js-startup']]);
   }, { application_name: 'js-startup' });
-}, 'startup application_name is ignored by SHOW application_name');
+});
 
 test('count(*) and unnamed expressions use Postgres column names', async () => {
-  // bug: Postgres names `count(*)` "count", `SELECT 1` "?column?", `max(k)` "max".
-  // eddy returns DataFusion's names ("count(*)", "Int64(1)", "max(t.k)"), so
-  // `rows[0].count` is undefined in node-pg.
+  // Regression (was a bug): Postgres names `count(*)` "count", `SELECT 1` "?column?",
+  // `max(k)` "max"; node-pg code reads `rows[0].count`.
   await withClient(async (c) => {
     await c.query('CREATE TABLE js_names (k INT PRIMARY KEY)');
     await c.query('INSERT INTO js_names VALUES (1), (2)');
@@ -500,7 +499,7 @@ test('count(*) and unnamed expressions use Postgres column names', async () => {
     const one = await c.query('SELECT 1');
     assert.deepEqual(one.fields.map((f) => f.name), ['?column?']);
   });
-}, 'result column names leak DataFusion expression names');
+});
 
 test('untyped $1 in a SELECT list is text', async () => {
   // node-pg sends every parameter untyped (OID 0) in text format: like Postgres, eddy
@@ -513,8 +512,8 @@ test('untyped $1 in a SELECT list is text', async () => {
 });
 
 test('text interval parameters are read like Postgres reads them', async () => {
-  // bug: '1 day 02:00:00' (Postgres' own output) is rejected as interval input, and as
-  // an INSERT parameter eddy silently stores NULL instead.
+  // Regression (was a bug): '1 day 02:00:00' (Postgres' own output) is valid interval
+  // input, and an INSERT parameter never silently becomes NULL.
   await withClient(async (c) => {
     await c.query('CREATE TABLE js_iv (k INT PRIMARY KEY, iv INTERVAL)');
     await c.query('INSERT INTO js_iv VALUES ($1, $2)', [1, '1 day 02:00:00']);
@@ -522,17 +521,17 @@ test('text interval parameters are read like Postgres reads them', async () => {
     assert.notEqual(r.rows[0].iv, null, 'the INSERT stored NULL');
     assert.deepEqual({ ...r.rows[0].iv }, { days: 1, hours: 2 });
   });
-}, 'interval text input and silent NULL on INSERT');
+});
 
 test('bytea text parameters use the hex format', async () => {
-  // bug: '\\xdeadbeef' as a text parameter (or literal) is stored as its 10 characters.
+  // Regression (was a bug): '\\xdeadbeef' as a text parameter is hex, not 10 characters.
   await withClient(async (c) => {
     await c.query('CREATE TABLE js_byt (k INT PRIMARY KEY, b BYTEA)');
     await c.query('INSERT INTO js_byt VALUES ($1, $2)', [1, '\\xdeadbeef']);
     const r = await c.query('SELECT b FROM js_byt');
     assert.equal(r.rows[0].b.toString('hex'), 'deadbeef');
   });
-}, 'bytea hex input not decoded');
+});
 
 // ---------------------------------------------------------------------------------------
 // Runner

@@ -135,7 +135,7 @@ def set_and_show_session_variables():
 
 
 @test
-def startup_application_name_bug():
+def startup_application_name():
     """libpq sends application_name in the startup packet; Postgres reports it in
     SHOW application_name (and a ParameterStatus). eddy shows '' instead."""
     with connect(application_name="py-startup") as conn:
@@ -277,7 +277,7 @@ def server_side_parameters():
 
 
 @test
-def untyped_parameter_keeps_client_type_bug():
+def untyped_parameter_keeps_client_type():
     """`SELECT %s` with an int: psycopg sends the parameter typed (int2/int8), and Postgres
     reports that type for the column, so an int comes back as an int. eddy describes the
     column as text (OID 25) and returns '42'; with binary results it sends the 8-byte
@@ -421,7 +421,7 @@ def interval_results():
 
 
 @test
-def interval_parameter_binary_bug():
+def interval_parameter_binary():
     """psycopg sends a timedelta as a binary interval by default (%s). Postgres accepts it;
     eddy fails with 22P02 'cannot read binary parameter of type interval'."""
     with connect() as conn:
@@ -433,7 +433,7 @@ def interval_parameter_binary_bug():
 
 
 @test
-def interval_parameter_text_bug():
+def interval_parameter_text():
     """With a text-format parameter (%t) psycopg sends '1 day 2:00:00', which Postgres
     reads as an interval. eddy rejects it in a SELECT (22P02), and in an INSERT it
     silently stores NULL instead of the value (or an error)."""
@@ -450,7 +450,7 @@ def interval_parameter_text_bug():
 
 
 @test
-def bytea_text_parameter_bug():
+def bytea_text_parameter():
     """A bytea sent as a text parameter arrives in Postgres' hex format ('\\xdeadbeef').
     Postgres decodes it to 4 bytes; eddy stores the 10 characters of the hex string."""
     with connect() as conn:
@@ -474,7 +474,7 @@ def numeric_precision():
 
 
 @test
-def numeric_literal_precision_bug():
+def numeric_literal_precision():
     """Postgres numeric literals are exact. eddy reads 12345678901234567890.123 through a
     float8 and stores 12345678901234567741.440."""
     with connect() as conn:
@@ -635,7 +635,7 @@ def fetch_styles_and_streaming():
 
 
 @test
-def comment_only_query_bug():
+def comment_only_query():
     """A query string holding only a comment: Postgres answers EmptyQueryResponse (as for
     ''). eddy sends no response at all before ReadyForQuery, and psycopg raises
     InternalError 'got no result from the query'."""
@@ -715,7 +715,7 @@ def error_aborts_transaction_until_rollback():
 
 
 @test
-def rollback_after_error_warns_about_kept_writes_bug():
+def rollback_after_error_warns_about_kept_writes():
     """A write before an error in a transaction block is kept by eddy, like any write.
     ROLLBACK after writes is documented to send a WARNING saying so, but when the block
     also had an error eddy sends none, so the client believes the write was undone."""
@@ -790,7 +790,7 @@ def errors_have_classes_and_sqlstates():
 
 
 @test
-def not_null_literal_sqlstate_bug():
+def not_null_literal_sqlstate():
     """An explicit NULL literal for a NOT NULL column: Postgres raises 23502
     (NotNullViolation). eddy raises XX000 'Column 'column2' is declared as non-nullable'."""
     with connect() as conn:
@@ -800,7 +800,7 @@ def not_null_literal_sqlstate_bug():
 
 
 @test
-def numeric_overflow_sqlstate_bug():
+def numeric_overflow_sqlstate():
     """A value too large for numeric(5,2): Postgres raises 22003 (NumericValueOutOfRange,
     'numeric field overflow'). eddy raises XX000 from its optimizer."""
     with connect() as conn:

@@ -1,4 +1,4 @@
--- known eddy bug: fails today; the expected output is what Postgres prints.
+-- Regression test for a fixed bug; the expected output is what Postgres prints.
 -- bytea text input uses Postgres' hex format: '\xdeadbeef' is four bytes.
 \timing off
 SELECT '\xdeadbeef'::bytea AS hex, '\x'::bytea AS empty, decode('deadbeef', 'hex') AS decoded;

@@ -1,4 +1,4 @@
--- known eddy bug: fails today; the expected output is what Postgres prints.
+-- Regression test for a fixed bug; the expected output is what Postgres prints.
 -- Result column names follow Postgres: an unnamed expression is "?column?",
 -- a function call is named after the function, a cast after the cast source.
 \timing off

@@ -1,4 +1,4 @@
--- known eddy bug: fails today; the expected output is what Postgres prints.
+-- Regression test for a fixed bug; the expected output is what Postgres prints.
 -- Postgres allows several result columns with the same name.
 \set VERBOSITY verbose
 CREATE TABLE dup_t (k INT PRIMARY KEY, v TEXT);

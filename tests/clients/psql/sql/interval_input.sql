@@ -1,4 +1,4 @@
--- known eddy bug: fails today; the expected output is what Postgres prints.
+-- Regression test for a fixed bug; the expected output is what Postgres prints.
 -- Interval input accepts Postgres' own output format ('1 day 02:00:00') and
 -- a bare time ('02:00:00'); otherwise a value eddy prints cannot be read back.
 \set VERBOSITY verbose

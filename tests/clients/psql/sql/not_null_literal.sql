@@ -1,4 +1,4 @@
--- known eddy bug: fails today; the expected output is what Postgres prints.
+-- Regression test for a fixed bug; the expected output is what Postgres prints.
 -- An explicit NULL literal for a NOT NULL / PRIMARY KEY column must fail with
 -- SQLSTATE 23502 (not_null_violation), as it does when the column is left out.
 \set VERBOSITY verbose

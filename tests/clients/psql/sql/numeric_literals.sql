@@ -1,4 +1,4 @@
--- known eddy bug: fails today; the expected output is what Postgres prints.
+-- Regression test for a fixed bug; the expected output is what Postgres prints.
 -- Numeric literals are exact (not read through float8), and a value too large for
 -- numeric(p,s) fails with 22003 numeric_value_out_of_range.
 \set VERBOSITY verbose

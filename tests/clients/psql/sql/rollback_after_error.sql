@@ -1,4 +1,4 @@
--- known eddy bug: fails today; the expected output is what Postgres prints.
+-- Regression test for a fixed bug; the expected output is what Postgres prints.
 -- A write made before an error in a transaction block is kept (eddy applies each
 -- statement at once). The ROLLBACK that ends the block must say so with the same
 -- WARNING as a ROLLBACK after writes without an error.
