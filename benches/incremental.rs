@@ -29,7 +29,7 @@ async fn exec(s: &mut Session, sql: &str) -> ExecResult {
     let mut last = None;
     for stmt in eddy::sql::parse(sql).expect("parse") {
         last = Some(
-            s.execute(&stmt, &[])
+            s.execute(&stmt, &eddy::engine::Params::none())
                 .await
                 .unwrap_or_else(|e| panic!("{sql}: {e}")),
         );
@@ -86,6 +86,7 @@ async fn update_cost(n: u64, updates: u64) {
     let dir = tempfile::tempdir().expect("tmp");
     let db = Database::open(DatabaseConfig {
         data_dir: Some(dir.path().join("data")),
+        ..Default::default()
     })
     .await
     .expect("open");
@@ -125,6 +126,35 @@ async fn update_cost(n: u64, updates: u64) {
     )
     .await;
 
+    let explain = std::env::var("EDDY_BENCH_EXPLAIN").is_ok();
+    let show = |r: ExecResult| match r {
+        ExecResult::Rows { batches, .. } => batches
+            .iter()
+            .flat_map(|b| {
+                let c = b
+                    .column(0)
+                    .as_any()
+                    .downcast_ref::<datafusion::arrow::array::StringArray>()
+                    .cloned();
+                c.map(|c| {
+                    c.iter()
+                        .flatten()
+                        .map(|s| s.to_string())
+                        .collect::<Vec<_>>()
+                })
+                .unwrap_or_default()
+            })
+            .collect::<Vec<_>>()
+            .join("\n"),
+        other => format!("{other:?}"),
+    };
+    if explain {
+        eprintln!(
+            "before updates:\n{}\n{}",
+            show(exec(&mut s, "EXPLAIN ANALYZE v_agg").await),
+            show(exec(&mut s, "EXPLAIN ANALYZE v_join").await)
+        );
+    }
     let mut engine_ms = vec![];
     let mut with_commit_ms = vec![];
     let mut stmt_ms = vec![];
@@ -142,6 +172,13 @@ async fn update_cost(n: u64, updates: u64) {
         let p = (after.process - before.process) as f64 / 1e6;
         engine_ms.push(p);
         with_commit_ms.push(p + (after.commit - before.commit) as f64 / 1e6);
+    }
+    if explain {
+        eprintln!(
+            "after updates:\n{}\n{}",
+            show(exec(&mut s, "EXPLAIN ANALYZE v_agg").await),
+            show(exec(&mut s, "EXPLAIN ANALYZE v_join").await)
+        );
     }
     // Check the views really changed: the sum over v_agg equals the table's sum.
     let check = |r: ExecResult| match r {
@@ -181,8 +218,10 @@ async fn update_cost(n: u64, updates: u64) {
 async fn bulk(rows: u64, groups: u64) {
     let dir = tempfile::tempdir().expect("tmp");
     let data = dir.path().join("data");
+    let in_memory = std::env::var("EDDY_BENCH_MEMORY").is_ok();
     let db = Database::open(DatabaseConfig {
-        data_dir: Some(data.clone()),
+        data_dir: (!in_memory).then(|| data.clone()),
+        ..Default::default()
     })
     .await
     .expect("open");
@@ -243,6 +282,7 @@ async fn bulk(rows: u64, groups: u64) {
     let data2 = dir2.path().join("data");
     let db2 = Database::open(DatabaseConfig {
         data_dir: Some(data2.clone()),
+        ..Default::default()
     })
     .await
     .expect("open");

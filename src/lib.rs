@@ -29,6 +29,12 @@ pub mod server;
 pub mod sql;
 pub mod storage;
 
+/// eddy allocates many small, short-lived objects (rows, keys, batch buffers) on one
+/// thread while others free snapshots; glibc's allocator fragments badly under that
+/// load (slow `malloc`, RSS that never shrinks). mimalloc does not.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// The version eddy reports to clients as `server_version`. Clients parse the leading
 /// number as the Postgres version whose protocol and catalog behaviour they expect.
 pub const SERVER_VERSION: &str = "15.0 (eddy 0.1.0)";

@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::Parser;
 use eddy::engine::{Database, DatabaseConfig};
@@ -27,6 +28,17 @@ struct Args {
     #[arg(long, env = "EDDY_LISTEN", default_value = "127.0.0.1:6860")]
     listen: SocketAddr,
 
+    /// How often operator state is checkpointed: `500ms`, `1s`, `10s`, or `never`
+    /// (only at DDL and shutdown). Between checkpoints eddy logs only the inputs, and a
+    /// restart replays them, so this bounds recovery time, not durability: every
+    /// acknowledged write is on disk either way.
+    #[arg(long, env = "EDDY_CHECKPOINT_INTERVAL", default_value = "1s", value_parser = parse_interval)]
+    checkpoint_interval: Interval,
+
+    /// The on-disk storage engine: redb (default) or sled.
+    #[arg(long, env = "EDDY_STORAGE", default_value = "redb")]
+    storage: eddy::storage::StorageEngine,
+
     /// Longest accepted SQL text, in bytes.
     #[arg(long, env = "EDDY_MAX_STATEMENT_BYTES", default_value_t = 16 * 1024 * 1024)]
     max_statement_bytes: usize,
@@ -35,6 +47,31 @@ struct Args {
     /// `eddy=debug,info`. Logs go to stderr.
     #[arg(long, env = "EDDY_LOG", default_value = "info")]
     log: String,
+}
+
+/// A checkpoint interval: a duration, or none.
+#[derive(Clone, Debug)]
+struct Interval(Option<Duration>);
+
+fn parse_interval(s: &str) -> Result<Interval, String> {
+    let s = s.trim();
+    if s == "never" || s == "0" {
+        return Ok(Interval(None));
+    }
+    let (num, unit) = s.split_at(
+        s.find(|c: char| !c.is_ascii_digit() && c != '.')
+            .unwrap_or(s.len()),
+    );
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("invalid duration {s:?}: expected e.g. 500ms, 1s, 2m or never"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" | "" => n,
+        "m" => n * 60.0,
+        _ => return Err(format!("invalid duration unit in {s:?}: use ms, s or m")),
+    };
+    Ok(Interval(Some(Duration::from_secs_f64(secs))))
 }
 
 fn main() {
@@ -65,11 +102,12 @@ fn main() {
 
 async fn run(args: Args) -> i32 {
     let data_dir = (!args.in_memory).then(|| args.data_dir.clone());
-    let db = match Database::open(DatabaseConfig {
+    let config = DatabaseConfig {
         data_dir: data_dir.clone(),
-    })
-    .await
-    {
+        checkpoint_interval: args.checkpoint_interval.0,
+        storage: args.storage,
+    };
+    let db = match Database::open(config).await {
         Ok(db) => db,
         Err(e) => {
             error!("cannot open the database: {e}");
@@ -113,8 +151,11 @@ async fn run(args: Args) -> i32 {
         }
         _ = shutdown_signal() => {
             info!("shutting down");
-            // Everything acknowledged is already committed; wait for in-flight epochs.
-            let _ = db.dataflow().sync().await;
+            // Everything acknowledged is already durable; a final checkpoint means the
+            // next start has nothing to replay.
+            if let Err(e) = db.dataflow().checkpoint().await {
+                error!("final checkpoint failed (the input log will be replayed at the next start): {e}");
+            }
             0
         }
     }

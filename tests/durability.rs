@@ -104,10 +104,9 @@ async fn dropped_objects_stay_dropped_after_restart() {
 async fn a_corrupt_data_directory_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    std::fs::create_dir_all(data.join("state")).unwrap();
-    // sled expects its own files here; give it garbage.
-    std::fs::write(data.join("state").join("conf"), b"not a sled config").unwrap();
-    std::fs::write(data.join("state").join("db"), vec![0xAB; 4096]).unwrap();
+    std::fs::create_dir_all(&data).unwrap();
+    // redb expects its own file format here; give it garbage.
+    std::fs::write(data.join("eddy.redb"), vec![0xAB; 8192]).unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_eddy"))
         .arg("--listen")
         .arg("127.0.0.1:0")
@@ -121,4 +120,57 @@ async fn a_corrupt_data_directory_is_a_clear_error() {
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("cannot open"), "stderr: {stderr}");
+}
+
+#[tokio::test]
+async fn writes_since_the_last_checkpoint_are_replayed_after_kill_9() {
+    // No periodic checkpoints: after the DDL, everything lives in the input log until
+    // the restart replays it.
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut eddy = Eddy::start_in(&data, &["--checkpoint-interval", "never"]);
+    let c = eddy.connect().await;
+    c.batch_execute(
+        "CREATE TABLE t (k INT PRIMARY KEY, g INT);
+         CREATE MATERIALIZED VIEW per_g AS SELECT g, count(*) AS n FROM t GROUP BY g;
+         CREATE STREAM s (x INT);
+         CREATE MATERIALIZED VIEW sx AS SELECT sum(x) AS total FROM s;",
+    )
+    .await
+    .unwrap();
+    for i in 0..200 {
+        c.execute("INSERT INTO t VALUES ($1, $2)", &[&i, &(i % 7)])
+            .await
+            .unwrap();
+    }
+    c.batch_execute("DELETE FROM t WHERE g = 3; UPDATE t SET g = 0 WHERE g = 1; INSERT INTO s VALUES (1), (2), (3);")
+        .await
+        .unwrap();
+    let before = (
+        rows(&c, "SELECT * FROM per_g ORDER BY g").await,
+        rows(&c, "SELECT * FROM sx").await,
+    );
+    drop(c);
+    eddy.kill9();
+    let eddy = Eddy::start_in(&data, &["--checkpoint-interval", "never"]);
+    let c = eddy.connect().await;
+    let after = (
+        rows(&c, "SELECT * FROM per_g ORDER BY g").await,
+        rows(&c, "SELECT * FROM sx").await,
+    );
+    assert_eq!(before, after);
+    assert_eq!(after.1, vec!["6"]);
+    assert_eq!(rows(&c, "SELECT count(*) FROM t").await, vec!["171"]);
+    // The restart checkpointed what it replayed: a second crash replays nothing new
+    // and loses nothing.
+    c.execute("INSERT INTO t VALUES (1000, 3)", &[])
+        .await
+        .unwrap();
+    drop(c);
+    let mut eddy = eddy;
+    eddy.kill9();
+    let eddy = Eddy::start_in(&data, &[]);
+    let c = eddy.connect().await;
+    assert_eq!(rows(&c, "SELECT count(*) FROM t").await, vec!["172"]);
+    assert_eq!(rows(&c, "SELECT n FROM per_g WHERE g = 3").await, vec!["1"]);
 }

@@ -96,6 +96,10 @@ pub struct CatalogEntry {
     /// WITH (...) options.
     #[serde(default)]
     pub options: BTreeMap<String, String>,
+    /// Its changes are only ever insertions (streams, and views that only filter or
+    /// project them): operators reading it can keep smaller state.
+    #[serde(default)]
+    pub append_only: bool,
 }
 
 impl CatalogEntry {
@@ -162,6 +166,15 @@ impl Catalog {
     /// All entries in creation order (which is also dependency order).
     pub fn entries(&self) -> impl Iterator<Item = &CatalogEntry> {
         self.entries.values()
+    }
+
+    /// Ids of relations whose changes are only insertions.
+    pub fn append_only_ids(&self) -> std::collections::HashSet<u32> {
+        self.entries
+            .values()
+            .filter(|e| e.append_only || e.kind == ObjectKind::Stream)
+            .map(|e| e.id)
+            .collect()
     }
 
     pub fn names_by_id(&self) -> HashMap<u32, String> {
@@ -240,6 +253,7 @@ mod tests {
             sql: String::new(),
             depends_on,
             options: BTreeMap::new(),
+            append_only: false,
         }
     }
 

@@ -78,6 +78,8 @@ pub struct AggSpec {
     /// Scale of exact inputs (0 for integers).
     scale: i8,
     codec: Option<RowCodec>,
+    /// The input never retracts (a stream): min/max keep one value, not a multiset.
+    append_only: bool,
 }
 
 impl AggSpec {
@@ -127,7 +129,15 @@ impl AggSpec {
             form,
             scale,
             codec,
+            append_only: false,
         })
+    }
+
+    /// Declare that the input only ever inserts: `min`/`max` then keep just the current
+    /// extreme instead of every value (state O(1) per group instead of O(values)).
+    pub fn with_append_only(mut self, append_only: bool) -> Self {
+        self.append_only = append_only;
+        self
     }
 
     /// A fresh accumulator for one group.
@@ -141,6 +151,7 @@ impl AggSpec {
                 ArgForm::Float => AccState::FloatSum { sum: 0.0, n: 0 },
                 _ => AccState::ExactSum { sum: 0, n: 0 },
             },
+            AggKind::Min | AggKind::Max if self.append_only => AccState::Extreme(None),
             AggKind::Min | AggKind::Max | AggKind::StringAgg => AccState::Values(BTreeMap::new()),
             AggKind::BoolAnd | AggKind::BoolOr => AccState::Bools {
                 trues: 0,
@@ -229,6 +240,18 @@ impl AggSpec {
                 }
                 match st {
                     AccState::Count(c) => *c += diff,
+                    AccState::Extreme(current) => {
+                        // Append-only input: diff is positive (checked by the operator).
+                        let v = &values[row];
+                        let better = match current {
+                            None => true,
+                            Some(c) if self.kind == AggKind::Min => v < c,
+                            Some(c) => v > c,
+                        };
+                        if better {
+                            *current = Some(v.clone());
+                        }
+                    }
                     AccState::Values(m) => {
                         let mut key = values[row].clone();
                         if self.kind == AggKind::StringAgg {
@@ -306,6 +329,10 @@ impl AggSpec {
                 }
             }
             AccState::Values(m) => self.evaluate_values(m)?,
+            AccState::Extreme(None) => ScalarValue::Null,
+            AccState::Extreme(Some(k)) => {
+                ScalarValue::try_from_array(&self.decode_values(&[k])?, 0)?
+            }
         };
         if natural.is_null() {
             return Ok(ScalarValue::try_from(&self.output_type)?);
@@ -469,6 +496,8 @@ pub enum AccState {
     },
     /// A multiset of encoded values.
     Values(BTreeMap<Vec<u8>, i64>),
+    /// The smallest or largest encoded value so far (append-only min/max).
+    Extreme(Option<Vec<u8>>),
 }
 
 impl AccState {
@@ -492,6 +521,16 @@ impl AccState {
                 out.push(3);
                 out.extend_from_slice(&trues.to_le_bytes());
                 out.extend_from_slice(&falses.to_le_bytes());
+            }
+            AccState::Extreme(v) => {
+                out.push(5);
+                match v {
+                    Some(v) => {
+                        out.extend_from_slice(&(v.len() as u32).to_le_bytes());
+                        out.extend_from_slice(v);
+                    }
+                    None => out.extend_from_slice(&u32::MAX.to_le_bytes()),
+                }
             }
             AccState::Values(m) => {
                 out.push(4);
@@ -534,6 +573,20 @@ impl AccState {
                     m.insert(k.to_vec(), i64::from_le_bytes(take::<8>(cur)?));
                 }
                 AccState::Values(m)
+            }
+            5 => {
+                let len = u32::from_le_bytes(take::<4>(cur)?);
+                if len == u32::MAX {
+                    AccState::Extreme(None)
+                } else {
+                    let len = len as usize;
+                    if cur.len() < len {
+                        return Err(Error::Storage("corrupt aggregate state".into()));
+                    }
+                    let (v, rest) = cur.split_at(len);
+                    *cur = rest;
+                    AccState::Extreme(Some(v.to_vec()))
+                }
             }
             _ => return Err(Error::Storage("corrupt aggregate state tag".into())),
         })

@@ -38,6 +38,10 @@ impl Operator for FilterOperator {
         "FilterOperator"
     }
 
+    fn preserves_append_only(&self) -> bool {
+        true
+    }
+
     fn describe(&self) -> String {
         self.display.clone()
     }

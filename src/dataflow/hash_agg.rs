@@ -40,6 +40,8 @@ pub struct HashAggOperator {
     dirty: HashSet<Bytes>,
     global: bool,
     initialized: bool,
+    /// The input only inserts (aggregates may keep smaller state).
+    append_only: bool,
     display: String,
     errors: Arc<EvalErrors>,
 }
@@ -69,9 +71,20 @@ impl HashAggOperator {
             dirty: HashSet::new(),
             global,
             initialized: false,
+            append_only: false,
             display,
             errors,
         })
+    }
+
+    /// Declare the input append-only (see [`AggSpec::with_append_only`]).
+    pub fn with_append_only(mut self, append_only: bool) -> Self {
+        self.append_only = append_only;
+        self.aggs = std::mem::take(&mut self.aggs)
+            .into_iter()
+            .map(|a| a.with_append_only(append_only))
+            .collect();
+        self
     }
 
     fn output_values(&self, group: &Group) -> Result<Option<Vec<ScalarValue>>> {
@@ -147,6 +160,7 @@ impl Operator for HashAggOperator {
         for a in &self.aggs {
             parts.push(match a.new_state() {
                 AccState::Values(_) => format!("{}: multiset of values", a.display),
+                AccState::Extreme(_) => format!("{}: one value (append-only input)", a.display),
                 _ => a.display.clone(),
             });
         }
@@ -159,6 +173,11 @@ impl Operator for HashAggOperator {
 
     fn process(&mut self, _port: usize, batch: ChangeBatch, _out: &mut Output) -> Result<()> {
         let n = batch.num_rows();
+        if self.append_only && batch.diffs.values().iter().any(|d| *d < 0) {
+            return Err(Error::internal(
+                "a retraction reached an aggregate planned for an append-only input",
+            ));
+        }
         let key_cols = self
             .group_exprs
             .iter()
@@ -392,6 +411,52 @@ mod tests {
         assert_eq!(out, vec!["0 NULL -1", "1 4 +1"]);
         let out = run_epoch(&mut op, vec![(0, changes(&input, "4 -1"))]);
         assert_eq!(out, vec!["0 NULL +1", "1 4 -1"]);
+    }
+
+    #[test]
+    fn append_only_min_max_keep_one_value_and_refuse_retractions() {
+        let input = schema(&[("k", STR), ("v", I64)]);
+        let output = schema(&[("k", STR), ("lo", I64), ("hi", I64)]);
+        let aggs = vec![
+            agg(AggKind::Min, false, Some("v"), &input, DataType::Int64),
+            agg(AggKind::Max, false, Some("v"), &input, DataType::Int64),
+        ];
+        let keys = vec![col("k", &input).unwrap()];
+        let mut op = HashAggOperator::new(output, keys, aggs, String::new(), EvalErrors::new())
+            .unwrap()
+            .with_append_only(true);
+        assert!(op.state_description().unwrap().contains("one value"));
+        let out = run_epoch(
+            &mut op,
+            vec![(0, changes(&input, "a 5 +1\na 2 +1\na NULL +1\nb 7 +1"))],
+        );
+        assert_eq!(out, vec!["a 2 5 +1", "b 7 7 +1"]);
+        let out = run_epoch(&mut op, vec![(0, changes(&input, "a 9 +1\na 3 +1"))]);
+        assert_eq!(out, vec!["a 2 5 -1", "a 2 9 +1"]);
+        // State survives a restart in its compact form.
+        let storage = crate::storage::MemoryStorage::new();
+        checkpoint(&mut op, &storage, 4);
+        let mut restored = HashAggOperator::new(
+            schema(&[("k", STR), ("lo", I64), ("hi", I64)]),
+            vec![col("k", &input).unwrap()],
+            vec![
+                agg(AggKind::Min, false, Some("v"), &input, DataType::Int64),
+                agg(AggKind::Max, false, Some("v"), &input, DataType::Int64),
+            ],
+            String::new(),
+            EvalErrors::new(),
+        )
+        .unwrap()
+        .with_append_only(true);
+        restored.restore(&StateReader::new(4, &storage)).unwrap();
+        assert_eq!(
+            run_epoch(&mut restored, vec![(0, changes(&input, "b 1 +1"))]),
+            vec!["b 1 7 +1", "b 7 7 -1"]
+        );
+        // A retraction would make the one kept value wrong: it is refused.
+        assert!(op
+            .process(0, changes(&input, "a 9 -1"), &mut vec![])
+            .is_err());
     }
 
     #[test]

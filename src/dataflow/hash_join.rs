@@ -402,6 +402,11 @@ impl Operator for HashJoinOperator {
         "HashJoinOperator"
     }
 
+    fn preserves_append_only(&self) -> bool {
+        // Outer, semi and anti joins retract rows as matches come and go.
+        self.kind == JoinKind::Inner
+    }
+
     fn describe(&self) -> String {
         self.display.clone()
     }

@@ -35,6 +35,10 @@ impl Operator for MaterializeOperator {
         "MaterializeOperator"
     }
 
+    fn preserves_append_only(&self) -> bool {
+        true
+    }
+
     fn describe(&self) -> String {
         self.name.clone()
     }

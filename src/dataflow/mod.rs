@@ -24,6 +24,7 @@ pub mod expr;
 pub mod filter;
 pub mod hash_agg;
 pub mod hash_join;
+pub mod input_log;
 pub mod materialize;
 pub mod project;
 pub mod row_store;
@@ -100,6 +101,13 @@ pub trait Operator: Send {
     /// Number of entries of state kept in memory (for EXPLAIN ANALYZE-like stats).
     fn state_entries(&self) -> usize {
         0
+    }
+
+    /// Does this operator emit only insertions when all its inputs emit only insertions?
+    /// (Filters and projections do; aggregates, which retract their old rows, do not.)
+    /// The planner uses it to give operators over streams smaller state.
+    fn preserves_append_only(&self) -> bool {
+        false
     }
 }
 

@@ -39,6 +39,10 @@ impl Operator for ProjectOperator {
         "ProjectOperator"
     }
 
+    fn preserves_append_only(&self) -> bool {
+        true
+    }
+
     fn describe(&self) -> String {
         self.display.clone()
     }

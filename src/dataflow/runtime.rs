@@ -3,10 +3,16 @@
 //! Sessions send [`Command`]s (install a view, apply a table's changes, sync) over a
 //! channel. The runtime takes everything that is waiting, runs it as one epoch —
 //! operators in topological order, each seeing all of the epoch's input before it ends
-//! the epoch — then writes the state every operator changed, plus the epoch number, in
-//! one atomic storage commit, flushes it, publishes the new snapshots, and only then
+//! the epoch — then makes the epoch durable, publishes the new snapshots, and only then
 //! answers the commands. A session whose INSERT returned can therefore read its write
 //! in every view (read-your-writes), and after a crash nothing acknowledged is lost.
+//!
+//! Durability has two parts. Every epoch commits its *inputs* to the input log
+//! ([`input_log`]) and flushes. Every checkpoint interval (and at every DDL) the
+//! operators write the state that changed since the last checkpoint, in one atomic
+//! commit that also empties the log. So the cost of an epoch is proportional to its
+//! input, and the cost of a checkpoint to what changed, not to total state. After a
+//! crash the last checkpoint's state is loaded and the logged epochs are replayed.
 //!
 //! Node ids grow as nodes are installed, and a node is always installed after its
 //! inputs, so ascending id order is a topological order.
@@ -15,13 +21,13 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::oneshot;
 use tracing::{debug, error, info};
 
 use super::snapshot::{DatabaseSnapshot, RelationSnapshot, SnapshotStore};
-use super::{ChangeBatch, Operator, StateReader, StateWriter};
+use super::{input_log, ChangeBatch, Operator, StateReader, StateWriter};
 use crate::error::{Error, Result};
 use crate::storage::{keys, Storage, WriteBatch};
 
@@ -45,13 +51,17 @@ pub struct NodeSpec {
 pub struct Subgraph {
     pub object_id: u32,
     pub nodes: Vec<NodeSpec>,
+    /// The output only ever inserts (a stream, or a view that filters one).
+    pub append_only: bool,
 }
 
 impl Subgraph {
     pub fn single(object_id: u32, op: Box<dyn Operator>) -> Self {
+        let append_only = op.preserves_append_only();
         Self {
             object_id,
             nodes: vec![NodeSpec { op, inputs: vec![] }],
+            append_only,
         }
     }
 
@@ -120,10 +130,16 @@ pub enum Command {
     Explain {
         object_id: u32,
         names: HashMap<u32, String>,
+        /// Also show rows processed and time spent per operator.
+        analyze: bool,
         reply: Reply<String>,
     },
     /// Per-object statistics: state entries held in memory.
     Stats { reply: Reply<Vec<(u32, usize)>> },
+    /// Write a checkpoint now.
+    Checkpoint { reply: Reply<u64> },
+    /// Replay the input log (startup).
+    ReplayLog { reply: Reply<u64> },
 }
 
 pub type Reply<T> = oneshot::Sender<Result<T>>;
@@ -138,22 +154,49 @@ struct Node {
     pending: Vec<(usize, ChangeBatch)>,
     /// Set when the operator failed: it and everything downstream stops updating.
     failed: Option<String>,
+    /// Time spent in this operator and rows it received, since install (EXPLAIN).
+    busy_ns: u64,
+    rows_in: u64,
 }
 
-/// Counters the runtime keeps about its epochs (read by benchmarks and SHOW commands).
+/// Counters the runtime keeps about its epochs and checkpoints (read by benchmarks
+/// and `SHOW CHECKPOINTS`).
 #[derive(Debug, Default)]
 pub struct RuntimeMetrics {
-    /// Epochs that committed something.
+    /// Epochs that changed something.
     pub epochs: AtomicU64,
-    /// Time spent running operators (excluding the storage commit), total and last epoch.
+    /// Time spent running operators, total and last epoch.
     pub process_ns: AtomicU64,
     pub last_process_ns: AtomicU64,
-    /// Time spent writing and flushing state, total and last epoch.
+    /// Time spent making epochs durable (input log or checkpoint, and the flush).
     pub commit_ns: AtomicU64,
     pub last_commit_ns: AtomicU64,
-    /// Bytes of state written, total and last epoch.
-    pub commit_bytes: AtomicU64,
-    pub last_commit_bytes: AtomicU64,
+    /// Bytes written to the input log.
+    pub log_bytes: AtomicU64,
+    /// Checkpoints taken, their total time and bytes, and the last one's epoch, time
+    /// (milliseconds since 1970) and size.
+    pub checkpoints: AtomicU64,
+    pub checkpoint_ns: AtomicU64,
+    pub checkpoint_bytes: AtomicU64,
+    pub last_checkpoint_epoch: AtomicU64,
+    pub last_checkpoint_at_ms: AtomicU64,
+    pub last_checkpoint_bytes: AtomicU64,
+}
+
+/// How the runtime makes state durable.
+#[derive(Clone, Debug)]
+pub struct RuntimeConfig {
+    /// How often operator state is checkpointed; between checkpoints only the input log
+    /// is written. `None`: only at DDL and at shutdown.
+    pub checkpoint_interval: Option<Duration>,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        Self {
+            checkpoint_interval: Some(Duration::from_secs(1)),
+        }
+    }
 }
 
 /// The handle sessions use to talk to the runtime thread.
@@ -219,10 +262,27 @@ impl DataflowHandle {
         self.call(|reply| Command::Sync { reply }).await
     }
 
-    pub async fn explain(&self, object_id: u32, names: HashMap<u32, String>) -> Result<String> {
+    /// Write a checkpoint now (clean shutdown, tests).
+    pub async fn checkpoint(&self) -> Result<u64> {
+        self.call(|reply| Command::Checkpoint { reply }).await
+    }
+
+    /// Replay the input log after the last checkpoint (once, at startup, after every
+    /// object is installed with `restore`). Returns the number of epochs replayed.
+    pub async fn replay_log(&self) -> Result<u64> {
+        self.call(|reply| Command::ReplayLog { reply }).await
+    }
+
+    pub async fn explain(
+        &self,
+        object_id: u32,
+        names: HashMap<u32, String>,
+        analyze: bool,
+    ) -> Result<String> {
         self.call(|reply| Command::Explain {
             object_id,
             names,
+            analyze,
             reply,
         })
         .await
@@ -235,6 +295,7 @@ impl DataflowHandle {
 
 pub struct Runtime {
     storage: Arc<dyn Storage>,
+    config: RuntimeConfig,
     snapshots: Arc<SnapshotStore>,
     nodes: BTreeMap<u64, Node>,
     next_node: u64,
@@ -243,24 +304,43 @@ pub struct Runtime {
     /// Relation snapshots as last published.
     published: HashMap<u32, Arc<RelationSnapshot>>,
     epoch: u64,
+    /// Nodes whose state changed since the last checkpoint.
+    dirty: BTreeSet<u64>,
+    last_checkpoint: Instant,
+    /// True while replaying the log: no logging, no checkpoints until it is done.
+    replaying: bool,
     /// Set after a failed commit: memory is ahead of disk, so no more writes are taken.
     broken: Option<String>,
     metrics: Arc<RuntimeMetrics>,
 }
 
 const EPOCH_KEY: &str = "epoch";
+const CHECKPOINT_KEY: &str = "checkpoint_epoch";
+
+fn read_u64(storage: &dyn Storage, name: &str) -> Result<Option<u64>> {
+    match storage.get(&keys::meta_key(name))? {
+        Some(v) => Ok(Some(u64::from_be_bytes(
+            v.as_slice()
+                .try_into()
+                .map_err(|_| Error::Storage(format!("corrupt {name}")))?,
+        ))),
+        None => Ok(None),
+    }
+}
+
+/// What one epoch does with its inputs.
+#[derive(Default)]
+struct EpochInputs {
+    writes: Vec<(u32, ChangeBatch)>,
+}
 
 impl Runtime {
     /// Start the runtime thread. Returns the handle and the last committed epoch.
-    pub fn start(storage: Arc<dyn Storage>) -> Result<(DataflowHandle, u64)> {
-        let epoch = match storage.get(&keys::meta_key(EPOCH_KEY))? {
-            Some(v) => u64::from_be_bytes(
-                v.as_slice()
-                    .try_into()
-                    .map_err(|_| Error::Storage("corrupt epoch".into()))?,
-            ),
-            None => 0,
-        };
+    pub fn start(
+        storage: Arc<dyn Storage>,
+        config: RuntimeConfig,
+    ) -> Result<(DataflowHandle, u64)> {
+        let epoch = read_u64(storage.as_ref(), EPOCH_KEY)?.unwrap_or(0);
         let snapshots = Arc::new(SnapshotStore::new());
         snapshots.publish(DatabaseSnapshot {
             epoch,
@@ -268,14 +348,21 @@ impl Runtime {
         });
         let (tx, rx) = mpsc::channel();
         let metrics = Arc::new(RuntimeMetrics::default());
+        if let Some(c) = read_u64(storage.as_ref(), CHECKPOINT_KEY)? {
+            metrics.last_checkpoint_epoch.store(c, Ordering::Relaxed);
+        }
         let mut rt = Runtime {
             storage,
+            config,
             snapshots: snapshots.clone(),
             nodes: BTreeMap::new(),
             next_node: 0,
             objects: HashMap::new(),
             published: HashMap::new(),
             epoch,
+            dirty: BTreeSet::new(),
+            last_checkpoint: Instant::now(),
+            replaying: false,
             broken: None,
             metrics: metrics.clone(),
         };
@@ -293,8 +380,41 @@ impl Runtime {
         ))
     }
 
+    fn checkpoint_due(&self) -> bool {
+        match self.config.checkpoint_interval {
+            Some(i) => !self.dirty.is_empty() && self.last_checkpoint.elapsed() >= i,
+            None => false,
+        }
+    }
+
     fn run(&mut self, rx: mpsc::Receiver<Command>) {
-        while let Ok(first) = rx.recv() {
+        loop {
+            // Sleep until a command comes or a checkpoint falls due (idle systems still
+            // checkpoint, so the log they would replay stays short).
+            let first = match self
+                .config
+                .checkpoint_interval
+                .filter(|_| !self.dirty.is_empty())
+            {
+                Some(interval) => {
+                    let wait = interval.saturating_sub(self.last_checkpoint.elapsed());
+                    match rx.recv_timeout(wait) {
+                        Ok(c) => Some(c),
+                        Err(mpsc::RecvTimeoutError::Timeout) => None,
+                        Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                    }
+                }
+                None => match rx.recv() {
+                    Ok(c) => Some(c),
+                    Err(_) => break,
+                },
+            };
+            let Some(first) = first else {
+                if self.checkpoint_due() {
+                    self.run_epoch(vec![], None);
+                }
+                continue;
+            };
             let mut cmds = vec![first];
             // Group commit: everything already waiting joins this epoch.
             while cmds.len() < 4096 {
@@ -303,7 +423,32 @@ impl Runtime {
                     Err(_) => break,
                 }
             }
-            self.run_epoch(cmds);
+            // A log replay runs on its own, after what came before it.
+            let mut group = vec![];
+            for c in cmds {
+                if let Command::ReplayLog { reply } = c {
+                    if !group.is_empty() {
+                        self.run_epoch(std::mem::take(&mut group), None);
+                    }
+                    let _ = reply.send(self.replay_log());
+                } else {
+                    group.push(c);
+                }
+            }
+            if !group.is_empty() {
+                self.run_epoch(group, None);
+            }
+        }
+        // Channel closed: everything was answered; leave a checkpoint behind so the next
+        // start replays nothing.
+        if !self.dirty.is_empty() && self.broken.is_none() {
+            self.run_epoch(vec![], None);
+            let mut batch = WriteBatch::new();
+            self.write_checkpoint(&mut batch, self.epoch);
+            let _ = self
+                .storage
+                .commit(batch)
+                .and_then(|_| self.storage.flush());
         }
         debug!("dataflow runtime stopped");
     }
@@ -315,13 +460,84 @@ impl Runtime {
         now.max(self.epoch + 1)
     }
 
-    fn run_epoch(&mut self, cmds: Vec<Command>) {
+    /// Replay every logged epoch (in order, with its own epoch number), then checkpoint.
+    fn replay_log(&mut self) -> Result<u64> {
+        let entries = self.storage.scan_prefix(keys::LOG_PREFIX)?;
+        let n = entries.len() as u64;
+        if n == 0 {
+            return Ok(0);
+        }
+        info!(
+            epochs = n,
+            "replaying the input log after the last checkpoint"
+        );
+        self.replaying = true;
+        for (k, v) in entries {
+            let epoch = input_log::epoch_of(&k)?;
+            let writes = input_log::decode(&v)?;
+            let cmds = writes
+                .into_iter()
+                .map(|(object_id, changes)| {
+                    let (reply, _) = oneshot::channel();
+                    Command::Write {
+                        object_id,
+                        changes,
+                        reply,
+                    }
+                })
+                .collect();
+            self.run_epoch(cmds, Some(epoch));
+        }
+        self.replaying = false;
+        // Everything replayed is now in memory: checkpoint it, which also empties the log.
+        self.run_epoch(
+            vec![Command::Checkpoint {
+                reply: oneshot::channel().0,
+            }],
+            None,
+        );
+        if let Some(why) = &self.broken {
+            return Err(Error::Storage(why.clone()));
+        }
+        Ok(n)
+    }
+
+    /// Every dirty operator writes its state; the log before this epoch is covered.
+    fn write_checkpoint(&mut self, batch: &mut WriteBatch, epoch: u64) {
+        let dirty = std::mem::take(&mut self.dirty);
+        for id in &dirty {
+            if let Some(node) = self.nodes.get_mut(id) {
+                if node.failed.is_some() {
+                    continue;
+                }
+                if let Err(e) = node
+                    .op
+                    .checkpoint(&mut StateWriter::new(node.state_id, batch))
+                {
+                    error!(
+                        object = node.object_id,
+                        "checkpoint of {} failed: {e}",
+                        node.op.name()
+                    );
+                    node.failed = Some(e.to_string());
+                }
+            }
+        }
+        batch.delete_prefix(keys::LOG_PREFIX.to_vec());
+        batch.put(keys::meta_key(CHECKPOINT_KEY), epoch.to_be_bytes().to_vec());
+        self.last_checkpoint = Instant::now();
+    }
+
+    /// Run one epoch. `replayed`: the epoch number of a logged epoch being replayed.
+    fn run_epoch(&mut self, cmds: Vec<Command>, replayed: Option<u64>) {
         let started = Instant::now();
-        let epoch = self.next_epoch();
+        let epoch = replayed.unwrap_or_else(|| self.next_epoch());
         let mut batch = WriteBatch::new();
         let mut replies: Vec<Reply<u64>> = vec![];
         let mut touched: BTreeSet<u64> = BTreeSet::new();
         let mut dropped: Vec<u32> = vec![];
+        let mut inputs = EpochInputs::default();
+        let mut force_checkpoint = false;
         // Nodes installed in this epoch run even without input: a global aggregate
         // must emit its row (count 0) over an empty input.
         let mut fresh: BTreeSet<u64> = BTreeSet::new();
@@ -342,7 +558,10 @@ impl Runtime {
                         Ok(ids) => {
                             batch.extend(catalog);
                             if !restore {
+                                // The catalog entry and the backfilled state are written
+                                // together, by a checkpoint.
                                 fresh.extend(ids);
+                                force_checkpoint = true;
                             }
                             replies.push(reply);
                         }
@@ -356,10 +575,16 @@ impl Runtime {
                     catalog,
                     reply,
                 } => {
+                    if let Some(ids) = self.objects.get(&object_id) {
+                        for id in ids {
+                            self.dirty.remove(id);
+                        }
+                    }
                     self.remove(object_id, &mut touched);
                     batch.delete_prefix(keys::object_state_prefix(object_id));
                     batch.extend(catalog);
                     dropped.push(object_id);
+                    force_checkpoint = true;
                     replies.push(reply);
                 }
                 Command::Write {
@@ -374,6 +599,7 @@ impl Runtime {
                     match self.objects.get(&object_id).and_then(|n| n.last()) {
                         Some(id) => {
                             if let Some(node) = self.nodes.get_mut(id) {
+                                inputs.writes.push((object_id, changes.clone()));
                                 node.pending.push((0, changes));
                                 touched.insert(*id);
                             }
@@ -386,13 +612,21 @@ impl Runtime {
                         }
                     }
                 }
+                Command::Checkpoint { reply } => {
+                    force_checkpoint = true;
+                    replies.push(reply);
+                }
                 Command::Sync { reply } => replies.push(reply),
+                Command::ReplayLog { reply } => {
+                    let _ = reply.send(Err(Error::internal("log replay inside an epoch")));
+                }
                 Command::Explain {
                     object_id,
                     names,
+                    analyze,
                     reply,
                 } => {
-                    let _ = reply.send(self.explain(object_id, &names));
+                    let _ = reply.send(self.explain(object_id, &names, analyze));
                 }
                 Command::Stats { reply } => {
                     let stats = self
@@ -413,61 +647,72 @@ impl Runtime {
         }
 
         let processed = self.propagate(&mut touched, fresh);
+        self.dirty.extend(processed.iter().copied());
+        let processed_at = Instant::now();
 
-        // Checkpoint: every operator that saw input writes what changed.
-        for id in &processed {
-            if let Some(node) = self.nodes.get_mut(id) {
-                if node.failed.is_some() {
-                    continue;
+        // Durability: a checkpoint (all dirty state) when one is due, otherwise just
+        // this epoch's inputs in the log.
+        let checkpoint = !self.replaying && (force_checkpoint || self.checkpoint_due());
+        let mut log_bytes = 0;
+        if checkpoint {
+            self.write_checkpoint(&mut batch, epoch);
+        } else if !inputs.writes.is_empty() && !self.replaying {
+            match input_log::encode(&inputs.writes) {
+                Ok(entry) => {
+                    log_bytes = entry.len() as u64;
+                    batch.put(input_log::entry_key(epoch), entry);
                 }
-                if let Err(e) = node
-                    .op
-                    .checkpoint(&mut StateWriter::new(node.state_id, &mut batch))
-                {
-                    error!(
-                        object = node.object_id,
-                        "checkpoint of {} failed: {e}",
-                        node.op.name()
-                    );
-                    node.failed = Some(e.to_string());
+                Err(e) => {
+                    self.fail_all(replies, format!("cannot encode the input log: {e}"));
+                    return;
                 }
             }
         }
-        let processed_at = Instant::now();
         let durable = !batch.is_empty();
         let bytes = batch.size_bytes() as u64;
         if durable {
             batch.put(keys::meta_key(EPOCH_KEY), epoch.to_be_bytes().to_vec());
-            let result = self
+            if let Err(e) = self
                 .storage
                 .commit(batch)
-                .and_then(|_| self.storage.flush());
-            if let Err(e) = result {
-                let why = format!(
-                    "the last write could not be committed ({e}); eddy has stopped accepting \
-                     writes to protect the last good state — restart it"
+                .and_then(|_| self.storage.flush())
+            {
+                self.fail_all(
+                    replies,
+                    format!("the last write could not be committed ({e})"),
                 );
-                error!("{why}");
-                self.broken = Some(why.clone());
-                for r in replies {
-                    let _ = r.send(Err(Error::Storage(why.clone())));
-                }
                 return;
             }
-            self.epoch = epoch;
-            let m = &self.metrics;
-            let process = processed_at.duration_since(started).as_nanos() as u64;
-            let commit = processed_at.elapsed().as_nanos() as u64;
+        }
+        if durable || replayed.is_some() {
+            self.epoch = self.epoch.max(epoch);
+        }
+        let m = &self.metrics;
+        let process = processed_at.duration_since(started).as_nanos() as u64;
+        let commit = processed_at.elapsed().as_nanos() as u64;
+        if !processed.is_empty() || durable {
             m.epochs.fetch_add(1, Ordering::Relaxed);
             m.process_ns.fetch_add(process, Ordering::Relaxed);
             m.last_process_ns.store(process, Ordering::Relaxed);
             m.commit_ns.fetch_add(commit, Ordering::Relaxed);
             m.last_commit_ns.store(commit, Ordering::Relaxed);
-            m.commit_bytes.fetch_add(bytes, Ordering::Relaxed);
-            m.last_commit_bytes.store(bytes, Ordering::Relaxed);
+            m.log_bytes.fetch_add(log_bytes, Ordering::Relaxed);
+        }
+        if checkpoint {
+            m.checkpoints.fetch_add(1, Ordering::Relaxed);
+            m.checkpoint_ns.fetch_add(commit, Ordering::Relaxed);
+            m.checkpoint_bytes.fetch_add(bytes, Ordering::Relaxed);
+            m.last_checkpoint_epoch.store(epoch, Ordering::Relaxed);
+            m.last_checkpoint_bytes.store(bytes, Ordering::Relaxed);
+            let now_ms = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            m.last_checkpoint_at_ms.store(now_ms, Ordering::Relaxed);
+            debug!(epoch, bytes, ms = commit as f64 / 1e6, "checkpoint");
         }
 
         // Publish: relations that changed get fresh snapshots; the rest are shared.
+        let mut changed = false;
         for id in processed.iter().chain(touched.iter()) {
             if let Some(node) = self.nodes.get(id) {
                 let is_output =
@@ -475,26 +720,34 @@ impl Runtime {
                 if is_output {
                     if let Some(s) = node.op.snapshot() {
                         self.published.insert(node.object_id, Arc::new(s));
+                        changed = true;
                     }
                 }
             }
         }
         for id in &dropped {
-            self.published.remove(id);
+            changed |= self.published.remove(id).is_some();
         }
-        self.snapshots.publish(DatabaseSnapshot {
-            epoch: self.epoch,
-            relations: self.published.clone(),
-        });
-        if durable {
-            debug!(
-                epoch,
-                ms = started.elapsed().as_secs_f64() * 1000.0,
-                "epoch committed"
-            );
+        if changed || durable {
+            self.snapshots.publish(DatabaseSnapshot {
+                epoch: self.epoch,
+                relations: self.published.clone(),
+            });
         }
         for r in replies {
             let _ = r.send(Ok(self.epoch));
+        }
+    }
+
+    /// After a failed commit memory is ahead of disk: refuse further writes.
+    fn fail_all(&mut self, replies: Vec<Reply<u64>>, what: String) {
+        let why = format!(
+            "{what}; eddy has stopped accepting writes to protect the last good state — restart it"
+        );
+        error!("{why}");
+        self.broken = Some(why.clone());
+        for r in replies {
+            let _ = r.send(Err(Error::Storage(why.clone())));
         }
     }
 
@@ -554,6 +807,8 @@ impl Runtime {
                 inputs: inputs.clone(),
                 pending: vec![],
                 failed: None,
+                busy_ns: 0,
+                rows_in: 0,
             };
             if !restore {
                 // Backfill: a new operator first sees the current contents of the
@@ -643,7 +898,9 @@ impl Runtime {
             }
             let mut out = vec![];
             let mut result = Ok(());
+            let t0 = Instant::now();
             for (port, batch) in inputs {
+                node.rows_in += batch.num_rows() as u64;
                 result = node.op.process(port, batch, &mut out);
                 if result.is_err() {
                     break;
@@ -652,6 +909,7 @@ impl Runtime {
             if result.is_ok() {
                 result = node.op.end_epoch(&mut out);
             }
+            node.busy_ns += t0.elapsed().as_nanos() as u64;
             ran.insert(id);
             if let Err(e) = result {
                 error!(
@@ -678,7 +936,12 @@ impl Runtime {
         ran
     }
 
-    fn explain(&self, object_id: u32, names: &HashMap<u32, String>) -> Result<String> {
+    fn explain(
+        &self,
+        object_id: u32,
+        names: &HashMap<u32, String>,
+        analyze: bool,
+    ) -> Result<String> {
         let ids = self
             .objects
             .get(&object_id)
@@ -691,7 +954,7 @@ impl Runtime {
             .collect();
         let mut out = String::new();
         if let Some(last) = ids.last() {
-            self.explain_node(*last, 0, &local, &node_object, names, &mut out);
+            self.explain_node(*last, 0, &local, &node_object, names, analyze, &mut out);
         }
         Ok(out)
     }
@@ -703,6 +966,7 @@ impl Runtime {
         local: &HashMap<u64, usize>,
         node_object: &HashMap<u64, u32>,
         names: &HashMap<u32, String>,
+        analyze: bool,
         out: &mut String,
     ) {
         let Some(node) = self.nodes.get(&id) else {
@@ -722,13 +986,20 @@ impl Runtime {
                 node.op.state_entries()
             ));
         }
+        if analyze {
+            out.push_str(&format!(
+                "  [rows in: {}, busy: {:.1} ms]",
+                node.rows_in,
+                node.busy_ns as f64 / 1e6
+            ));
+        }
         if let Some(f) = &node.failed {
             out.push_str(&format!("  [FAILED: {f}]"));
         }
         out.push('\n');
         for input in &node.inputs {
             if local.contains_key(input) {
-                self.explain_node(*input, depth + 1, local, node_object, names, out);
+                self.explain_node(*input, depth + 1, local, node_object, names, analyze, out);
             } else {
                 let name = node_object
                     .get(input)

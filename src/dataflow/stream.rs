@@ -58,6 +58,10 @@ impl Operator for StreamOperator {
         "StreamOperator"
     }
 
+    fn preserves_append_only(&self) -> bool {
+        true
+    }
+
     fn describe(&self) -> String {
         self.name.clone()
     }

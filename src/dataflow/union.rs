@@ -23,6 +23,10 @@ impl Operator for UnionOperator {
         "UnionOperator"
     }
 
+    fn preserves_append_only(&self) -> bool {
+        true
+    }
+
     fn describe(&self) -> String {
         format!("{} inputs", self.inputs)
     }

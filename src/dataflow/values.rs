@@ -23,6 +23,10 @@ impl Operator for ValuesOperator {
         "ValuesOperator"
     }
 
+    fn preserves_append_only(&self) -> bool {
+        true
+    }
+
     fn describe(&self) -> String {
         let n: usize = self.rows.iter().map(|b| b.num_rows()).sum();
         format!("{n} row(s)")

@@ -59,6 +59,7 @@ impl Database {
             sql: sql.to_string(),
             depends_on: vec![],
             options: c.options.clone(),
+            append_only: c.kind == ObjectKind::Stream,
         };
         let op: Box<dyn crate::dataflow::Operator> = match c.kind {
             ObjectKind::Stream => Box::new(StreamOperator::new(&entry.name, entry.schema())),
@@ -108,6 +109,7 @@ impl Database {
             sql: sql.to_string(),
             depends_on,
             options: Default::default(),
+            append_only: subgraph.append_only,
         };
         catalog.insert(entry, &mut batch)?;
         self.dataflow.install(subgraph, false, batch).await?;
@@ -146,7 +148,9 @@ impl Database {
             });
         }
         let names: Vec<String> = columns.iter().map(|c| c.name.clone()).collect();
-        let subgraph = Lowering::new(&self.state, errors).lower_view(id, &v.name, &plan, &names)?;
+        let subgraph = Lowering::new(&self.state, errors)
+            .with_append_only_relations(catalog.append_only_ids())
+            .lower_view(id, &v.name, &plan, &names)?;
         Ok((subgraph, columns, ctx.used_objects()))
     }
 
@@ -163,7 +167,7 @@ impl Database {
         super::query::explain_rows(&text)
     }
 
-    pub(crate) async fn explain_object(&self, name: &str) -> Result<ExecResult> {
+    pub(crate) async fn explain_object(&self, name: &str, analyze: bool) -> Result<ExecResult> {
         let (id, names) = {
             let catalog = self.catalog();
             let e = catalog.get(name).ok_or_else(|| Error::UndefinedRelation {
@@ -172,7 +176,7 @@ impl Database {
             })?;
             (e.id, catalog.names_by_id())
         };
-        let text = self.dataflow.explain(id, names).await?;
+        let text = self.dataflow.explain(id, names, analyze).await?;
         super::query::explain_rows(&text)
     }
 

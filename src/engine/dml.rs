@@ -39,6 +39,11 @@ impl Database {
                         "INSERT ... ON CONFLICT; use UPDATE, or DELETE then INSERT",
                     ));
                 }
+                // The source's columns are matched by position, so repeated names
+                // (`SELECT x, x % 10, x`) must not trip DataFusion's unique-name rule.
+                if let Some(source) = &mut ins.source {
+                    crate::sql::naming::postgres_column_names(source);
+                }
                 if ins.columns.is_empty() {
                     if let (ast::TableObject::TableName(name), Some(source)) =
                         (&ins.table, &ins.source)

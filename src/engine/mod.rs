@@ -20,13 +20,13 @@ use tracing::info;
 
 use crate::catalog::{Catalog, CatalogEntry, ObjectKind};
 use crate::dataflow::expr::EvalErrors;
-use crate::dataflow::runtime::{DataflowHandle, Runtime, Subgraph};
+use crate::dataflow::runtime::{DataflowHandle, Runtime, RuntimeConfig, Subgraph};
 use crate::dataflow::stream::StreamOperator;
 use crate::dataflow::table::TableOperator;
 use crate::error::{Error, Result};
 use crate::plan::{base_session_state, Lowering, PlanContext};
 use crate::sql::{self, Statement};
-use crate::storage::{MemoryStorage, SledStorage, Storage, WriteBatch};
+use crate::storage::{MemoryStorage, Storage, StorageEngine, WriteBatch};
 
 pub use session::{ExecResult, Params, Session};
 
@@ -35,6 +35,21 @@ pub use session::{ExecResult, Params, Session};
 pub struct DatabaseConfig {
     /// Where state lives; `None` keeps everything in memory (nothing survives a restart).
     pub data_dir: Option<PathBuf>,
+    /// How often operator state is checkpointed (`None`: only at DDL and shutdown).
+    /// Between checkpoints only the inputs are logged; a restart replays them.
+    pub checkpoint_interval: Option<std::time::Duration>,
+    /// The on-disk engine (redb by default).
+    pub storage: StorageEngine,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: None,
+            checkpoint_interval: RuntimeConfig::default().checkpoint_interval,
+            storage: StorageEngine::default(),
+        }
+    }
 }
 
 /// One eddy database, shared by all sessions.
@@ -55,10 +70,13 @@ impl Database {
     /// Open (or create) the database and restore every object's dataflow.
     pub async fn open(config: DatabaseConfig) -> Result<Arc<Self>> {
         let storage: Arc<dyn Storage> = match &config.data_dir {
-            Some(dir) => Arc::new(SledStorage::open(dir)?),
+            Some(dir) => crate::storage::open(config.storage, dir)?,
             None => Arc::new(MemoryStorage::new()),
         };
-        let (dataflow, epoch) = Runtime::start(storage.clone())?;
+        let runtime_config = RuntimeConfig {
+            checkpoint_interval: config.checkpoint_interval,
+        };
+        let (dataflow, epoch) = Runtime::start(storage.clone(), runtime_config)?;
         let catalog = Catalog::load(storage.as_ref())?;
         let db = Arc::new(Database {
             storage,
@@ -74,6 +92,12 @@ impl Database {
             db.dataflow
                 .install(subgraph, true, WriteBatch::new())
                 .await?;
+        }
+        // State is as of the last checkpoint; the logged inputs after it bring every
+        // relation back to the last acknowledged write.
+        let replayed = db.dataflow.replay_log().await?;
+        if replayed > 0 {
+            info!(epochs = replayed, "replayed the input log");
         }
         *db.catalog.write() = Arc::new(catalog);
         info!(
@@ -141,12 +165,9 @@ impl Database {
                     let errors = EvalErrors::new();
                     self.view_errors.write().insert(entry.id, errors.clone());
                     let names: Vec<String> = entry.columns.iter().map(|c| c.name.clone()).collect();
-                    Lowering::new(&self.state, errors).lower_view(
-                        entry.id,
-                        &entry.name,
-                        &plan,
-                        &names,
-                    )
+                    Lowering::new(&self.state, errors)
+                        .with_append_only_relations(catalog.append_only_ids())
+                        .lower_view(entry.id, &entry.name, &plan, &names)
                 }
                 _ => Err(Error::Storage(format!(
                     "catalog entry of view {} is not a view definition",

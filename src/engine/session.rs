@@ -210,7 +210,7 @@ impl Session {
             Statement::Query(s) => db.query(s, params).await,
             Statement::ExplainQuery(s) => db.query(s, params).await,
             Statement::ExplainCreateView(v) => db.explain_create_view(v),
-            Statement::ExplainObject { name } => db.explain_object(name).await,
+            Statement::ExplainObject { name, analyze } => db.explain_object(name, *analyze).await,
             Statement::Show(ShowTarget::Objects(kind)) => db.show_objects(*kind),
             Statement::Show(ShowTarget::Variable(name)) => self.show_variable(name),
             Statement::Show(ShowTarget::AllVariables) => Ok(self.show_all()),

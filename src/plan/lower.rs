@@ -42,6 +42,10 @@ pub struct Lowering<'a> {
     state: &'a SessionState,
     nodes: Vec<NodeSpec>,
     errors: Arc<EvalErrors>,
+    /// Relations whose changes are only insertions (streams, views over them).
+    append_only_relations: std::collections::HashSet<u32>,
+    /// Whether each node of the subgraph emits only insertions.
+    node_append_only: Vec<bool>,
 }
 
 impl<'a> Lowering<'a> {
@@ -50,6 +54,8 @@ impl<'a> Lowering<'a> {
             state,
             nodes: vec![],
             errors,
+            append_only_relations: Default::default(),
+            node_append_only: vec![],
         }
     }
 
@@ -86,14 +92,37 @@ impl<'a> Lowering<'a> {
         }
         let op = MaterializeOperator::new(name, schema)?;
         self.push(Box::new(op), vec![input]);
+        let append_only = self.output_append_only();
         Ok(Subgraph {
             object_id,
             nodes: self.nodes,
+            append_only,
         })
     }
 
+    /// The relations that only ever insert (for state-saving plans over streams).
+    pub fn with_append_only_relations(mut self, ids: std::collections::HashSet<u32>) -> Self {
+        self.append_only_relations = ids;
+        self
+    }
+
+    fn is_append_only(&self, input: &NodeInput) -> bool {
+        match input {
+            NodeInput::Relation(id) => self.append_only_relations.contains(id),
+            NodeInput::Local(i) => self.node_append_only.get(*i).copied().unwrap_or(false),
+        }
+    }
+
+    /// Whether the view lowered last emits only insertions.
+    pub fn output_append_only(&self) -> bool {
+        self.node_append_only.last().copied().unwrap_or(false)
+    }
+
     fn push(&mut self, op: Box<dyn Operator>, inputs: Vec<NodeInput>) -> NodeInput {
+        let append_only =
+            op.preserves_append_only() && inputs.iter().all(|i| self.is_append_only(i));
         self.nodes.push(NodeSpec { op, inputs });
+        self.node_append_only.push(append_only);
         NodeInput::Local(self.nodes.len() - 1)
     }
 
@@ -230,13 +259,15 @@ impl<'a> Lowering<'a> {
                         .collect::<Vec<_>>()
                         .join(", ")
                 );
+                let append_only = self.is_append_only(&input);
                 let op = HashAggOperator::new(
                     out_schema.clone(),
                     keys,
                     aggs,
                     display,
                     self.errors.clone(),
-                )?;
+                )?
+                .with_append_only(append_only);
                 Ok((self.push(Box::new(op), vec![input]), out_schema))
             }
             LogicalPlan::Distinct(Distinct::All(inner)) => {

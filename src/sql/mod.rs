@@ -149,15 +149,19 @@ fn parse_statement(p: &mut Parser) -> std::result::Result<Statement, StmtError> 
                 .into()),
             };
         }
-        if let Token::Word(w) = &p.peek_nth_token(1).token {
-            // EXPLAIN <view name> (a bare name, not a query).
-            let next = p.peek_nth_token(2).token;
+        // EXPLAIN [ANALYZE] <view name> (a bare name, not a query).
+        let analyze = peek_is(p, 1, "ANALYZE");
+        let at = if analyze { 2 } else { 1 };
+        if let Token::Word(w) = &p.peek_nth_token(at).token {
+            let next = p.peek_nth_token(at + 1).token;
             if w.keyword == Keyword::NoKeyword
                 && matches!(next, Token::SemiColon | Token::EOF | Token::Period)
             {
-                p.next_token();
+                for _ in 0..at {
+                    p.next_token();
+                }
                 let name = object_name(&p.parse_object_name(false)?)?;
-                return Ok(Statement::ExplainObject { name });
+                return Ok(Statement::ExplainObject { name, analyze });
             }
         }
     }

@@ -26,9 +26,11 @@ pub enum Statement {
     ExplainQuery(Box<ast::Statement>),
     /// EXPLAIN CREATE MATERIALIZED VIEW ...: the dataflow it would build.
     ExplainCreateView(CreateView),
-    /// EXPLAIN <view>: the running dataflow of a view.
+    /// EXPLAIN [ANALYZE] <view>: the running dataflow of a view (with ANALYZE, rows and
+    /// time per operator).
     ExplainObject {
         name: String,
+        analyze: bool,
     },
     Flush,
     Begin,

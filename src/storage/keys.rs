@@ -2,14 +2,16 @@
 //! (the catalog) or one operator's state can be scanned or dropped as a range.
 //!
 //! ```text
-//! m/<name>                    metadata: last committed epoch, id counters
+//! m/<name>                    metadata: last committed epoch, checkpoint epoch, id counters
 //! c/<object id: u32 BE>       catalog entries (JSON)
-//! s/<state id: u64 BE>/<key>  state of one relation or operator
+//! s/<state id: u64 BE>/<key>  state of one relation or operator (as of the checkpoint)
+//! l/<epoch: u64 BE>           input log: an epoch's writes since the last checkpoint
 //! ```
 
 pub const META_PREFIX: &[u8] = b"m/";
 pub const CATALOG_PREFIX: &[u8] = b"c/";
 pub const STATE_PREFIX: &[u8] = b"s/";
+pub const LOG_PREFIX: &[u8] = b"l/";
 
 pub fn meta_key(name: &str) -> Vec<u8> {
     let mut k = META_PREFIX.to_vec();
