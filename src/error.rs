@@ -115,10 +115,10 @@ impl Error {
         match &mut self {
             Error::Parse { position, .. }
             | Error::UndefinedRelation { position, .. }
-            | Error::UndefinedColumn { position, .. } => {
-                if position.is_none() {
-                    *position = pos;
-                }
+            | Error::UndefinedColumn { position, .. }
+                if position.is_none() =>
+            {
+                *position = pos;
             }
             _ => {}
         }

@@ -194,7 +194,7 @@ impl AggSpec {
                             .codec
                             .as_ref()
                             .ok_or_else(|| Error::internal("no codec"))?;
-                        let encoded = codec.encode_rows(&[a.clone()], n);
+                        let encoded = codec.encode_rows(std::slice::from_ref(&a), n);
                         let delims = if self.kind == AggKind::StringAgg {
                             match self.args.get(1) {
                                 Some(d) => {
@@ -272,25 +272,19 @@ impl AggSpec {
                     _ => {}
                 }
             }
-            (ArgValues::Exact(a), AccState::ExactSum { sum, n }) => {
-                if a.is_valid(row) {
-                    *sum += a.value(row) * diff as i128;
-                    *n += diff;
-                }
+            (ArgValues::Exact(a), AccState::ExactSum { sum, n }) if a.is_valid(row) => {
+                *sum += a.value(row) * diff as i128;
+                *n += diff;
             }
-            (ArgValues::Float(a), AccState::FloatSum { sum, n }) => {
-                if a.is_valid(row) {
-                    *sum += a.value(row) * diff as f64;
-                    *n += diff;
-                }
+            (ArgValues::Float(a), AccState::FloatSum { sum, n }) if a.is_valid(row) => {
+                *sum += a.value(row) * diff as f64;
+                *n += diff;
             }
-            (ArgValues::Bool(a), AccState::Bools { trues, falses }) => {
-                if a.is_valid(row) {
-                    if a.value(row) {
-                        *trues += diff;
-                    } else {
-                        *falses += diff;
-                    }
+            (ArgValues::Bool(a), AccState::Bools { trues, falses }) if a.is_valid(row) => {
+                if a.value(row) {
+                    *trues += diff;
+                } else {
+                    *falses += diff;
                 }
             }
             _ => {}

@@ -149,7 +149,7 @@ impl<'a> StateReader<'a> {
     }
 
     /// Visit every `(key, value)` of this operator's state in key order.
-    pub fn for_each(&self, f: &mut dyn FnMut(&[u8], &[u8]) -> Result<()>) -> Result<()> {
+    pub fn for_each(&self, f: &mut crate::storage::KvVisitor) -> Result<()> {
         let prefix = keys::state_prefix(self.state_id);
         let n = prefix.len();
         self.storage

@@ -144,6 +144,16 @@ pub enum Command {
 
 pub type Reply<T> = oneshot::Sender<Result<T>>;
 
+/// What rendering an installed object's operators for EXPLAIN needs.
+struct ExplainCtx<'a> {
+    /// Node ids of the object itself (the rest are other relations, shown as reads).
+    local: &'a HashMap<u64, usize>,
+    /// Output node → the object it belongs to.
+    node_object: &'a HashMap<u64, u32>,
+    names: &'a HashMap<u32, String>,
+    analyze: bool,
+}
+
 struct Node {
     op: Box<dyn Operator>,
     object_id: u32,
@@ -953,22 +963,25 @@ impl Runtime {
             .filter_map(|(obj, ids)| ids.last().map(|last| (*last, *obj)))
             .collect();
         let mut out = String::new();
+        let ctx = ExplainCtx {
+            local: &local,
+            node_object: &node_object,
+            names,
+            analyze,
+        };
         if let Some(last) = ids.last() {
-            self.explain_node(*last, 0, &local, &node_object, names, analyze, &mut out);
+            self.explain_node(*last, 0, &ctx, &mut out);
         }
         Ok(out)
     }
 
-    fn explain_node(
-        &self,
-        id: u64,
-        depth: usize,
-        local: &HashMap<u64, usize>,
-        node_object: &HashMap<u64, u32>,
-        names: &HashMap<u32, String>,
-        analyze: bool,
-        out: &mut String,
-    ) {
+    fn explain_node(&self, id: u64, depth: usize, ctx: &ExplainCtx, out: &mut String) {
+        let ExplainCtx {
+            local,
+            node_object,
+            names,
+            analyze,
+        } = ctx;
         let Some(node) = self.nodes.get(&id) else {
             return;
         };
@@ -986,7 +999,7 @@ impl Runtime {
                 node.op.state_entries()
             ));
         }
-        if analyze {
+        if *analyze {
             out.push_str(&format!(
                 "  [rows in: {}, busy: {:.1} ms]",
                 node.rows_in,
@@ -999,7 +1012,7 @@ impl Runtime {
         out.push('\n');
         for input in &node.inputs {
             if local.contains_key(input) {
-                self.explain_node(*input, depth + 1, local, node_object, names, analyze, out);
+                self.explain_node(*input, depth + 1, ctx, out);
             } else {
                 let name = node_object
                     .get(input)

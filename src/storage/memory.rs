@@ -32,11 +32,7 @@ impl Storage for MemoryStorage {
             .collect())
     }
 
-    fn for_each_prefix(
-        &self,
-        prefix: &[u8],
-        f: &mut dyn FnMut(&[u8], &[u8]) -> Result<()>,
-    ) -> Result<()> {
+    fn for_each_prefix(&self, prefix: &[u8], f: &mut crate::storage::KvVisitor) -> Result<()> {
         for (k, v) in self.scan_prefix(prefix)? {
             f(&k, &v)?;
         }

@@ -109,6 +109,9 @@ impl WriteBatch {
 /// Key/value pairs returned by a scan, in key order.
 pub type KvPairs = Vec<(Vec<u8>, Vec<u8>)>;
 
+/// A callback visiting `(key, value)` pairs of a scan.
+pub type KvVisitor<'a> = dyn FnMut(&[u8], &[u8]) -> Result<()> + 'a;
+
 /// An ordered key-value store with atomic batches. Deliberately small (in the spirit
 /// of toydb's `storage::Engine`): anything richer is built on top in eddy's own code.
 pub trait Storage: Send + Sync + 'static {
@@ -116,11 +119,7 @@ pub trait Storage: Send + Sync + 'static {
     /// All pairs whose key starts with `prefix`, in key order.
     fn scan_prefix(&self, prefix: &[u8]) -> Result<KvPairs>;
     /// Visit pairs whose key starts with `prefix`, in key order, without collecting them.
-    fn for_each_prefix(
-        &self,
-        prefix: &[u8],
-        f: &mut dyn FnMut(&[u8], &[u8]) -> Result<()>,
-    ) -> Result<()>;
+    fn for_each_prefix(&self, prefix: &[u8], f: &mut KvVisitor) -> Result<()>;
     /// Apply every write of `batch` atomically: after a crash either all or none is there.
     fn commit(&self, batch: WriteBatch) -> Result<()>;
     /// Make every committed batch durable (fsync).

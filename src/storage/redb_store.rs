@@ -65,7 +65,7 @@ impl RedbStorage {
         Ok(Self { db, path })
     }
 
-    fn scan(&self, prefix: &[u8], f: &mut dyn FnMut(&[u8], &[u8]) -> Result<()>) -> Result<()> {
+    fn scan(&self, prefix: &[u8], f: &mut crate::storage::KvVisitor) -> Result<()> {
         let r = self.db.begin_read().map_err(err)?;
         let t = r.open_table(TABLE).map_err(err)?;
         let range = match prefix_end(prefix) {
@@ -96,11 +96,7 @@ impl Storage for RedbStorage {
         Ok(out)
     }
 
-    fn for_each_prefix(
-        &self,
-        prefix: &[u8],
-        f: &mut dyn FnMut(&[u8], &[u8]) -> Result<()>,
-    ) -> Result<()> {
+    fn for_each_prefix(&self, prefix: &[u8], f: &mut crate::storage::KvVisitor) -> Result<()> {
         self.scan(prefix, f)
     }
 

@@ -609,7 +609,7 @@ mod tests {
         let col: ArrayRef = Arc::new(StringArray::from(vec![Some("ab"), Some("abc"), None]));
         let desc =
             RowCodec::with_orders(vec![DataType::Utf8], vec![SortOrder::new(true, true)]).unwrap();
-        let rows = desc.encode_rows(&[col.clone()], 3);
+        let rows = desc.encode_rows(std::slice::from_ref(&col), 3);
         // NULLS FIRST, then "abc" before "ab" (descending).
         assert!(rows[2] < rows[1] && rows[1] < rows[0]);
         assert_eq!(desc.decode(&rows).unwrap()[0].to_data(), col.to_data());

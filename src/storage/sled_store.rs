@@ -47,11 +47,7 @@ impl Storage for SledStorage {
         Ok(out)
     }
 
-    fn for_each_prefix(
-        &self,
-        prefix: &[u8],
-        f: &mut dyn FnMut(&[u8], &[u8]) -> Result<()>,
-    ) -> Result<()> {
+    fn for_each_prefix(&self, prefix: &[u8], f: &mut crate::storage::KvVisitor) -> Result<()> {
         for kv in self.db.scan_prefix(prefix) {
             let (k, v) = kv?;
             f(&k, &v)?;
