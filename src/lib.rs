@@ -14,8 +14,9 @@
 //! - [`dataflow`] is the incremental engine: operators over change batches (rows with
 //!   +/− multiplicities), run epoch by epoch on one thread, publishing consistent
 //!   snapshots of every relation after each epoch.
-//! - [`storage`] persists everything (catalog, rows, operator state) through a small
-//!   key-value trait, with sled underneath; each epoch is one atomic commit.
+//! - [`storage`] persists everything (catalog, rows, operator state, the input log)
+//!   through a small key-value trait, with redb underneath by default (sled optional):
+//!   each epoch logs its inputs durably; checkpoints write the state that changed.
 //!
 //! Errors are one enum, [`error::Error`], split by who is at fault; the server maps it
 //! to SQLSTATEs in one place.
