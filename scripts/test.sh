@@ -32,7 +32,7 @@ cargo build --bins --tests
 
 run "unit tests" cargo test --lib
 run "sqllogictest (sql-tests/**/*.slt)" cargo test --test sqllogictest
-run "protocol and durability" cargo test --test protocol --test durability
+run "protocol, durability and subscriptions" cargo test --test protocol --test durability --test subscribe
 if [ -x tests/clients/run.sh ] || [ -f tests/clients/run.sh ]; then
   run "real clients (psql, psycopg, node-postgres)" bash tests/clients/run.sh
 fi

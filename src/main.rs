@@ -35,6 +35,25 @@ struct Args {
     #[arg(long, env = "EDDY_CHECKPOINT_INTERVAL", default_value = "1s", value_parser = parse_interval)]
     checkpoint_interval: Interval,
 
+    /// How long eddy keeps each subscribed relation's changes, so that a client can
+    /// resume with `SUBSCRIBE ... AS OF <epoch>` after reconnecting (e.g. 5m, 30s).
+    #[arg(long, env = "EDDY_SUBSCRIBE_RETENTION", default_value = "5m", value_parser = parse_interval)]
+    subscribe_retention: Interval,
+
+    /// Rows a subscriber may have waiting before it is cut off (a slow client never
+    /// stalls the dataflow; it gets an error and can resume AS OF its last epoch).
+    #[arg(long, env = "EDDY_SUBSCRIBE_BUFFER_ROWS", default_value_t = 1_000_000)]
+    subscribe_buffer_rows: usize,
+
+    /// At most this many changed rows are kept per relation for `AS OF` resumes (the
+    /// oldest go first).
+    #[arg(
+        long,
+        env = "EDDY_SUBSCRIBE_RETENTION_ROWS",
+        default_value_t = 1_000_000
+    )]
+    subscribe_retention_rows: usize,
+
     /// The on-disk storage engine: redb (default) or sled.
     #[arg(long, env = "EDDY_STORAGE", default_value = "redb")]
     storage: eddy::storage::StorageEngine,
@@ -106,6 +125,11 @@ async fn run(args: Args) -> i32 {
         data_dir: data_dir.clone(),
         checkpoint_interval: args.checkpoint_interval.0,
         storage: args.storage,
+        subscribe: eddy::dataflow::subscribe::SubscribeConfig {
+            max_pending_rows: args.subscribe_buffer_rows,
+            retention: args.subscribe_retention.0.unwrap_or_default(),
+            retention_rows: args.subscribe_retention_rows,
+        },
     };
     let db = match Database::open(config).await {
         Ok(db) => db,

@@ -31,6 +31,7 @@ pub mod row_store;
 pub mod runtime;
 pub mod snapshot;
 pub mod stream;
+pub mod subscribe;
 pub mod table;
 pub mod top_n;
 pub mod union;

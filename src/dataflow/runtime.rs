@@ -27,6 +27,9 @@ use tokio::sync::oneshot;
 use tracing::{debug, error, info};
 
 use super::snapshot::{DatabaseSnapshot, RelationSnapshot, SnapshotStore};
+use super::subscribe::{
+    History, SubscribeConfig, Subscriber, SubscriberShared, SubscriptionEvent, SubscriptionReceiver,
+};
 use super::{input_log, ChangeBatch, Operator, StateReader, StateWriter};
 use crate::error::{Error, Result};
 use crate::storage::{keys, Storage, WriteBatch};
@@ -53,6 +56,9 @@ pub struct Subgraph {
     pub nodes: Vec<NodeSpec>,
     /// The output only ever inserts (a stream, or a view that filters one).
     pub append_only: bool,
+    /// Installed for one subscription (`SUBSCRIBE (SELECT ...)`): not in the catalog,
+    /// never checkpointed, removed when the subscription ends.
+    pub transient: bool,
 }
 
 impl Subgraph {
@@ -62,6 +68,7 @@ impl Subgraph {
             object_id,
             nodes: vec![NodeSpec { op, inputs: vec![] }],
             append_only,
+            transient: false,
         }
     }
 
@@ -134,15 +141,30 @@ pub enum Command {
         analyze: bool,
         reply: Reply<String>,
     },
-    /// Per-object statistics: state entries held in memory.
-    Stats { reply: Reply<Vec<(u32, usize)>> },
+    /// Per-object statistics: state entries held in memory, and subscribers.
+    Stats {
+        reply: Reply<Vec<(u32, usize, usize)>>,
+    },
     /// Write a checkpoint now.
     Checkpoint { reply: Reply<u64> },
     /// Replay the input log (startup).
     ReplayLog { reply: Reply<u64> },
+    /// Subscribe to a relation's changes.
+    Subscribe {
+        object_id: u32,
+        snapshot: bool,
+        as_of: Option<u64>,
+        reply: Reply<SubscriptionReceiver>,
+    },
 }
 
 pub type Reply<T> = oneshot::Sender<Result<T>>;
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
 
 /// What rendering an installed object's operators for EXPLAIN needs.
 struct ExplainCtx<'a> {
@@ -199,15 +221,21 @@ pub struct RuntimeConfig {
     /// How often operator state is checkpointed; between checkpoints only the input log
     /// is written. `None`: only at DDL and at shutdown.
     pub checkpoint_interval: Option<Duration>,
+    /// Subscriber buffers and `AS OF` history.
+    pub subscribe: SubscribeConfig,
 }
 
 impl Default for RuntimeConfig {
     fn default() -> Self {
         Self {
             checkpoint_interval: Some(Duration::from_secs(1)),
+            subscribe: SubscribeConfig::default(),
         }
     }
 }
+
+/// How often idle subscribers get a progress mark (and dead ones are noticed).
+const HEARTBEAT: Duration = Duration::from_secs(1);
 
 /// The handle sessions use to talk to the runtime thread.
 #[derive(Clone)]
@@ -283,6 +311,33 @@ impl DataflowHandle {
         self.call(|reply| Command::ReplayLog { reply }).await
     }
 
+    /// Subscribe to a relation: a snapshot (optional), then every epoch's changes and
+    /// progress marks. `as_of` resumes after an epoch a previous subscriber saw.
+    pub async fn subscribe(
+        &self,
+        object_id: u32,
+        snapshot: bool,
+        as_of: Option<u64>,
+    ) -> Result<SubscriptionReceiver> {
+        self.call(|reply| Command::Subscribe {
+            object_id,
+            snapshot,
+            as_of,
+            reply,
+        })
+        .await
+    }
+
+    /// Remove a transient object (a `SUBSCRIBE (SELECT ...)` query) without waiting.
+    pub fn drop_transient(&self, object_id: u32) {
+        let (reply, _) = oneshot::channel();
+        let _ = self.tx.send(Command::Drop {
+            object_id,
+            catalog: WriteBatch::new(),
+            reply,
+        });
+    }
+
     pub async fn explain(
         &self,
         object_id: u32,
@@ -298,7 +353,8 @@ impl DataflowHandle {
         .await
     }
 
-    pub async fn stats(&self) -> Result<Vec<(u32, usize)>> {
+    /// Per object: (id, state entries in memory, subscribers).
+    pub async fn stats(&self) -> Result<Vec<(u32, usize, usize)>> {
         self.call(|reply| Command::Stats { reply }).await
     }
 }
@@ -322,6 +378,15 @@ pub struct Runtime {
     /// Set after a failed commit: memory is ahead of disk, so no more writes are taken.
     broken: Option<String>,
     metrics: Arc<RuntimeMetrics>,
+    /// Subscribers per relation.
+    subscribers: HashMap<u32, Vec<Subscriber>>,
+    /// Recent changes of relations that have had subscribers (for `AS OF`).
+    history: HashMap<u32, History>,
+    /// The latest progress mark sent: the next epoch must be greater.
+    progress_floor: u64,
+    last_heartbeat: Instant,
+    /// Objects installed for one subscription only: never checkpointed.
+    transient: std::collections::HashSet<u32>,
 }
 
 const EPOCH_KEY: &str = "epoch";
@@ -375,6 +440,11 @@ impl Runtime {
             replaying: false,
             broken: None,
             metrics: metrics.clone(),
+            subscribers: HashMap::new(),
+            history: HashMap::new(),
+            progress_floor: epoch,
+            last_heartbeat: Instant::now(),
+            transient: Default::default(),
         };
         std::thread::Builder::new()
             .name("eddy-dataflow".into())
@@ -401,19 +471,23 @@ impl Runtime {
         loop {
             // Sleep until a command comes or a checkpoint falls due (idle systems still
             // checkpoint, so the log they would replay stays short).
-            let first = match self
+            let checkpoint_wait = self
                 .config
                 .checkpoint_interval
                 .filter(|_| !self.dirty.is_empty())
-            {
-                Some(interval) => {
-                    let wait = interval.saturating_sub(self.last_checkpoint.elapsed());
-                    match rx.recv_timeout(wait) {
-                        Ok(c) => Some(c),
-                        Err(mpsc::RecvTimeoutError::Timeout) => None,
-                        Err(mpsc::RecvTimeoutError::Disconnected) => break,
-                    }
-                }
+                .map(|i| i.saturating_sub(self.last_checkpoint.elapsed()));
+            let heartbeat_wait = (!self.subscribers.is_empty())
+                .then(|| HEARTBEAT.saturating_sub(self.last_heartbeat.elapsed()));
+            let wake = match (checkpoint_wait, heartbeat_wait) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let first = match wake {
+                Some(wait) => match rx.recv_timeout(wait) {
+                    Ok(c) => Some(c),
+                    Err(mpsc::RecvTimeoutError::Timeout) => None,
+                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                },
                 None => match rx.recv() {
                     Ok(c) => Some(c),
                     Err(_) => break,
@@ -422,6 +496,9 @@ impl Runtime {
             let Some(first) = first else {
                 if self.checkpoint_due() {
                     self.run_epoch(vec![], None);
+                }
+                if !self.subscribers.is_empty() && self.last_heartbeat.elapsed() >= HEARTBEAT {
+                    self.heartbeat();
                 }
                 continue;
             };
@@ -464,10 +541,137 @@ impl Runtime {
     }
 
     fn next_epoch(&self) -> u64 {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
-        now.max(self.epoch + 1)
+        now_ms().max(self.epoch + 1).max(self.progress_floor + 1)
+    }
+
+    /// Tell every subscriber that time has advanced to now (nothing changed): clients see
+    /// progress, and subscribers whose client went away are dropped.
+    fn heartbeat(&mut self) {
+        self.last_heartbeat = Instant::now();
+        let mark = now_ms().max(self.epoch);
+        self.progress_floor = self.progress_floor.max(mark);
+        for subs in self.subscribers.values_mut() {
+            subs.retain(|s| s.deliver(SubscriptionEvent::Progress { epoch: mark }));
+        }
+        self.subscribers.retain(|_, s| !s.is_empty());
+    }
+
+    /// Deliver an epoch's changes, then progress, to subscribers; remember history.
+    fn deliver(&mut self, epoch: u64, captured: HashMap<u32, Vec<ChangeBatch>>) {
+        let cfg = self.config.subscribe.clone();
+        for (object_id, batches) in captured {
+            if let Some(h) = self.history.get_mut(&object_id) {
+                h.push(epoch, batches.clone(), cfg.retention, cfg.retention_rows);
+            }
+            if let Some(subs) = self.subscribers.get_mut(&object_id) {
+                subs.retain(|s| {
+                    s.deliver(SubscriptionEvent::Changes {
+                        epoch,
+                        batches: batches.clone(),
+                    })
+                });
+            }
+        }
+        // Progress never goes backwards (a heartbeat may already have certified a
+        // later time than an epoch that changed nothing durable).
+        let mark = epoch.max(self.epoch).max(self.progress_floor);
+        self.progress_floor = mark;
+        for subs in self.subscribers.values_mut() {
+            subs.retain(|s| s.deliver(SubscriptionEvent::Progress { epoch: mark }));
+        }
+        self.subscribers.retain(|_, s| !s.is_empty());
+        self.last_heartbeat = Instant::now();
+    }
+
+    /// Register a subscriber on a relation (between epochs, so its snapshot and the
+    /// changes that follow fit exactly).
+    fn subscribe(
+        &mut self,
+        object_id: u32,
+        snapshot: bool,
+        as_of: Option<u64>,
+    ) -> Result<SubscriptionReceiver> {
+        let out = *self
+            .objects
+            .get(&object_id)
+            .and_then(|n| n.last())
+            .ok_or_else(|| Error::internal(format!("relation {object_id} has no dataflow")))?;
+        let epoch = self.epoch;
+        let history = self
+            .history
+            .entry(object_id)
+            .or_insert_with(|| History::new(epoch));
+        let cfg = &self.config.subscribe;
+        // The channel holds events; rows are bounded separately (max_pending_rows).
+        let (tx, rx) = tokio::sync::mpsc::channel(65_536);
+        let shared = Arc::new(SubscriberShared::default());
+        let sub = Subscriber {
+            tx,
+            shared: shared.clone(),
+            max_pending_rows: cfg.max_pending_rows,
+        };
+        let start_epoch = match as_of {
+            Some(e) => {
+                if e < history.since {
+                    return Err(Error::invalid_with(
+                        "22023",
+                        format!(
+                            "cannot resume AS OF {e}: changes are retained since epoch {} \
+                             (see --subscribe-retention); subscribe again with a snapshot",
+                            history.since
+                        ),
+                    ));
+                }
+                if e > epoch.max(self.progress_floor) {
+                    return Err(Error::invalid_with(
+                        "22023",
+                        format!("AS OF {e} is in the future (the latest epoch is {epoch})"),
+                    ));
+                }
+                for (he, _, batches) in &history.epochs {
+                    if *he > e
+                        && !sub.deliver_catch_up(SubscriptionEvent::Changes {
+                            epoch: *he,
+                            batches: batches.clone(),
+                        })
+                    {
+                        return Err(Error::internal(
+                            "the subscriber went away during its catch-up",
+                        ));
+                    }
+                }
+                e
+            }
+            None => {
+                if snapshot {
+                    let contents = self
+                        .nodes
+                        .get(&out)
+                        .and_then(|n| n.op.contents())
+                        .transpose()?
+                        .unwrap_or_default();
+                    if !sub.deliver(SubscriptionEvent::Changes {
+                        epoch,
+                        batches: contents,
+                    }) {
+                        return Err(Error::invalid_with(
+                            "53400",
+                            "the snapshot exceeds the subscriber buffer; subscribe WITH (SNAPSHOT = false)",
+                        ));
+                    }
+                }
+                epoch
+            }
+        };
+        let mark = epoch.max(self.progress_floor);
+        self.progress_floor = mark;
+        sub.deliver(SubscriptionEvent::Progress { epoch: mark });
+        self.subscribers.entry(object_id).or_default().push(sub);
+        Ok(SubscriptionReceiver {
+            rx,
+            shared,
+            start_epoch,
+        })
     }
 
     /// Replay every logged epoch (in order, with its own epoch number), then checkpoint.
@@ -564,10 +768,15 @@ impl Runtime {
                         let _ = reply.send(Err(Error::Storage(why.clone())));
                         continue;
                     }
+                    let transient = subgraph.transient;
+                    let object_id = subgraph.object_id;
                     match self.install(subgraph, restore, &mut touched) {
                         Ok(ids) => {
                             batch.extend(catalog);
-                            if !restore {
+                            if transient {
+                                self.transient.insert(object_id);
+                                fresh.extend(ids);
+                            } else if !restore {
                                 // The catalog entry and the backfilled state are written
                                 // together, by a checkpoint.
                                 fresh.extend(ids);
@@ -591,10 +800,16 @@ impl Runtime {
                         }
                     }
                     self.remove(object_id, &mut touched);
-                    batch.delete_prefix(keys::object_state_prefix(object_id));
-                    batch.extend(catalog);
+                    for s in self.subscribers.remove(&object_id).unwrap_or_default() {
+                        s.shared.relation_dropped.store(true, Ordering::Relaxed);
+                    }
+                    self.history.remove(&object_id);
+                    if !self.transient.remove(&object_id) {
+                        batch.delete_prefix(keys::object_state_prefix(object_id));
+                        batch.extend(catalog);
+                        force_checkpoint = true;
+                    }
                     dropped.push(object_id);
-                    force_checkpoint = true;
                     replies.push(reply);
                 }
                 Command::Write {
@@ -626,6 +841,14 @@ impl Runtime {
                     force_checkpoint = true;
                     replies.push(reply);
                 }
+                Command::Subscribe {
+                    object_id,
+                    snapshot,
+                    as_of,
+                    reply,
+                } => {
+                    let _ = reply.send(self.subscribe(object_id, snapshot, as_of));
+                }
                 Command::Sync { reply } => replies.push(reply),
                 Command::ReplayLog { reply } => {
                     let _ = reply.send(Err(Error::internal("log replay inside an epoch")));
@@ -648,7 +871,8 @@ impl Runtime {
                                 .filter_map(|n| self.nodes.get(n))
                                 .map(|n| n.op.state_entries())
                                 .sum();
-                            (*id, n)
+                            let subs = self.subscribers.get(id).map_or(0, |s| s.len());
+                            (*id, n, subs)
                         })
                         .collect();
                     let _ = reply.send(Ok(stats));
@@ -656,8 +880,16 @@ impl Runtime {
             }
         }
 
-        let processed = self.propagate(&mut touched, fresh);
-        self.dirty.extend(processed.iter().copied());
+        let mut captured: HashMap<u32, Vec<ChangeBatch>> = HashMap::new();
+        let processed = self.propagate(&mut touched, fresh, &mut captured);
+        // Transient objects (one subscription's query) are never checkpointed.
+        let transient = &self.transient;
+        let nodes = &self.nodes;
+        self.dirty.extend(processed.iter().copied().filter(|id| {
+            nodes
+                .get(id)
+                .is_none_or(|n| !transient.contains(&n.object_id))
+        }));
         let processed_at = Instant::now();
 
         // Durability: a checkpoint (all dirty state) when one is due, otherwise just
@@ -743,6 +975,15 @@ impl Runtime {
                 epoch: self.epoch,
                 relations: self.published.clone(),
             });
+        }
+        // Subscribers see an epoch's changes once they are published (and durable).
+        if !self.subscribers.is_empty() || !captured.is_empty() {
+            let label = if durable || replayed.is_some() {
+                epoch
+            } else {
+                self.epoch
+            };
+            self.deliver(label, captured);
         }
         for r in replies {
             let _ = r.send(Ok(self.epoch));
@@ -888,8 +1129,13 @@ impl Runtime {
     }
 
     /// Run every node with pending input, in topological order, until nothing is
-    /// pending. Returns the nodes that ran.
-    fn propagate(&mut self, touched: &mut BTreeSet<u64>, fresh: BTreeSet<u64>) -> BTreeSet<u64> {
+    /// pending. The output of each subscribed relation is collected into `captured`.
+    fn propagate(
+        &mut self,
+        touched: &mut BTreeSet<u64>,
+        fresh: BTreeSet<u64>,
+        captured: &mut HashMap<u32, Vec<ChangeBatch>>,
+    ) -> BTreeSet<u64> {
         let mut ran = BTreeSet::new();
         let mut ready: BTreeSet<u64> = self
             .nodes
@@ -930,6 +1176,18 @@ impl Runtime {
                 node.failed = Some(e.to_string());
                 continue;
             }
+            let object_id = node.object_id;
+            let watched =
+                self.subscribers.contains_key(&object_id) || self.history.contains_key(&object_id);
+            if watched && self.objects.get(&object_id).and_then(|n| n.last()) == Some(&id) {
+                captured
+                    .entry(object_id)
+                    .or_default()
+                    .extend(out.iter().filter(|b| !b.is_empty()).cloned());
+            }
+            let Some(node) = self.nodes.get(&id) else {
+                continue;
+            };
             let outputs = node.outputs.clone();
             for (down, port) in outputs {
                 if let Some(d) = self.nodes.get_mut(&down) {

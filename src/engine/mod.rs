@@ -9,6 +9,7 @@ pub mod ddl;
 pub mod dml;
 pub mod query;
 pub mod session;
+pub mod subscribe;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -40,6 +41,8 @@ pub struct DatabaseConfig {
     pub checkpoint_interval: Option<std::time::Duration>,
     /// The on-disk engine (redb by default).
     pub storage: StorageEngine,
+    /// Subscriber buffers and the history kept for `AS OF` resumes.
+    pub subscribe: crate::dataflow::subscribe::SubscribeConfig,
 }
 
 impl Default for DatabaseConfig {
@@ -48,6 +51,7 @@ impl Default for DatabaseConfig {
             data_dir: None,
             checkpoint_interval: RuntimeConfig::default().checkpoint_interval,
             storage: StorageEngine::default(),
+            subscribe: Default::default(),
         }
     }
 }
@@ -75,6 +79,7 @@ impl Database {
         };
         let runtime_config = RuntimeConfig {
             checkpoint_interval: config.checkpoint_interval,
+            subscribe: config.subscribe.clone(),
         };
         let (dataflow, epoch) = Runtime::start(storage.clone(), runtime_config)?;
         let catalog = Catalog::load(storage.as_ref())?;

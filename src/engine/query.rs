@@ -104,6 +104,55 @@ impl Database {
         })
     }
 
+    pub(crate) fn show_epoch(&self) -> Result<ExecResult> {
+        let epoch = self.dataflow.snapshots().current().epoch;
+        let schema = epoch_schema();
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![Arc::new(datafusion::arrow::array::Int64Array::from(vec![
+                epoch as i64,
+            ]))],
+        )?;
+        Ok(ExecResult::Rows {
+            schema,
+            batches: vec![batch],
+        })
+    }
+
+    pub(crate) async fn show_subscriptions(&self) -> Result<ExecResult> {
+        let names = self.catalog().names_by_id();
+        let mut rows: Vec<(String, i64)> = self
+            .dataflow
+            .stats()
+            .await?
+            .into_iter()
+            .filter(|(_, _, subs)| *subs > 0)
+            .map(|(id, _, subs)| {
+                (
+                    names.get(&id).cloned().unwrap_or_else(|| "(query)".into()),
+                    subs as i64,
+                )
+            })
+            .collect();
+        rows.sort();
+        let schema = subscriptions_schema();
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(StringArray::from(
+                    rows.iter().map(|r| r.0.clone()).collect::<Vec<_>>(),
+                )),
+                Arc::new(datafusion::arrow::array::Int64Array::from(
+                    rows.iter().map(|r| r.1).collect::<Vec<_>>(),
+                )),
+            ],
+        )?;
+        Ok(ExecResult::Rows {
+            schema,
+            batches: vec![batch],
+        })
+    }
+
     pub(crate) fn describe(&self, name: &str) -> Result<ExecResult> {
         let catalog = self.catalog();
         let e = catalog.get(name).ok_or_else(|| Error::UndefinedRelation {
@@ -183,6 +232,21 @@ fn check_read_only(plan: &LogicalPlan) -> Result<()> {
 
 pub(crate) fn show_objects_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![Field::new("name", DataType::Utf8, false)]))
+}
+
+pub(crate) fn epoch_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![Field::new(
+        "epoch",
+        DataType::Int64,
+        false,
+    )]))
+}
+
+pub(crate) fn subscriptions_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("relation", DataType::Utf8, false),
+        Field::new("subscribers", DataType::Int64, false),
+    ]))
 }
 
 pub(crate) fn describe_schema() -> SchemaRef {

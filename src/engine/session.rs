@@ -44,6 +44,17 @@ pub enum ExecResult {
         tag: String,
         rows: Option<usize>,
     },
+    /// Rows returned by FETCH (command tag `FETCH n`).
+    Fetched {
+        schema: SchemaRef,
+        batches: Vec<RecordBatch>,
+    },
+    /// Rows for `COPY ... TO STDOUT`.
+    CopyOut {
+        schema: SchemaRef,
+        batches: Vec<RecordBatch>,
+        format: crate::sql::CopyFormat,
+    },
     TransactionStart,
     TransactionEnd {
         tag: &'static str,
@@ -100,6 +111,22 @@ pub struct Session {
     /// statement.
     notices: Vec<Notice>,
     startup_applied: bool,
+    /// Open cursors (DECLARE), by name.
+    cursors: std::collections::HashMap<String, Cursor>,
+}
+
+/// An open cursor: a query's rows, or a live subscription.
+struct Cursor {
+    hold: bool,
+    body: CursorState,
+}
+
+enum CursorState {
+    Rows {
+        schema: SchemaRef,
+        batches: std::collections::VecDeque<RecordBatch>,
+    },
+    Subscription(Box<super::subscribe::Subscription>),
 }
 
 #[derive(Debug, Clone)]
@@ -121,6 +148,7 @@ impl Session {
             txn: TxnState::Idle,
             notices: vec![],
             startup_applied: false,
+            cursors: Default::default(),
         }
     }
 
@@ -214,6 +242,8 @@ impl Session {
             Statement::Show(ShowTarget::Objects(kind)) => db.show_objects(*kind),
             Statement::Show(ShowTarget::Variable(name)) => self.show_variable(name),
             Statement::Show(ShowTarget::AllVariables) => Ok(self.show_all()),
+            Statement::Show(ShowTarget::Epoch) => db.show_epoch(),
+            Statement::Show(ShowTarget::Subscriptions) => db.show_subscriptions().await,
             Statement::Describe { name } => db.describe(name),
             Statement::Flush => {
                 db.dataflow().sync().await?;
@@ -230,6 +260,8 @@ impl Session {
             Statement::Commit | Statement::Rollback => {
                 let was = self.txn;
                 self.txn = TxnState::Idle;
+                // Cursors end with their transaction unless declared WITH HOLD.
+                self.cursors.retain(|_, c| c.hold);
                 let rollback = matches!(stmt.statement, Statement::Rollback)
                     || matches!(was, TxnState::Failed { .. });
                 match was {
@@ -261,6 +293,140 @@ impl Session {
                 Ok(ExecResult::command("RESET"))
             }
             Statement::NoOp { tag } => Ok(ExecResult::command(tag)),
+            Statement::CopyQuery { query, format } => match db.query(query, params).await? {
+                ExecResult::Rows { schema, batches } => Ok(ExecResult::CopyOut { schema, batches, format: *format }),
+                other => Ok(other),
+            },
+            Statement::Declare { name, hold, body } => self.declare(name, *hold, body).await,
+            Statement::Fetch { name, count, timeout } => self.fetch(name, *count, *timeout).await,
+            Statement::Close { name } => {
+                match name {
+                    Some(n) => {
+                        if self.cursors.remove(n).is_none() {
+                            return Err(Error::invalid_with("34000", format!("cursor \"{n}\" does not exist")));
+                        }
+                    }
+                    None => self.cursors.clear(),
+                }
+                Ok(ExecResult::command("CLOSE CURSOR"))
+            }
+            Statement::Subscribe(_) | Statement::CopySubscribe { .. } => Err(Error::not_supported(
+                "SUBSCRIBE here; run it as COPY (SUBSCRIBE ...) TO STDOUT, inside DECLARE ... CURSOR FOR SUBSCRIBE, \
+                 or on its own with the simple query protocol",
+            )),
+        }
+    }
+
+    /// Start a subscription for this session.
+    pub async fn subscribe(
+        &mut self,
+        s: &crate::sql::SubscribeStatement,
+    ) -> Result<super::subscribe::Subscription> {
+        self.db.clone().subscribe(s).await
+    }
+
+    async fn declare(
+        &mut self,
+        name: &str,
+        hold: bool,
+        body: &crate::sql::CursorBody,
+    ) -> Result<ExecResult> {
+        if !hold && !matches!(self.txn, TxnState::InBlock { .. }) {
+            return Err(Error::Transaction {
+                code: "25P01",
+                message: "DECLARE CURSOR can only be used in transaction blocks".into(),
+            });
+        }
+        if self.cursors.contains_key(name) {
+            return Err(Error::invalid_with(
+                "42P03",
+                format!("cursor \"{name}\" already exists"),
+            ));
+        }
+        let state = match body {
+            crate::sql::CursorBody::Query(q) => match self.db.query(q, &Params::none()).await? {
+                ExecResult::Rows { schema, batches } => CursorState::Rows {
+                    schema,
+                    batches: batches.into(),
+                },
+                _ => return Err(Error::internal("cursor query returned no rows")),
+            },
+            crate::sql::CursorBody::Subscribe(s) => {
+                CursorState::Subscription(Box::new(self.subscribe(s).await?))
+            }
+        };
+        self.cursors
+            .insert(name.to_string(), Cursor { hold, body: state });
+        Ok(ExecResult::command("DECLARE CURSOR"))
+    }
+
+    /// FETCH: up to `count` rows (None: all). On a subscription, waits for at least one
+    /// row (at most `timeout`, if given), then returns what is already there.
+    async fn fetch(
+        &mut self,
+        name: &str,
+        count: Option<usize>,
+        timeout: Option<std::time::Duration>,
+    ) -> Result<ExecResult> {
+        let cursor = self.cursors.get_mut(name).ok_or_else(|| {
+            Error::invalid_with("34000", format!("cursor \"{name}\" does not exist"))
+        })?;
+        let want = count.unwrap_or(usize::MAX);
+        match &mut cursor.body {
+            CursorState::Rows { schema, batches } => {
+                let mut out = vec![];
+                let mut got = 0;
+                while got < want {
+                    let Some(b) = batches.pop_front() else { break };
+                    let take = (want - got).min(b.num_rows());
+                    if take < b.num_rows() {
+                        batches.push_front(b.slice(take, b.num_rows() - take));
+                    }
+                    got += take;
+                    out.push(b.slice(0, take));
+                }
+                Ok(ExecResult::Fetched {
+                    schema: schema.clone(),
+                    batches: out,
+                })
+            }
+            CursorState::Subscription(sub) => {
+                let schema = sub.schema().clone();
+                let mut out = vec![];
+                let mut got = 0;
+                let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
+                while got < want {
+                    // Wait for the first row (until the deadline); after that, only take
+                    // what is already there.
+                    let next = if got == 0 {
+                        match deadline {
+                            Some(d) => match tokio::time::timeout_at(d, sub.next_event()).await {
+                                Ok(r) => r?,
+                                Err(_) => break,
+                            },
+                            None => sub.next_event().await?,
+                        }
+                    } else {
+                        match tokio::time::timeout(std::time::Duration::ZERO, sub.next_event())
+                            .await
+                        {
+                            Ok(r) => r?,
+                            Err(_) => break,
+                        }
+                    };
+                    let Some(b) = next else { continue };
+                    let take = (want - got).min(b.num_rows());
+                    if take < b.num_rows() {
+                        sub.unread(b.slice(take, b.num_rows() - take));
+                    }
+                    got += take;
+                    out.push(b.slice(0, take));
+                }
+                Ok(ExecResult::Fetched {
+                    schema,
+                    batches: out,
+                })
+            }
         }
     }
 
@@ -370,10 +536,22 @@ impl Session {
                 )]))),
             )),
             Statement::Show(ShowTarget::AllVariables) => Ok((vec![], Some(self.show_all_schema()))),
+            Statement::Show(ShowTarget::Epoch) => Ok((vec![], Some(super::query::epoch_schema()))),
+            Statement::Show(ShowTarget::Subscriptions) => {
+                Ok((vec![], Some(super::query::subscriptions_schema())))
+            }
             Statement::Show(ShowTarget::Objects(_)) => {
                 Ok((vec![], Some(super::query::show_objects_schema())))
             }
             Statement::Describe { .. } => Ok((vec![], Some(super::query::describe_schema()))),
+            Statement::Subscribe(s) => Ok((vec![], Some(self.db.subscribe_schema(s)?))),
+            Statement::Fetch { name, .. } => Ok((
+                vec![],
+                self.cursors.get(name).map(|c| match &c.body {
+                    CursorState::Rows { schema, .. } => schema.clone(),
+                    CursorState::Subscription(s) => s.schema().clone(),
+                }),
+            )),
             Statement::ExplainCreateView(_) | Statement::ExplainObject { .. } => {
                 Ok((vec![], Some(super::query::explain_schema())))
             }

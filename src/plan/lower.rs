@@ -97,6 +97,7 @@ impl<'a> Lowering<'a> {
             object_id,
             nodes: self.nodes,
             append_only,
+            transient: false,
         })
     }
 

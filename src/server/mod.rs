@@ -8,6 +8,7 @@
 
 pub mod encode;
 pub mod error;
+pub mod stream;
 
 use std::collections::HashMap;
 use std::fmt::Debug;
@@ -17,7 +18,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::ScalarValue;
-use futures::{stream, Sink, SinkExt};
+use futures::{Sink, SinkExt};
 use pgwire::api::auth::{
     finish_authentication, protocol_negotiation, save_startup_parameters_to_metadata,
     ServerParameterProvider, StartupHandler,
@@ -239,8 +240,97 @@ fn too_long(len: usize, max: usize) -> PgWireError {
     ))
 }
 
+/// A statement the server must stream itself (it never completes on its own).
+fn streaming(
+    stmt: &ParsedStatement,
+) -> Option<(
+    crate::sql::SubscribeStatement,
+    Option<crate::sql::CopyFormat>,
+)> {
+    match &stmt.statement {
+        crate::sql::Statement::Subscribe(s) => Some((s.clone(), None)),
+        crate::sql::Statement::CopySubscribe { subscribe, format } => {
+            Some((subscribe.clone(), Some(*format)))
+        }
+        _ => None,
+    }
+}
+
+impl ConnInner {
+    /// Start a subscription and stream it until it ends; returns why it ended (an error
+    /// for the client) or a failure to talk to the client.
+    async fn run_stream<C>(
+        &self,
+        client: &mut C,
+        s: &crate::sql::SubscribeStatement,
+        mode: stream::StreamMode,
+        format: &Format,
+    ) -> PgWireResult<Error>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let sub = {
+            let mut session = self.session.lock().await;
+            session.apply_startup_params(client.metadata());
+            session.subscribe(s).await
+        };
+        match sub {
+            Ok(sub) => stream::stream_subscription(client, sub, mode, format).await,
+            Err(e) => Ok(e),
+        }
+    }
+}
+
 #[async_trait]
 impl SimpleQueryHandler for ConnInner {
+    async fn on_query<C>(
+        &self,
+        client: &mut C,
+        query: pgwire::messages::simplequery::Query,
+    ) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        // SUBSCRIBE and COPY (SUBSCRIBE ...) never finish: eddy writes them itself, one
+        // epoch at a time. Everything else takes pgwire's usual path.
+        let one = match sql::parse(&query.query) {
+            Ok(mut v) if v.len() == 1 => v.pop(),
+            _ => None,
+        };
+        let Some((s, copy)) = one.as_ref().and_then(streaming) else {
+            return self._on_query(client, query).await;
+        };
+        if !matches!(
+            client.state(),
+            pgwire::api::PgWireConnectionState::ReadyForQuery
+        ) {
+            return Err(PgWireError::NotReadyForQuery);
+        }
+        client.set_state(pgwire::api::PgWireConnectionState::QueryInProgress);
+        let mode = match copy {
+            Some(f) => stream::StreamMode::Copy(f),
+            None => stream::StreamMode::Rows { describe: true },
+        };
+        let ended = self
+            .run_stream(client, &s, mode, &Format::UnifiedText)
+            .await?;
+        client.feed(stream::end_error(&ended)).await?;
+        let status = client.transaction_status().to_error_state();
+        client.set_transaction_status(status);
+        client.set_state(pgwire::api::PgWireConnectionState::ReadyForQuery);
+        client
+            .send(PgWireBackendMessage::ReadyForQuery(
+                pgwire::messages::response::ReadyForQuery::new(status),
+            ))
+            .await?;
+        Ok(())
+    }
+
     async fn do_query<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
     where
         C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
@@ -329,6 +419,39 @@ impl ExtendedQueryHandler for ConnInner {
 
     fn query_parser(&self) -> Arc<StatementParser> {
         self.parser.clone()
+    }
+
+    async fn on_execute<C>(
+        &self,
+        client: &mut C,
+        message: pgwire::messages::extendedquery::Execute,
+    ) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = ParsedStatement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let name = message.name.as_deref().unwrap_or(pgwire::api::DEFAULT_NAME);
+        let portal = match client.portal_store().get_portal(name) {
+            Some(pgwire::api::store::Entry::Value(p)) => Some(p),
+            _ => None,
+        };
+        let Some((portal, (s, copy))) =
+            portal.and_then(|p| streaming(&p.statement.statement).map(|x| (p, x)))
+        else {
+            return self._on_execute(client, message).await;
+        };
+        let mode = match copy {
+            Some(f) => stream::StreamMode::Copy(f),
+            // The extended protocol described the rows at Describe.
+            None => stream::StreamMode::Rows { describe: false },
+        };
+        let ended = self
+            .run_stream(client, &s, mode, &portal.result_column_format)
+            .await?;
+        // An error in the extended protocol: pgwire reports it and waits for Sync.
+        Err(to_pgwire(&ended))
     }
 
     async fn do_describe_statement<C>(
@@ -488,7 +611,7 @@ fn to_response(r: ExecResult, format: &Format) -> PgWireResult<Response> {
                     rows.push(Ok(encoder.take_row()));
                 }
             }
-            Response::Query(QueryResponse::new(fields, stream::iter(rows)))
+            Response::Query(QueryResponse::new(fields, futures::stream::iter(rows)))
         }
         ExecResult::Command { tag, rows } => {
             let mut t = Tag::new(&tag);
@@ -496,6 +619,31 @@ fn to_response(r: ExecResult, format: &Format) -> PgWireResult<Response> {
                 t = t.with_rows(n);
             }
             Response::Execution(t)
+        }
+        ExecResult::Fetched { schema, batches } => {
+            let Response::Query(mut q) = to_response(ExecResult::Rows { schema, batches }, format)?
+            else {
+                return Err(PgWireError::ApiError("FETCH did not produce rows".into()));
+            };
+            q.set_command_tag("FETCH");
+            Response::Query(q)
+        }
+        ExecResult::CopyOut {
+            schema,
+            batches,
+            format: copy_format,
+        } => {
+            let n = schema.fields().len();
+            let lines: Vec<PgWireResult<pgwire::messages::copy::CopyData>> = batches
+                .iter()
+                .flat_map(|b| stream::copy_lines(b, copy_format))
+                .map(|l| Ok(pgwire::messages::copy::CopyData::new(l.into())))
+                .collect();
+            Response::CopyOut(pgwire::api::results::CopyResponse::new(
+                0,
+                n,
+                futures::stream::iter(lines),
+            ))
         }
         ExecResult::TransactionStart => Response::TransactionStart(Tag::new("BEGIN")),
         ExecResult::TransactionEnd { tag } => Response::TransactionEnd(Tag::new(tag)),

@@ -169,6 +169,37 @@ fn parse_statement(p: &mut Parser) -> std::result::Result<Statement, StmtError> 
         p.next_token();
         return Ok(Statement::Flush);
     }
+    if peek_is(p, 0, "SUBSCRIBE") {
+        p.next_token();
+        return Ok(Statement::Subscribe(parse_subscribe_rest(p)?));
+    }
+    if peek_is(p, 0, "COPY")
+        && p.peek_nth_token(1).token == Token::LParen
+        && peek_is(p, 2, "SUBSCRIBE")
+    {
+        p.next_token();
+        p.next_token();
+        p.next_token();
+        let subscribe = parse_subscribe_rest(p)?;
+        p.expect_token(&Token::RParen)?;
+        let format = parse_copy_to_stdout(p)?;
+        return Ok(Statement::CopySubscribe { subscribe, format });
+    }
+    if peek_is(p, 0, "DECLARE") {
+        return parse_declare(p);
+    }
+    if peek_is(p, 0, "FETCH") {
+        return parse_fetch(p);
+    }
+    if peek_is(p, 0, "CLOSE") {
+        p.next_token();
+        if p.parse_keyword(Keyword::ALL) {
+            return Ok(Statement::Close { name: None });
+        }
+        return Ok(Statement::Close {
+            name: Some(normalize_ident(&p.parse_identifier()?)),
+        });
+    }
     if peek_is(p, 0, "DROP") {
         return parse_drop(p);
     }
@@ -198,6 +229,23 @@ fn parse_statement(p: &mut Parser) -> std::result::Result<Statement, StmtError> 
     }
 
     let stmt = p.parse_statement()?;
+    // ksqlDB's push query: `SELECT ... EMIT CHANGES` is a subscription to the query.
+    if let ast::Statement::Query(q) = &stmt {
+        if peek_is(p, 0, "EMIT") && peek_is(p, 1, "CHANGES") {
+            p.next_token();
+            p.next_token();
+            return Ok(Statement::Subscribe(SubscribeStatement {
+                target: SubscribeTarget::Query(q.clone()),
+                snapshot: None,
+                progress: false,
+                as_of: None,
+                upsert_key: None,
+            }));
+        }
+    }
+    if let ast::Statement::Copy { .. } = &stmt {
+        return copy_statement(stmt).map_err(StmtError::from);
+    }
     Ok(match stmt {
         ast::Statement::CreateTable(ct) => Statement::CreateTable(create_table(ct)?),
         ast::Statement::CreateView(v) => Statement::CreateView(create_view(v)?),
@@ -226,6 +274,227 @@ fn first_words(s: &str) -> String {
     s.split_whitespace().take(2).collect::<Vec<_>>().join(" ")
 }
 
+/// After `SUBSCRIBE`: `[TO] name | (query)` then, in any order, `ENVELOPE UPSERT (KEY
+/// (cols))`, `WITH (SNAPSHOT = b, PROGRESS = b)`, `AS OF n`.
+fn parse_subscribe_rest(p: &mut Parser) -> std::result::Result<SubscribeStatement, StmtError> {
+    let _ = p.parse_keyword(Keyword::TO);
+    let target = if p.consume_token(&Token::LParen) {
+        let q = p.parse_query()?;
+        p.expect_token(&Token::RParen)?;
+        SubscribeTarget::Query(q)
+    } else {
+        SubscribeTarget::Relation(object_name(&p.parse_object_name(false)?)?)
+    };
+    let mut s = SubscribeStatement {
+        target,
+        snapshot: None,
+        progress: false,
+        as_of: None,
+        upsert_key: None,
+    };
+    loop {
+        if peek_is(p, 0, "ENVELOPE") {
+            p.next_token();
+            if !peek_is(p, 0, "UPSERT") {
+                return Err(Error::not_supported("ENVELOPE other than UPSERT").into());
+            }
+            p.next_token();
+            p.expect_token(&Token::LParen)?;
+            if !p.parse_keyword(Keyword::KEY) {
+                return Err(Error::parse("expected KEY (columns) after ENVELOPE UPSERT (").into());
+            }
+            p.expect_token(&Token::LParen)?;
+            let cols = p.parse_comma_separated(|p| p.parse_identifier())?;
+            p.expect_token(&Token::RParen)?;
+            p.expect_token(&Token::RParen)?;
+            s.upsert_key = Some(cols.iter().map(normalize_ident).collect());
+        } else if p.parse_keyword(Keyword::WITH) {
+            p.prev_token();
+            for (k, v) in options_map(&p.parse_options(Keyword::WITH)?)? {
+                let b = match v.to_lowercase().as_str() {
+                    "true" | "on" | "1" => true,
+                    "false" | "off" | "0" => false,
+                    _ => {
+                        return Err(Error::invalid_with(
+                            "22023",
+                            format!("option {k} must be true or false, not {v}"),
+                        )
+                        .into())
+                    }
+                };
+                match k.as_str() {
+                    "snapshot" => s.snapshot = Some(b),
+                    "progress" => s.progress = b,
+                    other => {
+                        return Err(Error::invalid_with(
+                            "22023",
+                            format!("unknown SUBSCRIBE option {other}"),
+                        )
+                        .into())
+                    }
+                }
+            }
+        } else if p.parse_keywords(&[Keyword::AS, Keyword::OF]) {
+            let t = p.next_token();
+            let n = match &t.token {
+                Token::Number(n, _) => n.parse::<u64>().ok(),
+                _ => None,
+            };
+            s.as_of = Some(n.ok_or_else(|| {
+                Error::parse(format!("AS OF expects an epoch number, found {}", t.token))
+            })?);
+        } else {
+            break;
+        }
+    }
+    Ok(s)
+}
+
+/// `TO STDOUT [WITH (FORMAT text|csv)]` after a COPY source.
+fn parse_copy_to_stdout(p: &mut Parser) -> std::result::Result<CopyFormat, StmtError> {
+    if !(p.parse_keyword(Keyword::TO) && p.parse_keyword(Keyword::STDOUT)) {
+        return Err(Error::not_supported("COPY other than COPY ... TO STDOUT").into());
+    }
+    let mut format = CopyFormat::Text;
+    if p.parse_keyword(Keyword::WITH) {
+        p.prev_token();
+        for (k, v) in options_map(&p.parse_options(Keyword::WITH)?)? {
+            match (k.as_str(), v.to_lowercase().as_str()) {
+                ("format", "text") => format = CopyFormat::Text,
+                ("format", "csv") => format = CopyFormat::Csv,
+                (k, v) => return Err(Error::not_supported(format!("COPY option {k} = {v}")).into()),
+            }
+        }
+    }
+    Ok(format)
+}
+
+fn copy_statement(stmt: ast::Statement) -> Result<Statement> {
+    let ast::Statement::Copy {
+        source,
+        to,
+        target,
+        options,
+        ..
+    } = stmt
+    else {
+        return Err(Error::internal("not a COPY"));
+    };
+    if !to || !matches!(target, ast::CopyTarget::Stdout) {
+        return Err(Error::not_supported(
+            "COPY FROM and COPY to files; use INSERT, or COPY ... TO STDOUT",
+        ));
+    }
+    let mut format = CopyFormat::Text;
+    for o in options {
+        match o {
+            ast::CopyOption::Format(f) if f.value.eq_ignore_ascii_case("csv") => {
+                format = CopyFormat::Csv
+            }
+            ast::CopyOption::Format(f) if f.value.eq_ignore_ascii_case("text") => {
+                format = CopyFormat::Text
+            }
+            other => return Err(Error::not_supported(format!("COPY option {other}"))),
+        }
+    }
+    let query = match source {
+        ast::CopySource::Query(q) => ast::Statement::Query(q),
+        ast::CopySource::Table {
+            table_name,
+            columns,
+        } => {
+            let cols = if columns.is_empty() {
+                "*".to_string()
+            } else {
+                columns
+                    .iter()
+                    .map(|c| c.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            match parse_one(&format!("SELECT {cols} FROM {table_name}"))? {
+                Statement::Query(q) => *q,
+                _ => return Err(Error::internal("COPY table did not become a query")),
+            }
+        }
+    };
+    Ok(Statement::CopyQuery {
+        query: Box::new(query),
+        format,
+    })
+}
+
+/// `DECLARE name [BINARY] [NO SCROLL] CURSOR [WITH[OUT] HOLD] FOR <query | SUBSCRIBE>`.
+fn parse_declare(p: &mut Parser) -> std::result::Result<Statement, StmtError> {
+    p.next_token();
+    let name = normalize_ident(&p.parse_identifier()?);
+    while !p.parse_keyword(Keyword::CURSOR) {
+        let t = p.next_token();
+        if matches!(t.token, Token::EOF | Token::SemiColon) {
+            return Err(Error::parse("expected CURSOR in DECLARE").into());
+        }
+        if word_is(&t.token, "BINARY") {
+            return Err(Error::not_supported("binary cursors").into());
+        }
+    }
+    let mut hold = false;
+    if p.parse_keyword(Keyword::WITH) {
+        let _ = p.parse_keyword(Keyword::HOLD);
+        hold = true;
+    } else if p.parse_keyword(Keyword::WITHOUT) {
+        let _ = p.parse_keyword(Keyword::HOLD);
+    }
+    if !p.parse_keyword(Keyword::FOR) {
+        return Err(Error::parse("expected FOR in DECLARE ... CURSOR").into());
+    }
+    let body = if peek_is(p, 0, "SUBSCRIBE") {
+        p.next_token();
+        CursorBody::Subscribe(parse_subscribe_rest(p)?)
+    } else {
+        let q = p.parse_query()?;
+        CursorBody::Query(Box::new(ast::Statement::Query(q)))
+    };
+    Ok(Statement::Declare { name, hold, body })
+}
+
+/// `FETCH [FORWARD | NEXT] [n | ALL] [FROM | IN] name [WITH (timeout = '1s')]`.
+fn parse_fetch(p: &mut Parser) -> std::result::Result<Statement, StmtError> {
+    p.next_token();
+    let _ = p.parse_one_of_keywords(&[Keyword::FORWARD, Keyword::NEXT]);
+    let mut count = Some(1);
+    if p.parse_keyword(Keyword::ALL) {
+        count = None;
+    } else if let Token::Number(n, _) = &p.peek_token().token {
+        count = Some(
+            n.parse::<usize>()
+                .map_err(|_| Error::parse(format!("bad FETCH count {n}")))?,
+        );
+        p.next_token();
+    }
+    let _ = p.parse_one_of_keywords(&[Keyword::FROM, Keyword::IN]);
+    let name = normalize_ident(&p.parse_identifier()?);
+    let mut timeout = None;
+    if p.parse_keyword(Keyword::WITH) {
+        p.prev_token();
+        for (k, v) in options_map(&p.parse_options(Keyword::WITH)?)? {
+            if k != "timeout" {
+                return Err(
+                    Error::invalid_with("22023", format!("unknown FETCH option {k}")).into(),
+                );
+            }
+            let iv =
+                crate::plan::functions::parse_interval(&v).map_err(|m| Error::data("22007", m))?;
+            let ms = iv.days as i64 * 86_400_000 + iv.nanoseconds / 1_000_000;
+            timeout = Some(std::time::Duration::from_millis(ms.max(0) as u64));
+        }
+    }
+    Ok(Statement::Fetch {
+        name,
+        count,
+        timeout,
+    })
+}
+
 fn parse_show(p: &mut Parser) -> std::result::Result<Option<Statement>, StmtError> {
     let target = match &p.peek_nth_token(1).token {
         t if word_is(t, "TABLES") => Some((2, ShowTarget::Objects(ObjectKind::Table))),
@@ -236,6 +505,8 @@ fn parse_show(p: &mut Parser) -> std::result::Result<Option<Statement>, StmtErro
             Some((3, ShowTarget::Objects(ObjectKind::MaterializedView)))
         }
         t if word_is(t, "ALL") => Some((2, ShowTarget::AllVariables)),
+        t if word_is(t, "EPOCH") => Some((2, ShowTarget::Epoch)),
+        t if word_is(t, "SUBSCRIPTIONS") => Some((2, ShowTarget::Subscriptions)),
         _ => None,
     };
     if let Some((n, target)) = target {

@@ -47,6 +47,68 @@ pub enum Statement {
     NoOp {
         tag: String,
     },
+    /// `SUBSCRIBE ...` (also `SELECT ... EMIT CHANGES`): a never-ending result.
+    Subscribe(SubscribeStatement),
+    /// `COPY (SUBSCRIBE ...) TO STDOUT`: the same, as COPY data (what psql shows live).
+    CopySubscribe {
+        subscribe: SubscribeStatement,
+        format: CopyFormat,
+    },
+    /// `COPY (SELECT ...) TO STDOUT` / `COPY t TO STDOUT`.
+    CopyQuery {
+        query: Box<ast::Statement>,
+        format: CopyFormat,
+    },
+    /// `DECLARE c CURSOR [WITH HOLD] FOR SELECT ... | SUBSCRIBE ...`
+    Declare {
+        name: String,
+        hold: bool,
+        body: CursorBody,
+    },
+    /// `FETCH [n | ALL] [FROM] c [WITH (timeout = '1s')]`
+    Fetch {
+        name: String,
+        count: Option<usize>,
+        timeout: Option<std::time::Duration>,
+    },
+    /// `CLOSE c` / `CLOSE ALL` (`None`).
+    Close {
+        name: Option<String>,
+    },
+}
+
+/// What a subscription reads.
+#[derive(Debug, Clone)]
+pub enum SubscribeTarget {
+    /// A table, stream or view, by name.
+    Relation(String),
+    /// A query, maintained for the subscription's lifetime.
+    Query(Box<ast::Query>),
+}
+
+#[derive(Debug, Clone)]
+pub struct SubscribeStatement {
+    pub target: SubscribeTarget,
+    /// Send the current contents first (default: yes, unless `AS OF`).
+    pub snapshot: Option<bool>,
+    /// Send a progress row after each epoch.
+    pub progress: bool,
+    /// Resume after this epoch.
+    pub as_of: Option<u64>,
+    /// `ENVELOPE UPSERT (KEY (...))`: rows are upserts and deletes by key.
+    pub upsert_key: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CopyFormat {
+    Text,
+    Csv,
+}
+
+#[derive(Debug, Clone)]
+pub enum CursorBody {
+    Query(Box<ast::Statement>),
+    Subscribe(SubscribeStatement),
 }
 
 /// CREATE TABLE / CREATE STREAM.
@@ -80,6 +142,10 @@ pub struct DropStatement {
 #[derive(Debug, Clone, PartialEq)]
 pub enum ShowTarget {
     Objects(ObjectKind),
+    /// The latest published epoch (what a read would see now).
+    Epoch,
+    /// Relations with live subscriptions, and how many.
+    Subscriptions,
     Variable(String),
     AllVariables,
 }
@@ -106,6 +172,8 @@ impl Statement {
             Statement::Rollback => "ROLLBACK",
             Statement::Set { .. } => "SET",
             Statement::Reset { .. } => "RESET",
+            Statement::Declare { .. } => "DECLARE CURSOR",
+            Statement::Close { .. } => "CLOSE CURSOR",
             _ => "SELECT",
         }
     }
