@@ -148,7 +148,7 @@ impl AggSpec {
         match self.kind {
             AggKind::CountStar | AggKind::Count => AccState::Count(0),
             AggKind::Sum | AggKind::Avg => match self.form {
-                ArgForm::Float => AccState::FloatSum { sum: 0.0, n: 0 },
+                ArgForm::Float => AccState::FloatSum(FloatAcc::default()),
                 _ => AccState::ExactSum { sum: 0, n: 0 },
             },
             AggKind::Min | AggKind::Max if self.append_only => AccState::Extreme(None),
@@ -276,9 +276,8 @@ impl AggSpec {
                 *sum += a.value(row) * diff as i128;
                 *n += diff;
             }
-            (ArgValues::Float(a), AccState::FloatSum { sum, n }) if a.is_valid(row) => {
-                *sum += a.value(row) * diff as f64;
-                *n += diff;
+            (ArgValues::Float(a), AccState::FloatSum(acc)) if a.is_valid(row) => {
+                acc.add(a.value(row), diff)
             }
             (ArgValues::Bool(a), AccState::Bools { trues, falses }) if a.is_valid(row) => {
                 if a.value(row) {
@@ -304,15 +303,13 @@ impl AggSpec {
                     ScalarValue::Decimal128(Some(*sum), 38, self.scale)
                 }
             }
-            AccState::FloatSum { sum, n } => {
-                if *n == 0 {
-                    ScalarValue::Null
-                } else if self.kind == AggKind::Avg {
-                    ScalarValue::Float64(Some(sum / *n as f64))
-                } else {
-                    ScalarValue::Float64(Some(*sum))
+            AccState::FloatSum(acc) => match acc.value() {
+                None => ScalarValue::Null,
+                Some(sum) if self.kind == AggKind::Avg => {
+                    ScalarValue::Float64(Some(sum / acc.n as f64))
                 }
-            }
+                Some(sum) => ScalarValue::Float64(Some(sum)),
+            },
             AccState::Bools { trues, falses } => {
                 if trues + falses == 0 {
                     ScalarValue::Boolean(None)
@@ -373,7 +370,8 @@ impl AggSpec {
                     let arr = self.decode_values(&[value])?;
                     let s = cast(&arr, &DataType::Utf8)?;
                     let s = s.as_string::<i32>().value(0).to_string();
-                    for j in 0..*count {
+                    let copies = if self.distinct { 1 } else { *count };
+                    for j in 0..copies {
                         if i > 0 || j > 0 {
                             out.push_str(delim);
                         }
@@ -392,10 +390,11 @@ impl AggSpec {
                     DataType::Float16 | DataType::Float32 | DataType::Float64 => {
                         let f = cast(&arr, &DataType::Float64)?;
                         let f: &Float64Array = f.as_primitive();
-                        AccState::FloatSum {
-                            sum: f.iter().flatten().sum(),
-                            n: f.len() as i64,
+                        let mut acc = FloatAcc::default();
+                        for v in f.iter().flatten() {
+                            acc.add(v, 1);
                         }
+                        AccState::FloatSum(acc)
                     }
                     _ => {
                         let d = cast(&arr, &DataType::Decimal128(38, self.scale))?;
@@ -472,6 +471,59 @@ enum ArgValues {
     },
 }
 
+/// A retractable float sum. Finite values are summed with Neumaier's compensation, so
+/// that deleting values gives back (to within rounding of the exact result) what the
+/// remaining values sum to — `1e20 + 1 - 1e20` is 1, not 0. NaN and infinities are
+/// counted, not added, so inserting and deleting one leaves no trace.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct FloatAcc {
+    pub sum: f64,
+    pub comp: f64,
+    /// Non-null values (with multiplicity).
+    pub n: i64,
+    pub nan: i64,
+    pub pos_inf: i64,
+    pub neg_inf: i64,
+}
+
+impl FloatAcc {
+    pub fn add(&mut self, x: f64, diff: i64) {
+        self.n += diff;
+        if x.is_nan() {
+            self.nan += diff;
+        } else if x == f64::INFINITY {
+            self.pos_inf += diff;
+        } else if x == f64::NEG_INFINITY {
+            self.neg_inf += diff;
+        } else {
+            let v = x * diff as f64;
+            let t = self.sum + v;
+            self.comp += if self.sum.abs() >= v.abs() {
+                (self.sum - t) + v
+            } else {
+                (v - t) + self.sum
+            };
+            self.sum = t;
+        }
+    }
+
+    /// The sum, or `None` when there are no values.
+    pub fn value(&self) -> Option<f64> {
+        if self.n == 0 {
+            return None;
+        }
+        Some(if self.nan > 0 || (self.pos_inf > 0 && self.neg_inf > 0) {
+            f64::NAN
+        } else if self.pos_inf > 0 {
+            f64::INFINITY
+        } else if self.neg_inf > 0 {
+            f64::NEG_INFINITY
+        } else {
+            self.sum + self.comp
+        })
+    }
+}
+
 /// The state of one aggregate in one group.
 #[derive(Clone, Debug, PartialEq)]
 pub enum AccState {
@@ -480,10 +532,7 @@ pub enum AccState {
         sum: i128,
         n: i64,
     },
-    FloatSum {
-        sum: f64,
-        n: i64,
-    },
+    FloatSum(FloatAcc),
     Bools {
         trues: i64,
         falses: i64,
@@ -506,10 +555,14 @@ impl AccState {
                 out.extend_from_slice(&sum.to_le_bytes());
                 out.extend_from_slice(&n.to_le_bytes());
             }
-            AccState::FloatSum { sum, n } => {
-                out.push(2);
-                out.extend_from_slice(&sum.to_le_bytes());
-                out.extend_from_slice(&n.to_le_bytes());
+            AccState::FloatSum(a) => {
+                out.push(6);
+                for v in [a.sum, a.comp] {
+                    out.extend_from_slice(&v.to_le_bytes());
+                }
+                for v in [a.n, a.nan, a.pos_inf, a.neg_inf] {
+                    out.extend_from_slice(&v.to_le_bytes());
+                }
             }
             AccState::Bools { trues, falses } => {
                 out.push(3);
@@ -546,10 +599,20 @@ impl AccState {
                 sum: i128::from_le_bytes(take::<16>(cur)?),
                 n: i64::from_le_bytes(take::<8>(cur)?),
             },
-            2 => AccState::FloatSum {
+            // Written by eddy before compensated float sums.
+            2 => AccState::FloatSum(FloatAcc {
                 sum: f64::from_le_bytes(take::<8>(cur)?),
                 n: i64::from_le_bytes(take::<8>(cur)?),
-            },
+                ..Default::default()
+            }),
+            6 => AccState::FloatSum(FloatAcc {
+                sum: f64::from_le_bytes(take::<8>(cur)?),
+                comp: f64::from_le_bytes(take::<8>(cur)?),
+                n: i64::from_le_bytes(take::<8>(cur)?),
+                nan: i64::from_le_bytes(take::<8>(cur)?),
+                pos_inf: i64::from_le_bytes(take::<8>(cur)?),
+                neg_inf: i64::from_le_bytes(take::<8>(cur)?),
+            }),
             3 => AccState::Bools {
                 trues: i64::from_le_bytes(take::<8>(cur)?),
                 falses: i64::from_le_bytes(take::<8>(cur)?),
@@ -595,4 +658,35 @@ fn take<const N: usize>(cur: &mut &[u8]) -> Result<[u8; N]> {
     b.copy_from_slice(&cur[..N]);
     *cur = &cur[N..];
     Ok(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn float_sums_survive_retractions_exactly_enough() {
+        let mut a = FloatAcc::default();
+        for x in [0.1, 0.2, 0.3] {
+            a.add(x, 1);
+        }
+        a.add(0.1, -1);
+        a.add(0.2, -1);
+        assert_eq!(a.value(), Some(0.3));
+        let mut b = FloatAcc::default();
+        b.add(1e20, 1);
+        b.add(1.0, 1);
+        b.add(1e20, -1);
+        assert_eq!(b.value(), Some(1.0));
+        // NaN and infinities come and go without trace.
+        b.add(f64::NAN, 1);
+        assert!(b.value().unwrap().is_nan());
+        b.add(f64::NAN, -1);
+        b.add(f64::INFINITY, 1);
+        assert_eq!(b.value(), Some(f64::INFINITY));
+        b.add(f64::INFINITY, -1);
+        assert_eq!(b.value(), Some(1.0));
+        b.add(1.0, -1);
+        assert_eq!(b.value(), None);
+    }
 }

@@ -82,7 +82,9 @@ impl TopNOperator {
     fn top(&self, part: Option<&Partition>) -> Vec<(Bytes, i64)> {
         let mut out = vec![];
         let Some(p) = part else { return out };
-        let (mut skip, mut take) = (self.offset as i64, self.limit as i64);
+        // LIMIT ALL is usize::MAX: saturate, do not wrap to -1.
+        let clamp = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        let (mut skip, mut take) = (clamp(self.offset), clamp(self.limit));
         for (row, count) in p.values() {
             if take == 0 {
                 break;

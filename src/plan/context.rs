@@ -104,6 +104,7 @@ impl<'a> PlanContext<'a> {
 
     /// Plan a sqlparser statement into a (not yet optimized) logical plan.
     pub fn plan_statement(&self, statement: &ast::Statement) -> Result<LogicalPlan> {
+        reject_multiset_operations(statement)?;
         let statement = &normalize_interval_literals(statement)?;
         let sql_to_rel =
             SqlToRel::new_with_options(self, parser_options(self.state.config_options()));
@@ -135,6 +136,7 @@ impl<'a> PlanContext<'a> {
     /// first: the optimizer would freeze them at creation time and the view would
     /// silently stop meaning what it says.
     pub fn plan_query(&self, query: &ast::Query) -> Result<LogicalPlan> {
+        reject_view_constructs(query)?;
         let plan = self.plan_statement(&ast::Statement::Query(Box::new(query.clone())))?;
         reject_unstable_functions(&plan)?;
         Ok(self.state.optimize(&plan)?)
@@ -274,6 +276,104 @@ fn plain_decimal(n: &str) -> Option<Option<String>> {
         )
     };
     Some(Some(s))
+}
+
+/// DataFusion plans `INTERSECT ALL` and `EXCEPT ALL` as a plain semi and anti join,
+/// which loses the multiplicities SQL gives them (`min(m, n)` and `max(m - n, 0)`
+/// copies). A wrong answer is worse than none: refuse them, in any query.
+fn reject_multiset_operations(statement: &ast::Statement) -> Result<()> {
+    use std::ops::ControlFlow;
+    struct Finder(Option<&'static str>);
+    fn walk(body: &ast::SetExpr) -> Option<&'static str> {
+        if let ast::SetExpr::SetOperation {
+            left,
+            op,
+            set_quantifier,
+            right,
+        } = body
+        {
+            let all = matches!(
+                set_quantifier,
+                ast::SetQuantifier::All | ast::SetQuantifier::AllByName
+            );
+            match op {
+                ast::SetOperator::Intersect if all => return Some("INTERSECT ALL"),
+                ast::SetOperator::Except | ast::SetOperator::Minus if all => {
+                    return Some("EXCEPT ALL")
+                }
+                _ => {}
+            }
+            return walk(left).or_else(|| walk(right));
+        }
+        None
+    }
+    impl ast::Visitor for Finder {
+        type Break = ();
+        fn pre_visit_query(&mut self, query: &ast::Query) -> ControlFlow<()> {
+            match walk(&query.body) {
+                Some(what) => {
+                    self.0 = Some(what);
+                    ControlFlow::Break(())
+                }
+                None => ControlFlow::Continue(()),
+            }
+        }
+    }
+    let mut finder = Finder(None);
+    let _ = ast::Visit::visit(statement, &mut finder);
+    match finder.0 {
+        Some(what) => Err(Error::not_supported(format!(
+            "{what} (use {} without ALL, which removes duplicates)",
+            what.trim_end_matches(" ALL")
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// Constructs a view cannot maintain, refused by the name the user wrote them with
+/// (after planning they would surface as internal rewrites).
+fn reject_view_constructs(query: &ast::Query) -> Result<()> {
+    use std::ops::ControlFlow;
+    struct Finder(Option<String>);
+    impl ast::Visitor for Finder {
+        type Break = ();
+        fn pre_visit_query(&mut self, query: &ast::Query) -> ControlFlow<()> {
+            fn walk(body: &ast::SetExpr) -> bool {
+                match body {
+                    ast::SetExpr::Select(s) => matches!(s.distinct, Some(ast::Distinct::On(_))),
+                    ast::SetExpr::SetOperation { left, right, .. } => walk(left) || walk(right),
+                    _ => false,
+                }
+            }
+            if walk(&query.body) {
+                self.0 = Some(
+                    "DISTINCT ON in a materialized view (use GROUP BY, or ORDER BY ... LIMIT)"
+                        .into(),
+                );
+                return ControlFlow::Break(());
+            }
+            ControlFlow::Continue(())
+        }
+        fn pre_visit_expr(&mut self, expr: &ast::Expr) -> ControlFlow<()> {
+            if let ast::Expr::Function(f) = expr {
+                let name = f.name.to_string().to_ascii_lowercase();
+                let name = name.rsplit('.').next().unwrap_or_default();
+                if matches!(name, "generate_series" | "unnest" | "range") {
+                    self.0 = Some(format!(
+                        "set-returning function {name}() in a materialized view"
+                    ));
+                    return ControlFlow::Break(());
+                }
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let mut finder = Finder(None);
+    let _ = ast::Visit::visit(query, &mut finder);
+    match finder.0 {
+        Some(what) => Err(Error::not_supported(what)),
+        None => Ok(()),
+    }
 }
 
 fn reject_unstable_functions(plan: &LogicalPlan) -> Result<()> {

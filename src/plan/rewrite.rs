@@ -1,7 +1,7 @@
 //! [`PostgresSemantics`]: an analyzer rule that runs after DataFusion's type coercion
 //! and gives expressions Postgres' meaning where DataFusion's differs:
 //!
-//! - integer `+ - *` fail with 22003 on overflow (DataFusion wraps around);
+//! - integer `+ - *` and unary `-` fail with 22003 on overflow (DataFusion wraps around);
 //! - float division by zero fails with 22012 (DataFusion returns Infinity);
 //! - casts from float or numeric to an integer round (DataFusion truncates);
 //! - text → bytea reads Postgres' `\x..` hex format (DataFusion copies the bytes);
@@ -16,7 +16,7 @@ use std::sync::Arc;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::{Transformed, TreeNode};
-use datafusion::common::{DFSchema, Result as DFResult};
+use datafusion::common::{DFSchema, Result as DFResult, ScalarValue};
 use datafusion::logical_expr::expr::ScalarFunction;
 use datafusion::logical_expr::{
     BinaryExpr, Cast, Expr, ExprSchemable, LogicalPlan, Operator, ScalarUDF,
@@ -121,6 +121,17 @@ impl PostgresSemantics {
                 }
                 Ok(Transformed::no(Expr::Cast(Cast { expr, field })))
             }
+            // `-x` on an integer fails on the smallest value, as `0 - x` does.
+            Expr::Negative(inner) => match inner.get_type(schema) {
+                Ok(t) if is_int(&t) => match ScalarValue::new_zero(&t) {
+                    Ok(zero) => Ok(Transformed::yes(Self::call(
+                        &self.sub,
+                        vec![Expr::Literal(zero, None), *inner],
+                    ))),
+                    Err(_) => Ok(Transformed::no(Expr::Negative(inner))),
+                },
+                _ => Ok(Transformed::no(Expr::Negative(inner))),
+            },
             other => Ok(Transformed::no(other)),
         }
     }

@@ -534,6 +534,251 @@ test('bytea text parameters use the hex format', async () => {
 });
 
 // ---------------------------------------------------------------------------------------
+// Push subscriptions through cursors: DECLARE c CURSOR FOR SUBSCRIBE ...; FETCH ... WITH
+// (timeout = ...). node-pg returns bigint (epoch, diff) as strings.
+
+// The rows of one epoch later than `after` (a BigInt): returns [epoch, rows without the
+// epoch column, sorted]. Epochs are milliseconds since 1970, near now.
+function oneEpoch(rows, after, what) {
+  assert.ok(rows.length > 0, `${what}: no rows`);
+  const epochs = new Set();
+  for (const r of rows) {
+    assert.equal(typeof r[0], 'string', `${what}: epoch ${r[0]}`);
+    assert.match(r[0], /^[0-9]+$/, `${what}: epoch ${r[0]}`);
+    epochs.add(r[0]);
+  }
+  assert.equal(epochs.size, 1, `${what}: one epoch expected: ${JSON.stringify(rows)}`);
+  const epoch = BigInt(rows[0][0]);
+  assert.ok(epoch > after, `${what}: epoch ${epoch} not after ${after}`);
+  const skew = Number(epoch) - Date.now();
+  assert.ok(Math.abs(skew) < 600000, `${what}: epoch ${epoch} is not near now (${Date.now()})`);
+  const rest = rows.map((r) => r.slice(1)).sort((a, b) => (JSON.stringify(a) < JSON.stringify(b) ? -1 : 1));
+  return [epoch, rest];
+}
+
+async function fetchRows(c, cursor, n = 'ALL', timeout = '2s') {
+  const r = await c.query({ text: `FETCH ${n} FROM ${cursor} WITH (timeout = '${timeout}')`, rowMode: 'array' });
+  assert.equal(r.command, 'FETCH');
+  assert.equal(r.rowCount, r.rows.length);
+  return r.rows;
+}
+
+async function showEpoch(c) {
+  const r = await c.query({ text: 'SHOW EPOCH', rowMode: 'array' });
+  assert.equal(r.rows.length, 1);
+  assert.match(r.rows[0][0], /^[0-9]+$/);
+  return BigInt(r.rows[0][0]);
+}
+
+// SHOW SUBSCRIPTIONS rows for these relations, as [relation, count] pairs.
+async function subscriptions(c, relations) {
+  const r = await c.query({ text: 'SHOW SUBSCRIPTIONS', rowMode: 'array' });
+  assert.deepEqual(r.fields.map((f) => [f.name, f.dataTypeID]), [['relation', 25], ['subscribers', 20]]);
+  return r.rows.filter((x) => relations.includes(x[0]));
+}
+
+// Poll SHOW SUBSCRIPTIONS until it shows `want` for these relations (at most 3 s: an
+// ended subscription is let go of at the next epoch or heartbeat).
+async function waitSubscriptions(c, relations, want) {
+  const deadline = Date.now() + 3000;
+  for (;;) {
+    const got = await subscriptions(c, relations);
+    if (JSON.stringify(got) === JSON.stringify(want) || Date.now() > deadline) {
+      assert.deepEqual(got, want, `SHOW SUBSCRIPTIONS for ${relations}`);
+      return;
+    }
+    await new Promise((res) => setTimeout(res, 50));
+  }
+}
+
+test('SUBSCRIBE through a cursor: snapshot, then each change', async () => {
+  await withClient(async (w) => {
+    await withClient(async (s) => {
+      await w.query('CREATE TABLE js_sub_t (k INT PRIMARY KEY, g TEXT, v INT)');
+      await w.query("INSERT INTO js_sub_t VALUES (1, 'a', 10), (2, 'b', 20), (3, 'a', 5)");
+      await w.query(
+        'CREATE MATERIALIZED VIEW js_sub_v AS SELECT g, sum(v) AS total, count(*) AS n FROM js_sub_t GROUP BY g',
+      );
+      assert.equal((await s.query('BEGIN')).command, 'BEGIN');
+      const d = await s.query('DECLARE c CURSOR FOR SUBSCRIBE js_sub_v');
+      assert.equal(d.command, 'DECLARE');
+
+      // the snapshot, as insertions in one epoch
+      const before = await showEpoch(w);
+      const snap = await s.query({ text: "FETCH ALL FROM c WITH (timeout = '1s')", rowMode: 'array' });
+      assert.deepEqual(
+        snap.fields.map((f) => [f.name, f.dataTypeID]),
+        [['epoch', 20], ['diff', 20], ['g', 25], ['total', 20], ['n', 20]],
+      );
+      assert.equal(snap.rowCount, 2);
+      let [epoch, rows] = oneEpoch(snap.rows, 0n, 'snapshot');
+      assert.deepEqual(rows, [['1', 'a', '15', '2'], ['1', 'b', '20', '1']]);
+      assert.ok(epoch >= before, `snapshot epoch ${epoch} before SHOW EPOCH ${before}`);
+
+      // nothing new: FETCH returns no rows after its timeout
+      const t0 = Date.now();
+      assert.deepEqual(await fetchRows(s, 'c', 'ALL', '200ms'), []);
+      const waited = Date.now() - t0;
+      assert.ok(waited >= 150 && waited < 5000, `FETCH with a 200ms timeout took ${waited}ms`);
+
+      // UPDATE: -1 old, +1 new, one epoch, no later than SHOW EPOCH after the write
+      await w.query('UPDATE js_sub_t SET v = $1 WHERE k = $2', [11, 1]);
+      const shown = await showEpoch(w);
+      [epoch, rows] = oneEpoch(await fetchRows(s, 'c'), epoch, 'update');
+      assert.deepEqual(rows, [['-1', 'a', '15', '2'], ['1', 'a', '16', '2']]);
+      assert.ok(epoch <= shown, `change at ${epoch}, SHOW EPOCH said ${shown}`);
+
+      // INSERT into an existing group and a new one
+      await w.query("INSERT INTO js_sub_t VALUES (4, 'a', 1), (5, 'c', 7)");
+      [epoch, rows] = oneEpoch(await fetchRows(s, 'c'), epoch, 'insert');
+      assert.deepEqual(rows, [['-1', 'a', '16', '2'], ['1', 'a', '17', '3'], ['1', 'c', '7', '1']]);
+
+      // DELETE emptying a group
+      await w.query('DELETE FROM js_sub_t WHERE k = 2');
+      [epoch, rows] = oneEpoch(await fetchRows(s, 'c'), epoch, 'delete');
+      assert.deepEqual(rows, [['-1', 'b', '20', '1']]);
+
+      // FETCH through the extended protocol (a named prepared statement), twice
+      await w.query('DELETE FROM js_sub_t WHERE g = $1', ['c']);
+      const q = { name: 'js_sub_fetch', text: "FETCH ALL FROM c WITH (timeout = '2s')", rowMode: 'array' };
+      let r = await s.query(q);
+      assert.deepEqual(r.fields.map((f) => f.name), ['epoch', 'diff', 'g', 'total', 'n']);
+      [epoch, rows] = oneEpoch(r.rows, epoch, 'delete (prepared FETCH)');
+      assert.deepEqual(rows, [['-1', 'c', '7', '1']]);
+      await w.query('UPDATE js_sub_t SET v = 0');
+      r = await s.query(q);
+      [epoch, rows] = oneEpoch(r.rows, epoch, 'update all (prepared FETCH)');
+      assert.deepEqual(rows, [['-1', 'a', '17', '3'], ['1', 'a', '0', '3']]);
+
+      assert.deepEqual(await fetchRows(s, 'c', 'ALL', '50ms'), []);
+      assert.equal((await s.query('COMMIT')).command, 'COMMIT');
+      await rejectsWith(s.query('FETCH 1 FROM c'), '34000', 'cursor "c" does not exist');
+      await s.query('ROLLBACK');
+      await waitSubscriptions(w, ['js_sub_v'], []);
+    });
+  });
+});
+
+test('SUBSCRIBE (SELECT ...) with a filter, counted by SHOW SUBSCRIPTIONS', async () => {
+  await withClient(async (w) => {
+    await withClient(async (s) => {
+      await w.query('CREATE TABLE js_subq_t (k INT PRIMARY KEY, g TEXT, v INT)');
+      await w.query("INSERT INTO js_subq_t VALUES (1, 'a', 10), (2, 'b', 20), (3, 'c', 30)");
+      const rels = ['(query)', 'js_subq_t'];
+      assert.deepEqual(await subscriptions(w, rels), []);
+      await s.query('BEGIN');
+      await s.query(
+        'DECLARE q CURSOR FOR SUBSCRIBE (SELECT k, upper(g) AS up FROM js_subq_t WHERE v >= 20)',
+      );
+      assert.deepEqual(await subscriptions(w, rels), [['(query)', '1']]);
+      const snap = await s.query({ text: "FETCH ALL q WITH (timeout = '1s')", rowMode: 'array' });
+      assert.deepEqual(snap.fields.map((f) => [f.name, f.dataTypeID]), [['epoch', 20], ['diff', 20], ['k', 23], ['up', 25]]);
+      let [epoch, rows] = oneEpoch(snap.rows, 0n, 'snapshot');
+      assert.deepEqual(rows, [['1', 2, 'B'], ['1', 3, 'C']]);
+
+      // a row entering the filter, one leaving it, one changing inside it: one epoch each
+      await w.query('UPDATE js_subq_t SET v = 25 WHERE k = 1');
+      [epoch, rows] = oneEpoch(await fetchRows(s, 'q'), epoch, 'enters');
+      assert.deepEqual(rows, [['1', 1, 'A']]);
+      await w.query('UPDATE js_subq_t SET v = 5 WHERE k = 2');
+      [epoch, rows] = oneEpoch(await fetchRows(s, 'q'), epoch, 'leaves');
+      assert.deepEqual(rows, [['-1', 2, 'B']]);
+      await w.query("UPDATE js_subq_t SET g = 'x' WHERE k = 3");
+      [epoch, rows] = oneEpoch(await fetchRows(s, 'q'), epoch, 'changes');
+      assert.deepEqual(rows, [['-1', 3, 'C'], ['1', 3, 'X']]);
+      // changes outside the filter send nothing: the next rows are the next change's
+      await w.query('UPDATE js_subq_t SET v = 6 WHERE k = 2');
+      await w.query("INSERT INTO js_subq_t VALUES (4, 'd', 0), (5, 'e', 50)");
+      [epoch, rows] = oneEpoch(await fetchRows(s, 'q'), epoch, 'insert');
+      assert.deepEqual(rows, [['1', 5, 'E']]);
+
+      // a second subscription, to the table itself, in the same transaction
+      await s.query('DECLARE t CURSOR FOR SUBSCRIBE js_subq_t WITH (SNAPSHOT = false)');
+      assert.deepEqual(await subscriptions(w, rels), [['(query)', '1'], ['js_subq_t', '1']]);
+      await w.query('DELETE FROM js_subq_t WHERE k = 5');
+      [epoch, rows] = oneEpoch(await fetchRows(s, 't'), epoch, 'table delete');
+      assert.deepEqual(rows, [['-1', 5, 'e', 50]]);
+      assert.deepEqual(oneEpoch(await fetchRows(s, 'q'), 0n, 'query delete'), [epoch, [['-1', 5, 'E']]]);
+
+      // both end at COMMIT, and SHOW SUBSCRIPTIONS drops back
+      await s.query('COMMIT');
+      await waitSubscriptions(w, rels, []);
+      await rejectsWith(s.query('FETCH 1 FROM q'), '34000');
+    });
+  });
+});
+
+test('SHOW SUBSCRIPTIONS forgets a subscription when COMMIT ends it', async () => {
+  // COMMIT ends a cursor's subscription before it returns; a SHOW SUBSCRIPTIONS after
+  // it should not count it. (Checked five times, so that an epoch or heartbeat between
+  // the two statements cannot make it pass by chance.)
+  await withClient(async (w) => {
+    await withClient(async (s) => {
+      await w.query('CREATE TABLE js_subc_t (k INT PRIMARY KEY)');
+      for (let i = 0; i < 5; i++) {
+        await s.query('BEGIN');
+        await s.query('DECLARE c CURSOR FOR SUBSCRIBE js_subc_t');
+        assert.deepEqual(await subscriptions(w, ['js_subc_t']), [['js_subc_t', '1']]);
+        await s.query('COMMIT');
+        assert.deepEqual(await subscriptions(w, ['js_subc_t']), [], `after COMMIT ${i + 1}`);
+      }
+    });
+  });
+}, 'SHOW SUBSCRIPTIONS still counts a relation subscription after the COMMIT that ended ' +
+  'it, until the next epoch or heartbeat (up to ~1 s) lets go of it');
+
+test('cursor errors: 25P01, 34000, 42P03, and WITH HOLD', async () => {
+  await withClient(async (c) => {
+    await c.query('CREATE TABLE js_curerr (k INT PRIMARY KEY)');
+    await c.query('INSERT INTO js_curerr VALUES (1), (2), (3)');
+    // DECLARE outside a transaction block: 25P01, in both protocols
+    await rejectsWith(c.query('DECLARE c CURSOR FOR SUBSCRIBE js_curerr'), '25P01',
+      'DECLARE CURSOR can only be used in transaction blocks');
+    await rejectsWith(c.query({ name: 'js_decl', text: 'DECLARE c CURSOR FOR SUBSCRIBE js_curerr' }), '25P01');
+    await rejectsWith(c.query('DECLARE c CURSOR FOR SELECT k FROM js_curerr'), '25P01');
+    // FETCH / CLOSE of a cursor that does not exist: 34000
+    let e = await rejectsWith(c.query('FETCH 1 FROM nope'), '34000');
+    assert.equal(e.message, 'cursor "nope" does not exist');
+    await rejectsWith(c.query({ text: "FETCH ALL nope WITH (timeout = '1s')", values: [] }), '34000');
+    await rejectsWith(c.query({ name: 'js_fetch_nope', text: 'FETCH ALL FROM nope' }), '34000');
+    await rejectsWith(c.query('CLOSE nope'), '34000');
+    // inside a block the error aborts it, as any error does
+    await c.query('BEGIN');
+    await c.query('DECLARE c CURSOR FOR SUBSCRIBE js_curerr');
+    e = await rejectsWith(c.query('DECLARE c CURSOR FOR SELECT 1'), '42P03');
+    assert.equal(e.message, 'cursor "c" already exists');
+    await rejectsWith(c.query("FETCH ALL FROM c WITH (timeout = '1s')"), '25P02');
+    assert.equal((await c.query('COMMIT')).command, 'ROLLBACK');
+    await rejectsWith(c.query('FETCH 1 FROM c'), '34000');
+    // ROLLBACK ends cursors too
+    await c.query('BEGIN');
+    await c.query('DECLARE r CURSOR FOR SUBSCRIBE js_curerr');
+    assert.equal((await fetchRows(c, 'r', 'ALL', '1s')).length, 3);
+    await c.query('ROLLBACK');
+    await rejectsWith(c.query('FETCH 1 FROM r'), '34000');
+    // CLOSE ends one cursor within the block
+    await c.query('BEGIN');
+    await c.query('DECLARE r1 CURSOR FOR SELECT k FROM js_curerr ORDER BY k');
+    assert.equal((await c.query('CLOSE r1')).command, 'CLOSE');
+    await rejectsWith(c.query('FETCH 1 FROM r1'), '34000');
+    await c.query('ROLLBACK');
+    // WITH HOLD: allowed outside a block, and survives until CLOSE
+    await c.query('DECLARE h CURSOR WITH HOLD FOR SELECT k FROM js_curerr ORDER BY k');
+    let r = await c.query('FETCH 2 FROM h');
+    assert.deepEqual(r.rows, [{ k: 1 }, { k: 2 }]);
+    await c.query('BEGIN');
+    await c.query('COMMIT');
+    r = await c.query('FETCH ALL FROM h');
+    assert.deepEqual(r.rows, [{ k: 3 }]);
+    await c.query('CLOSE h');
+    await rejectsWith(c.query('FETCH 1 FROM h'), '34000');
+    // the connection is fine after all that
+    r = await c.query('SELECT count(*) AS n FROM js_curerr');
+    assert.deepEqual(r.rows, [{ n: '3' }]);
+  });
+});
+
+// ---------------------------------------------------------------------------------------
 // Runner
 
 function startOwnServer() {

@@ -949,6 +949,439 @@ def concurrent_connections():
 
 
 # ---------------------------------------------------------------------------------------
+# Push subscriptions: SUBSCRIBE through cursors (DECLARE/FETCH), COPY, AS OF, UPSERT
+
+
+def now_ms():
+    return int(time.time() * 1000)
+
+
+def check_epochs(got, after, what=""):
+    """Every row's epoch (its first column) is an int of milliseconds since 1970 near
+    now, greater than `after`, and the epochs never go down; returns the last one."""
+    last = after
+    for r in got:
+        e = r[0]
+        if type(e) is not int:
+            raise AssertionError(f"{what}: epoch {e!r} is not an int ({type(e).__name__})")
+        if not after < e or abs(e - now_ms()) > 600_000:
+            raise AssertionError(f"{what}: epoch {e} not after {after} / not near now {now_ms()}")
+        if e < last:
+            raise AssertionError(f"{what}: epoch went backwards ({last} then {e}) in {got}")
+        last = e
+    return last
+
+
+def fetch(conn, cursor, n="ALL", timeout="2s"):
+    """FETCH n FROM cursor WITH (timeout = ...): waits for at least one row (at most the
+    timeout), then returns what is there."""
+    return conn.execute(f"FETCH {n} FROM {cursor} WITH (timeout = '{timeout}')").fetchall()
+
+
+def one_epoch(got, after, what):
+    """The rows of one epoch, after `after`: returns (epoch, rows without the epoch,
+    sorted)."""
+    if not got:
+        raise AssertionError(f"{what}: no rows")
+    last = check_epochs(got, after, what)
+    epochs = {r[0] for r in got}
+    if len(epochs) != 1:
+        raise AssertionError(f"{what}: expected one epoch, got {sorted(epochs)} in {got}")
+    return last, sorted((r[1:] for r in got), key=repr)
+
+
+def show_epoch(conn):
+    (e,) = conn.execute("SHOW EPOCH").fetchone()
+    if type(e) is not int:
+        raise AssertionError(f"SHOW EPOCH returned {e!r}")
+    return e
+
+
+def subscriptions(conn, relation):
+    return [r for r in rows(conn, "SHOW SUBSCRIPTIONS") if r[0] == relation]
+
+
+def wait_subscriptions(conn, relation, want, seconds=3.0):
+    """SHOW SUBSCRIPTIONS rows for `relation` become `want` within `seconds` (a
+    subscription that ended is let go of at the next epoch or heartbeat, ~1 s)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        got = subscriptions(conn, relation)
+        if got == want or time.monotonic() > deadline:
+            eq(got, want, f"SHOW SUBSCRIPTIONS for {relation}")
+            return
+        time.sleep(0.05)
+
+
+@test
+def subscribe_cursor_follows_view_changes():
+    with connect() as writer, connect() as reader:
+        writer.execute("CREATE TABLE py_sub_t (k INT PRIMARY KEY, g TEXT, v INT)")
+        writer.execute("INSERT INTO py_sub_t VALUES (1, 'a', 10), (2, 'b', 20), (3, 'a', 5)")
+        writer.execute("CREATE MATERIALIZED VIEW py_sub_v AS "
+                       "SELECT g, sum(v) AS total, count(*) AS n FROM py_sub_t GROUP BY g")
+        reader.execute("BEGIN")
+        eq(reader.execute("DECLARE c CURSOR FOR SUBSCRIBE py_sub_v").statusmessage,
+           "DECLARE CURSOR")
+        eq(reader.info.transaction_status, TransactionStatus.INTRANS)
+
+        # the snapshot: the view's contents as insertions, all in one epoch
+        before = show_epoch(writer)
+        cur = reader.execute("FETCH ALL FROM c WITH (timeout = '1s')")
+        eq([(c.name, c.type_code) for c in cur.description],
+           [("epoch", 20), ("diff", 20), ("g", 25), ("total", 20), ("n", 20)])
+        eq(cur.statusmessage, "FETCH 2")
+        epoch, got = one_epoch(cur.fetchall(), 0, "snapshot")
+        eq(got, [(1, "a", 15, 2), (1, "b", 20, 1)], "snapshot")
+        if epoch < before:
+            raise AssertionError(f"snapshot epoch {epoch} is before SHOW EPOCH {before}")
+
+        # nothing new: FETCH waits for its timeout, then returns no rows
+        t0 = time.monotonic()
+        cur = reader.execute("FETCH ALL FROM c WITH (timeout = '200ms')")
+        waited = time.monotonic() - t0
+        eq(cur.fetchall(), [])
+        eq(cur.statusmessage, "FETCH 0")
+        if not 0.15 <= waited < 5:
+            raise AssertionError(f"FETCH with a 200ms timeout returned after {waited:.3f}s")
+
+        # an UPDATE: a retraction and an insertion in one epoch, after the last one, and
+        # SHOW EPOCH (after the write returned) is at least that epoch
+        writer.execute("UPDATE py_sub_t SET v = 11 WHERE k = 1")
+        shown = show_epoch(writer)
+        epoch, got = one_epoch(fetch(reader, "c"), epoch, "update")
+        eq(got, [(-1, "a", 15, 2), (1, "a", 16, 2)], "update")
+        if epoch > shown:
+            raise AssertionError(f"change at epoch {epoch} but SHOW EPOCH said {shown}")
+
+        # an INSERT touching an existing group and a new one: one epoch
+        writer.execute("INSERT INTO py_sub_t VALUES (%s, %s, %s), (%s, %s, %s)",
+                       (4, "a", 1, 5, "c", 7))
+        epoch, got = one_epoch(fetch(reader, "c"), epoch, "insert")
+        eq(got, [(-1, "a", 16, 2), (1, "a", 17, 3), (1, "c", 7, 1)], "insert")
+
+        # a DELETE that empties a group retracts its row
+        writer.execute("DELETE FROM py_sub_t WHERE k = 2")
+        epoch, got = one_epoch(fetch(reader, "c"), epoch, "delete")
+        eq(got, [(-1, "b", 20, 1)], "delete")
+
+        # a write that leaves the view as it was sends nothing (changes are
+        # consolidated per epoch): the next FETCH sees only the write after it
+        writer.execute("UPDATE py_sub_t SET g = 'a' WHERE k = 3")
+        writer.execute("UPDATE py_sub_t SET v = 0 WHERE k = 5")
+        epoch, got = one_epoch(fetch(reader, "c"), epoch, "after a no-op write")
+        eq(got, [(-1, "c", 7, 1), (1, "c", 0, 1)], "after a no-op write")
+
+        # FETCH n takes at most n rows; the rest wait for the next FETCH
+        writer.execute("INSERT INTO py_sub_t VALUES (6, 'd', 1), (7, 'e', 2), (8, 'f', 3)")
+        first = fetch(reader, "c", 2)
+        eq(len(first), 2, f"FETCH 2 returned {first}")
+        second = fetch(reader, "c", 2)
+        eq(len(second), 1, f"the second FETCH 2 returned {second}")
+        epoch, got = one_epoch(first + second, epoch, "three groups")
+        eq(got, [(1, "d", 1, 1), (1, "e", 2, 1), (1, "f", 3, 1)], "three groups")
+        eq(fetch(reader, "c", timeout="50ms"), [], "nothing left")
+
+        eq(subscriptions(writer, "py_sub_v"), [("py_sub_v", 1)])
+        reader.execute("COMMIT")
+        # the cursor ended with its transaction
+        raises(errors.InvalidCursorName, "34000", reader.execute, "FETCH 1 FROM c")
+        reader.execute("ROLLBACK")
+        wait_subscriptions(writer, "py_sub_v", [])
+        eq(rows(reader, "SELECT g, total, n FROM py_sub_v ORDER BY g"),
+           [("a", 17, 3), ("c", 0, 1), ("d", 1, 1), ("e", 2, 1), ("f", 3, 1)])
+
+
+@test
+def declare_cursor_over_select_fetch_forward():
+    """What psycopg's named cursors send, by hand: DECLARE "name" CURSOR FOR SELECT in a
+    transaction, then FETCH FORWARD n FROM "name" chunk by chunk (text and binary)."""
+    with connect() as w, connect(autocommit=False) as conn:
+        w.execute("CREATE TABLE py_dcur (k INT PRIMARY KEY, v TEXT)")
+        w.execute("INSERT INTO py_dcur SELECT CAST(value AS INT), 'r' || CAST(value AS TEXT) "
+                  "FROM generate_series(1, 25)")
+        conn.execute('DECLARE "Py Cur" CURSOR FOR SELECT k, v FROM py_dcur WHERE k > 3 ORDER BY k')
+        eq(conn.info.transaction_status, TransactionStatus.INTRANS)
+        chunks = []
+        for binary in (False, True, False, False):
+            cur = conn.cursor(binary=binary)
+            cur.execute('FETCH FORWARD 10 FROM "Py Cur"')
+            eq([(c.name, c.type_code) for c in cur.description], [("k", 23), ("v", 25)])
+            chunks.append((cur.statusmessage, cur.fetchall()))
+        want = [(k, f"r{k}") for k in range(4, 26)]
+        eq(chunks, [("FETCH 10", want[:10]), ("FETCH 10", want[10:20]), ("FETCH 2", want[20:]),
+                    ("FETCH 0", [])])
+        eq(conn.execute('CLOSE "Py Cur"').statusmessage, "CLOSE CURSOR")
+        raises(errors.InvalidCursorName, "34000", conn.execute, 'FETCH 1 FROM "Py Cur"')
+        conn.rollback()
+        # the rows were read at DECLARE: later writes do not show up in the cursor
+        conn.execute("DECLARE snap CURSOR FOR SELECT count(*) AS n FROM py_dcur")
+        w.execute("INSERT INTO py_dcur VALUES (100, 'late')")
+        eq(rows(conn, "FETCH ALL FROM snap"), [(25,)])
+        conn.commit()
+
+
+@test
+def server_side_cursor_itersize_bug():
+    """psycopg's server-side cursor (conn.cursor(name=...)) sends DECLARE "name" CURSOR
+    FOR ..., then a protocol Describe of the portal "name" to learn the columns, as
+    Postgres makes every cursor a portal. eddy answers the Describe with 26000 'Portal
+    not found for name: py_named' (psycopg.errors.InvalidSqlStatementName), so named
+    cursors cannot be used at all."""
+    with connect() as w, connect(autocommit=False) as conn:
+        w.execute("CREATE TABLE py_named_t (k INT PRIMARY KEY, v TEXT)")
+        w.execute("INSERT INTO py_named_t SELECT CAST(value AS INT), 'r' || CAST(value AS TEXT) "
+                  "FROM generate_series(1, 25)")
+        cur = conn.cursor(name="py_named")
+        cur.itersize = 10
+        cur.execute("SELECT k, v FROM py_named_t ORDER BY k")
+        eq([(c.name, c.type_code) for c in cur.description], [("k", 23), ("v", 25)])
+        it = iter(cur)
+        eq(next(it), (1, "r1"))
+        eq(cur.statusmessage, "FETCH 10")  # iteration reads itersize rows per FETCH
+        eq(list(it), [(k, f"r{k}") for k in range(2, 26)])
+        eq(cur.statusmessage, "FETCH 0")
+        cur.close()
+        conn.commit()
+        # fetchmany / fetchall on a named cursor, and one WITH HOLD outside a transaction
+        with conn.cursor(name="py_named2") as cur:
+            cur.execute("SELECT k FROM py_named_t WHERE k <= 5 ORDER BY k")
+            eq(cur.fetchmany(2), [(1,), (2,)])
+            eq(cur.fetchall(), [(3,), (4,), (5,)])
+        conn.commit()
+
+
+@test
+def declare_cursor_with_parameters_bug():
+    """DECLARE ... CURSOR FOR SELECT ... WHERE k > $1 with a bound parameter (what
+    psycopg's server-side cursors send for cur.execute(query, params)): Postgres accepts
+    it. eddy fails with 42P02 'this statement does not take parameters'."""
+    with connect() as w, connect(autocommit=False) as conn:
+        w.execute("CREATE TABLE py_dcur_p (k INT PRIMARY KEY)")
+        w.execute("INSERT INTO py_dcur_p VALUES (1), (2), (3), (4)")
+        conn.execute("DECLARE pc CURSOR FOR SELECT k FROM py_dcur_p WHERE k > %s ORDER BY k", (2,))
+        eq(rows(conn, "FETCH ALL FROM pc"), [(3,), (4,)])
+        conn.commit()
+
+
+@test
+def subscribe_copy_streams_live_and_cancels():
+    with connect() as writer, connect() as reader:
+        writer.execute("CREATE TABLE py_sub_copy (k INT PRIMARY KEY, v TEXT)")
+        writer.execute("INSERT INTO py_sub_copy VALUES (1, 'one')")
+        # if rows stopped arriving the reads below would block for ever: a watchdog
+        # cancels the COPY after 10 s, which fails the test
+        watchdog = threading.Timer(10, reader.cancel)
+        watchdog.start()
+        got = []
+        error = None
+        cur = reader.cursor()
+        try:
+            with cur.copy("COPY (SUBSCRIBE py_sub_copy) TO STDOUT") as cp:
+                cp.set_types(["int8", "int8", "int4", "text"])
+                it = cp.rows()
+                got.append(next(it))  # the snapshot
+                eq(got[0][1:], (1, 1, "one"), "snapshot row")
+                check_epochs(got, 0, "snapshot")
+                eq(subscriptions(writer, "py_sub_copy"), [("py_sub_copy", 1)])
+                # a row written now arrives while the COPY is still running
+                t0 = time.monotonic()
+                writer.execute("INSERT INTO py_sub_copy VALUES (%s, %s)", (2, "two"))
+                shown = show_epoch(writer)
+                got.append(next(it))
+                live = time.monotonic() - t0
+                eq(got[1][1:], (1, 2, "two"), "inserted row")
+                if live > 3:
+                    raise AssertionError(f"the insert took {live:.1f}s to arrive")
+                if got[1][0] > shown:
+                    raise AssertionError(f"row epoch {got[1][0]} > SHOW EPOCH {shown}")
+                writer.execute("UPDATE py_sub_copy SET v = 'uno' WHERE k = 1")
+                got += [next(it), next(it)]
+                check_epochs(got, 0, "copy rows")
+                if got[2][0] != got[3][0] or got[2][0] <= got[1][0]:
+                    raise AssertionError(f"update not in one new epoch: {got}")
+                eq(sorted(r[1:] for r in got[2:]), [(-1, 1, "one"), (1, 1, "uno")], "update")
+                watchdog.cancel()
+                # cancel from another thread ends the COPY with 57014
+                threading.Timer(0.2, reader.cancel).start()
+                try:
+                    for r in it:
+                        got.append(r)
+                except psycopg.Error as e:
+                    error = e
+        finally:
+            watchdog.cancel()
+        eq(len(got), 4, f"rows after the cancel: {got[4:]}")
+        if not isinstance(error, errors.QueryCanceled) or error.sqlstate != "57014":
+            raise AssertionError(f"expected QueryCanceled (57014), got {error!r}")
+        # the connection is usable afterwards, and the subscription goes away
+        eq(reader.info.transaction_status, TransactionStatus.IDLE)
+        eq(rows(reader, "SELECT k, v FROM py_sub_copy ORDER BY k"), [(1, "uno"), (2, "two")])
+        wait_subscriptions(writer, "py_sub_copy", [])
+        # COPY of a query subscription, with the rows read as raw COPY text
+        with reader.cursor().copy(
+                "COPY (SUBSCRIBE (SELECT v FROM py_sub_copy WHERE k = 2)) TO STDOUT") as cp:
+            line = bytes(cp.read())
+            reader.cancel()
+            error = None
+            try:
+                while cp.read():
+                    pass
+            except psycopg.Error as e:
+                error = e
+        if not isinstance(error, errors.QueryCanceled):
+            raise AssertionError(f"the second COPY: expected QueryCanceled, got {error!r}")
+        m = re.fullmatch(rb"(\d+)\t1\ttwo\n", line)
+        if not m or abs(int(m.group(1)) - now_ms()) > 600_000:
+            raise AssertionError(f"COPY text line {line!r}")
+        eq(rows(reader, "SELECT 1 AS x"), [(1,)])
+
+
+@test
+def subscribe_resume_as_of_last_progress():
+    with connect() as writer, connect() as reader:
+        writer.execute("CREATE TABLE py_sub_res (k INT PRIMARY KEY, v TEXT)")
+        writer.execute("INSERT INTO py_sub_res VALUES (1, 'one')")
+
+        def read_until(cursor, epoch, progress_after):
+            """FETCH until a progress row at or after `epoch`; checks that a progress
+            row is never followed by a change at or before its epoch. Returns (changes
+            without progress rows, last progress epoch)."""
+            changes, progress = [], progress_after
+            deadline = time.monotonic() + 5
+            while progress < epoch:
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"no progress to {epoch}; last {progress}, {changes}")
+                for r in fetch(reader, cursor, timeout="1500ms"):
+                    e, progressed, *rest = r
+                    if type(e) is not int or type(progressed) is not bool:
+                        raise AssertionError(f"bad row {r}")
+                    if progressed:
+                        eq(rest, [None, None, None], "a progress row's other columns")
+                        if e < progress:
+                            raise AssertionError(f"progress went back: {progress} then {e}")
+                        progress = e
+                    else:
+                        if e <= progress:
+                            raise AssertionError(f"change {r} at or before progress {progress}")
+                        changes.append((e, *rest))
+            return changes, progress
+
+        reader.execute("BEGIN")
+        cur = reader.execute("DECLARE c CURSOR FOR SUBSCRIBE py_sub_res WITH (PROGRESS = true)")
+        cur = reader.execute("FETCH 1 FROM c WITH (timeout = '1s')")
+        eq([(c.name, c.type_code) for c in cur.description],
+           [("epoch", 20), ("progressed", 16), ("diff", 20), ("k", 23), ("v", 25)])
+        snapshot = cur.fetchall()
+        eq([r[1:] for r in snapshot], [(False, 1, 1, "one")])
+        changes, progress = read_until("c", snapshot[0][0], 0)
+        eq(changes, [])
+        writer.execute("INSERT INTO py_sub_res VALUES (2, 'two')")
+        changes, progress = read_until("c", show_epoch(writer), progress)
+        eq([r[1:] for r in changes], [(1, 2, "two")])
+        if not snapshot[0][0] < changes[0][0] <= progress:
+            raise AssertionError(f"epochs: snapshot {snapshot}, change {changes}, {progress}")
+        reader.execute("COMMIT")
+
+        # while nobody is subscribed: three writes in three epochs
+        writer.execute("INSERT INTO py_sub_res VALUES (3, 'three')")
+        writer.execute("UPDATE py_sub_res SET v = 'uno' WHERE k = 1")
+        writer.execute("DELETE FROM py_sub_res WHERE k = 2")
+        missed_until = show_epoch(writer)
+
+        # resume AS OF the last progress seen: exactly the missed changes, no snapshot
+        reader.execute("BEGIN")
+        reader.execute(f"DECLARE r CURSOR FOR SUBSCRIBE py_sub_res "
+                       f"WITH (SNAPSHOT = false, PROGRESS = true) AS OF {progress}")
+        changes, _ = read_until("r", missed_until, progress)
+        check_epochs(changes, progress, "resumed")
+        by_epoch = {}
+        for e, *rest in changes:
+            by_epoch.setdefault(e, []).append(tuple(rest))
+        eq([sorted(v) for v in by_epoch.values()],
+           [[(1, 3, "three")], [(-1, 1, "one"), (1, 1, "uno")], [(-1, 2, "two")]], "missed")
+        if max(by_epoch) > missed_until:
+            raise AssertionError(f"changes after SHOW EPOCH {missed_until}: {changes}")
+        # and it goes on live from there
+        writer.execute("INSERT INTO py_sub_res VALUES (4, 'four')")
+        live, _ = read_until("r", show_epoch(writer), missed_until)
+        eq([r[1:] for r in live], [(1, 4, "four")])
+        reader.execute("COMMIT")
+
+        # AS OF without options has no snapshot either, and no progress column
+        reader.execute("BEGIN")
+        reader.execute(f"DECLARE r2 CURSOR FOR SUBSCRIBE py_sub_res AS OF {progress}")
+        got = []
+        while len(got) < 5:
+            more = fetch(reader, "r2", timeout="1s")
+            if not more:
+                break
+            got += more
+        check_epochs(got, progress, "AS OF")
+        eq(sorted(r[1:] for r in got),
+           [(-1, 1, "one"), (-1, 2, "two"), (1, 1, "uno"), (1, 3, "three"), (1, 4, "four")])
+        reader.execute("COMMIT")
+        eq(rows(reader, "SELECT k, v FROM py_sub_res ORDER BY k"),
+           [(1, "uno"), (3, "three"), (4, "four")])
+
+
+@test
+def subscribe_envelope_upsert_cursor():
+    with connect() as writer, connect(autocommit=False) as reader:
+        writer.execute("CREATE TABLE py_sub_up (k INT PRIMARY KEY, g TEXT, v INT)")
+        writer.execute("INSERT INTO py_sub_up VALUES (1, 'a', 10), (2, 'b', 20), (3, 'a', 5)")
+        writer.execute("CREATE MATERIALIZED VIEW py_sub_up_v AS "
+                       "SELECT g, sum(v) AS total, count(*) AS n FROM py_sub_up GROUP BY g")
+        # psycopg opens the transaction block itself (autocommit off)
+        reader.execute("DECLARE u CURSOR FOR SUBSCRIBE py_sub_up_v ENVELOPE UPSERT (KEY (g))")
+        eq(reader.info.transaction_status, TransactionStatus.INTRANS)
+        cur = reader.execute("FETCH ALL FROM u WITH (timeout = '1s')")
+        eq([(c.name, c.type_code) for c in cur.description],
+           [("epoch", 20), ("state", 25), ("g", 25), ("total", 20), ("n", 20)])
+        epoch, got = one_epoch(cur.fetchall(), 0, "snapshot")
+        eq(got, [("upsert", "a", 15, 2), ("upsert", "b", 20, 1)], "snapshot")
+        # an update: one row per key with the new value (not -1/+1)
+        writer.execute("UPDATE py_sub_up SET v = 100 WHERE k = 1")
+        epoch, got = one_epoch(fetch(reader, "u"), epoch, "update")
+        eq(got, [("upsert", "a", 105, 2)], "update")
+        # a key that disappears: 'delete', its non-key columns NULL
+        writer.execute("DELETE FROM py_sub_up WHERE k = 2")
+        epoch, got = one_epoch(fetch(reader, "u"), epoch, "delete")
+        eq(got, [("delete", "b", None, None)], "delete")
+        # moving a row to another group: the old key deleted, the new one upserted
+        writer.execute("INSERT INTO py_sub_up VALUES (4, 'c', 1)")
+        epoch, got = one_epoch(fetch(reader, "u"), epoch, "insert")
+        eq(got, [("upsert", "c", 1, 1)], "insert")
+        writer.execute("UPDATE py_sub_up SET g = 'z' WHERE k = 4")
+        epoch, got = one_epoch(fetch(reader, "u"), epoch, "key change")
+        eq(got, [("delete", "c", None, None), ("upsert", "z", 1, 1)], "key change")
+        eq(fetch(reader, "u", timeout="100ms"), [])
+        reader.commit()
+
+        # a compound key on a table, without a snapshot, with progress rows
+        reader.execute("DECLARE u2 CURSOR FOR SUBSCRIBE py_sub_up ENVELOPE UPSERT (KEY (k, g)) "
+                       "WITH (SNAPSHOT = false, PROGRESS = true)")
+        writer.execute("UPDATE py_sub_up SET v = v + 1 WHERE g = 'a'")
+        shown = show_epoch(writer)
+        got = []
+        deadline = time.monotonic() + 5
+        while not any(r[1] and r[0] >= shown for r in got) and time.monotonic() < deadline:
+            got += fetch(reader, "u2")
+        cur = reader.execute("FETCH ALL FROM u2 WITH (timeout = '10ms')")
+        eq([c.name for c in cur.description], ["epoch", "progressed", "state", "k", "g", "v"])
+        changes = [r for r in got if not r[1]]
+        epoch, vals = one_epoch(changes, epoch, "compound key")
+        eq(vals, [(False, "upsert", 1, "a", 101), (False, "upsert", 3, "a", 6)], "compound key")
+        reader.commit()
+        raises(errors.InvalidCursorName, "34000", reader.execute, "FETCH 1 FROM u2")
+        reader.rollback()
+        # a key column that does not exist
+        raises(errors.UndefinedColumn, "42703", reader.execute,
+               "DECLARE u3 CURSOR FOR SUBSCRIBE py_sub_up ENVELOPE UPSERT (KEY (nope))")
+        reader.rollback()
+
+
+# ---------------------------------------------------------------------------------------
 # Runner
 
 
