@@ -862,6 +862,12 @@ impl Runtime {
                     let _ = reply.send(self.explain(object_id, &names, analyze));
                 }
                 Command::Stats { reply } => {
+                    // Count live subscribers only: one whose receiver was dropped (a
+                    // closed cursor) is otherwise removed at the next delivery.
+                    for subs in self.subscribers.values_mut() {
+                        subs.retain(|s| !s.tx.is_closed());
+                    }
+                    self.subscribers.retain(|_, s| !s.is_empty());
                     let stats = self
                         .objects
                         .iter()

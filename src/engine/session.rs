@@ -297,7 +297,9 @@ impl Session {
                 ExecResult::Rows { schema, batches } => Ok(ExecResult::CopyOut { schema, batches, format: *format }),
                 other => Ok(other),
             },
-            Statement::Declare { name, hold, body } => self.declare(name, *hold, body).await,
+            Statement::Declare { name, hold, body } => {
+                self.declare(name, *hold, body, params).await
+            }
             Statement::Fetch { name, count, timeout } => self.fetch(name, *count, *timeout).await,
             Statement::Close { name } => {
                 match name {
@@ -330,6 +332,7 @@ impl Session {
         name: &str,
         hold: bool,
         body: &crate::sql::CursorBody,
+        params: &Params,
     ) -> Result<ExecResult> {
         if !hold && !matches!(self.txn, TxnState::InBlock { .. }) {
             return Err(Error::Transaction {
@@ -344,7 +347,7 @@ impl Session {
             ));
         }
         let state = match body {
-            crate::sql::CursorBody::Query(q) => match self.db.query(q, &Params::none()).await? {
+            crate::sql::CursorBody::Query(q) => match self.db.query(q, params).await? {
                 ExecResult::Rows { schema, batches } => CursorState::Rows {
                     schema,
                     batches: batches.into(),
@@ -515,6 +518,15 @@ impl Session {
 
     /// Parameter types and result columns of a statement, without running it (the
     /// extended protocol's Describe).
+    /// The columns of an open cursor (Postgres' cursors are portals: drivers Describe
+    /// them by name after DECLARE).
+    pub fn cursor_schema(&self, name: &str) -> Option<SchemaRef> {
+        self.cursors.get(name).map(|c| match &c.body {
+            CursorState::Rows { schema, .. } => schema.clone(),
+            CursorState::Subscription(s) => s.schema().clone(),
+        })
+    }
+
     pub fn describe(
         &self,
         stmt: &ParsedStatement,
@@ -544,14 +556,16 @@ impl Session {
                 Ok((vec![], Some(super::query::show_objects_schema())))
             }
             Statement::Describe { .. } => Ok((vec![], Some(super::query::describe_schema()))),
+            // DECLARE returns no rows; its query's parameters are the statement's.
+            Statement::Declare {
+                body: crate::sql::CursorBody::Query(q),
+                ..
+            } => self
+                .db
+                .describe_query(q, true, declared)
+                .map(|(params, _)| (params, None)),
             Statement::Subscribe(s) => Ok((vec![], Some(self.db.subscribe_schema(s)?))),
-            Statement::Fetch { name, .. } => Ok((
-                vec![],
-                self.cursors.get(name).map(|c| match &c.body {
-                    CursorState::Rows { schema, .. } => schema.clone(),
-                    CursorState::Subscription(s) => s.schema().clone(),
-                }),
-            )),
+            Statement::Fetch { name, .. } => Ok((vec![], self.cursor_schema(name))),
             Statement::ExplainCreateView(_) | Statement::ExplainObject { .. } => {
                 Ok((vec![], Some(super::query::explain_schema())))
             }
@@ -583,6 +597,10 @@ fn accepts_params(s: &Statement) -> bool {
             | Statement::Update(_)
             | Statement::Delete(_)
             | Statement::ExplainQuery(_)
+            | Statement::Declare {
+                body: crate::sql::CursorBody::Query(_),
+                ..
+            }
     )
 }
 

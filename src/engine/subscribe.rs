@@ -49,6 +49,8 @@ pub struct Subscription {
     buffered: VecDeque<RecordBatch>,
     /// The latest epoch whose changes were all returned.
     pub last_complete_epoch: u64,
+    /// The epoch of the last progress row emitted (`PROGRESS = true`).
+    last_progress_row: Option<u64>,
 }
 
 impl Drop for Subscription {
@@ -158,6 +160,7 @@ impl Database {
             transient,
             buffered: VecDeque::new(),
             last_complete_epoch: start,
+            last_progress_row: None,
         })
     }
 }
@@ -244,7 +247,11 @@ impl Subscription {
             }
             SubscriptionEvent::Progress { epoch } => {
                 self.last_complete_epoch = self.last_complete_epoch.max(epoch);
-                if self.progress {
+                // One progress row per distinct epoch, strictly increasing (a heartbeat
+                // and an epoch can certify the same time).
+                let fresh = self.last_progress_row.is_none_or(|last| epoch > last);
+                if self.progress && fresh {
+                    self.last_progress_row = Some(epoch);
                     Ok(Some(self.progress_row(epoch)?))
                 } else {
                     Ok(None)

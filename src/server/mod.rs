@@ -454,6 +454,34 @@ impl ExtendedQueryHandler for ConnInner {
         Err(to_pgwire(&ended))
     }
 
+    /// Postgres' cursors are portals: after `DECLARE c CURSOR FOR ...`, drivers
+    /// (psycopg's named cursors) Describe the portal `c`. Answer for open cursors that
+    /// the protocol's own portal store does not hold.
+    async fn on_describe<C>(
+        &self,
+        client: &mut C,
+        message: pgwire::messages::extendedquery::Describe,
+    ) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = ParsedStatement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        use pgwire::messages::extendedquery::TARGET_TYPE_BYTE_PORTAL;
+        let name = message.name.as_deref().unwrap_or(pgwire::api::DEFAULT_NAME);
+        if message.target_type == TARGET_TYPE_BYTE_PORTAL
+            && client.portal_store().get_portal(name).is_none()
+        {
+            let schema = self.session.lock().await.cursor_schema(name);
+            if let Some(schema) = schema {
+                let response = DescribePortalResponse::new(fields(&schema, &Format::UnifiedText));
+                return pgwire::api::query::send_describe_response(client, &response).await;
+            }
+        }
+        self._on_describe(client, message).await
+    }
+
     async fn do_describe_statement<C>(
         &self,
         _client: &mut C,

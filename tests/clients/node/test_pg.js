@@ -724,8 +724,7 @@ test('SHOW SUBSCRIPTIONS forgets a subscription when COMMIT ends it', async () =
       }
     });
   });
-}, 'SHOW SUBSCRIPTIONS still counts a relation subscription after the COMMIT that ended ' +
-  'it, until the next epoch or heartbeat (up to ~1 s) lets go of it');
+});
 
 test('cursor errors: 25P01, 34000, 42P03, and WITH HOLD', async () => {
   await withClient(async (c) => {
