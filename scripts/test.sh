@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh clone: builds eddy, runs the unit tests, the
 # integration tests (sqllogictest files, protocol, durability), then the real-client
-# suites (psql, psycopg, node-postgres) and the differential test against PostgreSQL.
-# Installs what those need (Python and Node packages, PostgreSQL) into .cache/ or from
-# Debian packages. Safe to run repeatedly; CI runs exactly this (.ci/run).
+# suites (psql, psycopg, node-postgres), the Kafka tests against a real broker (Tansu),
+# the Docker Compose check and the differential test against PostgreSQL. Installs what
+# those need (Python and Node packages, the broker, PostgreSQL, docker-compose) into
+# .cache/ or from Debian packages. Safe to run repeatedly; CI runs exactly this (.ci/run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -33,6 +34,9 @@ cargo build --bins --tests
 run "unit tests" cargo test --lib
 run "sqllogictest (sql-tests/**/*.slt)" cargo test --test sqllogictest
 run "protocol, durability and subscriptions" cargo test --test protocol --test durability --test subscribe
+kafka() { EDDY_TANSU_BIN=$(scripts/lib/ensure-tansu.sh) && export EDDY_TANSU_BIN && cargo test --test kafka; }
+run "Kafka (a real broker: Tansu)" kafka
+run "Docker Compose file (docker-compose config)" scripts/lib/check-compose.sh
 if [ -x tests/clients/run.sh ] || [ -f tests/clients/run.sh ]; then
   run "real clients (psql, psycopg, node-postgres)" bash tests/clients/run.sh
 fi

@@ -22,9 +22,11 @@
 //! to SQLSTATEs in one place.
 
 pub mod catalog;
+pub mod connector;
 pub mod dataflow;
 pub mod engine;
 pub mod error;
+pub mod format;
 pub mod plan;
 pub mod server;
 pub mod sql;

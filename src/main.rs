@@ -54,6 +54,21 @@ struct Args {
     )]
     subscribe_retention_rows: usize,
 
+    /// Kafka bootstrap servers (`host:port[,host:port]`). Without it eddy runs embedded
+    /// only, and Kafka-backed streams, tables and sinks cannot be created.
+    #[arg(long, env = "EDDY_KAFKA_BROKERS")]
+    kafka_brokers: Option<String>,
+
+    /// A librdkafka client property for every Kafka connection, e.g.
+    /// `security.protocol=SASL_SSL` or `sasl.mechanism=PLAIN` (repeatable).
+    #[arg(long = "kafka-option", value_name = "KEY=VALUE", value_parser = parse_kafka_option)]
+    kafka_options: Vec<(String, String)>,
+
+    /// A file of librdkafka client properties (`key=value` lines, `#` comments), as in
+    /// a Kafka client's .properties file; `--kafka-option` wins over it.
+    #[arg(long, env = "EDDY_KAFKA_CONFIG", value_name = "FILE")]
+    kafka_config: Option<PathBuf>,
+
     /// The on-disk storage engine: redb (default) or sled.
     #[arg(long, env = "EDDY_STORAGE", default_value = "redb")]
     storage: eddy::storage::StorageEngine,
@@ -66,6 +81,30 @@ struct Args {
     /// `eddy=debug,info`. Logs go to stderr.
     #[arg(long, env = "EDDY_LOG", default_value = "info")]
     log: String,
+}
+
+fn parse_kafka_option(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.trim().to_string())),
+        _ => Err(format!("expected KEY=VALUE, not {s:?}")),
+    }
+}
+
+/// Read a properties file of librdkafka settings.
+fn read_kafka_config(path: &std::path::Path) -> Result<Vec<(String, String)>, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let mut out = vec![];
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        out.push(
+            parse_kafka_option(line).map_err(|e| format!("{}:{}: {e}", path.display(), i + 1))?,
+        );
+    }
+    Ok(out)
 }
 
 /// A checkpoint interval: a duration, or none.
@@ -121,6 +160,25 @@ fn main() {
 
 async fn run(args: Args) -> i32 {
     let data_dir = (!args.in_memory).then(|| args.data_dir.clone());
+    let mut kafka_options = match &args.kafka_config {
+        Some(path) => match read_kafka_config(path) {
+            Ok(o) => o,
+            Err(e) => {
+                error!("{e}");
+                return 2;
+            }
+        },
+        None => vec![],
+    };
+    kafka_options.extend(args.kafka_options.iter().cloned());
+    let mut brokers = args.kafka_brokers.clone();
+    if brokers.is_none() {
+        // bootstrap.servers in the config file counts as --kafka-brokers.
+        brokers = kafka_options
+            .iter()
+            .find(|(k, _)| k == "bootstrap.servers")
+            .map(|(_, v)| v.clone());
+    }
     let config = DatabaseConfig {
         data_dir: data_dir.clone(),
         checkpoint_interval: args.checkpoint_interval.0,
@@ -129,6 +187,10 @@ async fn run(args: Args) -> i32 {
             max_pending_rows: args.subscribe_buffer_rows,
             retention: args.subscribe_retention.0.unwrap_or_default(),
             retention_rows: args.subscribe_retention_rows,
+        },
+        kafka: eddy::connector::kafka::KafkaConfig {
+            brokers,
+            options: kafka_options,
         },
     };
     let db = match Database::open(config).await {

@@ -116,6 +116,11 @@ impl CatalogEntry {
         ))
     }
 
+    /// Fed by (tables, streams) or writing to (sinks) a Kafka topic.
+    pub fn is_kafka(&self) -> bool {
+        self.options.contains_key("kafka_topic")
+    }
+
     pub fn column_index(&self, name: &str) -> Option<usize> {
         self.columns.iter().position(|c| c.name == name)
     }

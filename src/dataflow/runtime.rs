@@ -125,10 +125,12 @@ pub enum Command {
         catalog: WriteBatch,
         reply: Reply<u64>,
     },
-    /// Apply changes to a table or stream.
+    /// Apply changes to a table or stream. `extra` is committed atomically with the
+    /// epoch that applies them (a source's offsets: exactly once across restarts).
     Write {
         object_id: u32,
         changes: ChangeBatch,
+        extra: WriteBatch,
         reply: Reply<u64>,
     },
     /// Answer once everything sent before is applied (FLUSH).
@@ -288,9 +290,20 @@ impl DataflowHandle {
     }
 
     pub async fn write(&self, object_id: u32, changes: ChangeBatch) -> Result<u64> {
+        self.write_with(object_id, changes, WriteBatch::new()).await
+    }
+
+    /// Apply changes and commit `extra` (e.g. a source's offsets) in the same epoch.
+    pub async fn write_with(
+        &self,
+        object_id: u32,
+        changes: ChangeBatch,
+        extra: WriteBatch,
+    ) -> Result<u64> {
         self.call(|reply| Command::Write {
             object_id,
             changes,
+            extra,
             reply,
         })
         .await
@@ -696,6 +709,7 @@ impl Runtime {
                     Command::Write {
                         object_id,
                         changes,
+                        extra: WriteBatch::new(),
                         reply,
                     }
                 })
@@ -815,6 +829,7 @@ impl Runtime {
                 Command::Write {
                     object_id,
                     changes,
+                    extra,
                     reply,
                 } => {
                     if let Some(why) = &self.broken {
@@ -823,11 +838,14 @@ impl Runtime {
                     }
                     match self.objects.get(&object_id).and_then(|n| n.last()) {
                         Some(id) => {
-                            if let Some(node) = self.nodes.get_mut(id) {
-                                inputs.writes.push((object_id, changes.clone()));
-                                node.pending.push((0, changes));
-                                touched.insert(*id);
+                            if !changes.is_empty() {
+                                if let Some(node) = self.nodes.get_mut(id) {
+                                    inputs.writes.push((object_id, changes.clone()));
+                                    node.pending.push((0, changes));
+                                    touched.insert(*id);
+                                }
                             }
+                            batch.extend(extra);
                             replies.push(reply);
                         }
                         None => {

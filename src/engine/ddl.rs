@@ -13,7 +13,6 @@ use crate::catalog::{CatalogEntry, Column, ObjectKind, SqlType};
 use crate::dataflow::expr::EvalErrors;
 use crate::dataflow::runtime::Subgraph;
 use crate::dataflow::stream::StreamOperator;
-use crate::dataflow::table::TableOperator;
 use crate::error::{Error, Result};
 use crate::plan::{Lowering, PlanContext};
 use crate::sql::{normalize_ident, CreateRelation, CreateView, DropStatement};
@@ -40,10 +39,16 @@ impl Database {
             let _ = existing;
             return Err(Error::DuplicateRelation(c.name.clone()));
         }
-        if let Some((k, _)) = c.options.iter().next() {
+        let kafka = c.options.contains_key("kafka_topic");
+        if let Some((k, _)) = c.options.iter().next().filter(|_| !kafka) {
             return Err(Error::invalid_with(
                 "22023",
-                format!("unknown option \"{k}\" for {}", c.kind.noun()),
+                format!(
+                    "unknown option \"{k}\" for {} (a {} stored by eddy takes no options; \
+                     kafka_topic = '...' makes it Kafka-backed)",
+                    c.kind.noun(),
+                    c.kind.noun()
+                ),
             ));
         }
         let (columns, primary_key) = columns_of(c)?;
@@ -61,19 +66,79 @@ impl Database {
             options: c.options.clone(),
             append_only: c.kind == ObjectKind::Stream,
         };
+        if kafka {
+            // Check everything before creating anything: options, broker, topic.
+            let options = crate::connector::kafka::SourceOptions::from_entry(&entry)?;
+            options.decoder(&entry)?;
+            self.kafka
+                .ensure_topic(&options.topic, options.partitions)
+                .await?;
+        }
         let op: Box<dyn crate::dataflow::Operator> = match c.kind {
             ObjectKind::Stream => Box::new(StreamOperator::new(&entry.name, entry.schema())),
-            _ => {
-                let pk = (!entry.primary_key.is_empty()).then(|| entry.primary_key.clone());
-                Box::new(TableOperator::new(&entry.name, entry.schema(), pk)?)
-            }
+            _ => super::table_operator(&entry)?,
         };
+        let source_entry = kafka.then(|| entry.clone());
         catalog.insert(entry, &mut batch)?;
         self.dataflow
             .install(Subgraph::single(id, op), false, batch)
             .await?;
         self.set_catalog(catalog);
+        if let Some(entry) = source_entry {
+            self.kafka
+                .start_source(&entry, Default::default(), self.dataflow.clone())?;
+        }
         Ok(ExecResult::command(tag))
+    }
+
+    pub(crate) async fn create_sink(
+        &self,
+        session: &mut Session,
+        s: &crate::sql::CreateSink,
+        sql: &str,
+    ) -> Result<ExecResult> {
+        let _w = self.write_lock.lock().await;
+        if self.catalog().get(&s.name).is_some() {
+            if s.if_not_exists {
+                session.notice(format!("sink \"{}\" already exists, skipping", s.name));
+                return Ok(ExecResult::command("CREATE SINK"));
+            }
+            return Err(Error::DuplicateRelation(s.name.clone()));
+        }
+        let mut catalog = (*self.catalog()).clone();
+        let from = catalog
+            .get(&s.from)
+            .filter(|e| e.kind.is_relation())
+            .cloned()
+            .ok_or_else(|| Error::UndefinedRelation {
+                name: s.from.clone(),
+                position: None,
+            })?;
+        let opts = crate::connector::kafka::SinkOptions::parse(&s.options, &from)?;
+        self.kafka
+            .ensure_topic(&opts.topic, opts.partitions)
+            .await?;
+        let mut batch = WriteBatch::new();
+        let id = catalog.allocate_id(&mut batch);
+        let entry = CatalogEntry {
+            id,
+            name: s.name.clone(),
+            kind: ObjectKind::Sink,
+            columns: from.columns.clone(),
+            primary_key: vec![],
+            sql: sql.to_string(),
+            depends_on: vec![from.id],
+            options: s.options.clone(),
+            append_only: from.append_only,
+        };
+        catalog.insert(entry.clone(), &mut batch)?;
+        // A sink has no operators: its catalog entry is all there is to commit.
+        self.storage.commit(batch)?;
+        self.storage.flush()?;
+        self.set_catalog(catalog);
+        self.kafka
+            .start_sink(&entry, opts, from.id, self.dataflow.clone())?;
+        Ok(ExecResult::command("CREATE SINK"))
     }
 
     pub(crate) async fn create_view(
@@ -268,6 +333,12 @@ impl Database {
             let mut catalog = (*self.catalog()).clone();
             let mut batch = WriteBatch::new();
             let removed = catalog.remove(id, &mut batch);
+            if removed.as_ref().is_some_and(|r| r.kind == ObjectKind::Sink) {
+                self.kafka.stop_sink(id);
+            } else if removed.as_ref().is_some_and(|r| r.is_kafka()) {
+                self.kafka.stop_source(id).await;
+                crate::connector::kafka::delete_progress(&mut batch, id);
+            }
             self.dataflow.drop_object(id, batch).await?;
             self.set_catalog(catalog);
             self.view_errors.write().remove(&id);

@@ -130,6 +130,15 @@ impl Database {
             WriteOp::Delete => "delete from",
             _ => "write to",
         };
+        if entry.is_kafka() && !matches!(dml.op, WriteOp::Insert(_)) {
+            return Err(Error::not_supported(format!(
+                "cannot {verb} {} \"{}\": it is fed by Kafka topic \"{}\"; produce an upsert \
+                 or a tombstone to the topic instead (INSERT produces to it)",
+                entry.kind.noun(),
+                entry.name,
+                entry.options.get("kafka_topic").map_or("", String::as_str)
+            )));
+        }
         match entry.kind {
             ObjectKind::Table => {}
             ObjectKind::Stream if matches!(dml.op, WriteOp::Insert(_)) => {}
@@ -163,6 +172,9 @@ impl Database {
         let (dml, entry) = self.plan_dml(stmt, params)?;
         let rows = self.run_plan(&dml.input).await?;
         let batch = conform(&entry, &rows)?;
+        if entry.is_kafka() {
+            return self.produce(&entry, &batch).await;
+        }
         if !entry.primary_key.is_empty() {
             if let Some(snap) = self.table_snapshot(entry.id) {
                 check_new_keys(&entry, &snap, &batch, &HashSet::new())?;
@@ -174,6 +186,27 @@ impl Database {
                 .write(entry.id, ChangeBatch::inserts(batch))
                 .await?;
         }
+        Ok(ExecResult::Command {
+            tag: "INSERT 0".into(),
+            rows: Some(n),
+        })
+    }
+
+    /// INSERT into a Kafka-backed relation: produce the rows to its topic (in its value
+    /// format, keyed by its key columns) and return once the broker acknowledged them.
+    /// They reach the relation, and its views, through the source like any record.
+    async fn produce(&self, entry: &CatalogEntry, batch: &RecordBatch) -> Result<ExecResult> {
+        use crate::connector::kafka::SourceOptions;
+        use crate::format::{encode_csv, encode_keys, JsonEncoder, ValueFormat};
+        let options = SourceOptions::from_entry(entry)?;
+        let values = match options.value_format {
+            ValueFormat::Json => JsonEncoder::new(&batch.schema()).encode(batch, None)?,
+            ValueFormat::Csv => encode_csv(batch)?,
+        };
+        let keys = encode_keys(batch, &options.key_columns, options.key_format)?;
+        let n = values.len();
+        let records = keys.into_iter().zip(values.into_iter().map(Some)).collect();
+        self.kafka.produce(&options.topic, records).await?;
         Ok(ExecResult::Command {
             tag: "INSERT 0".into(),
             rows: Some(n),

@@ -20,6 +20,7 @@ use parking_lot::RwLock;
 use tracing::info;
 
 use crate::catalog::{Catalog, CatalogEntry, ObjectKind};
+use crate::connector::kafka::{Kafka, KafkaConfig};
 use crate::dataflow::expr::EvalErrors;
 use crate::dataflow::runtime::{DataflowHandle, Runtime, RuntimeConfig, Subgraph};
 use crate::dataflow::stream::StreamOperator;
@@ -43,6 +44,8 @@ pub struct DatabaseConfig {
     pub storage: StorageEngine,
     /// Subscriber buffers and the history kept for `AS OF` resumes.
     pub subscribe: crate::dataflow::subscribe::SubscribeConfig,
+    /// How to reach Kafka (no brokers: embedded only).
+    pub kafka: KafkaConfig,
 }
 
 impl Default for DatabaseConfig {
@@ -52,6 +55,7 @@ impl Default for DatabaseConfig {
             checkpoint_interval: RuntimeConfig::default().checkpoint_interval,
             storage: StorageEngine::default(),
             subscribe: Default::default(),
+            kafka: KafkaConfig::default(),
         }
     }
 }
@@ -68,6 +72,25 @@ pub struct Database {
     write_lock: tokio::sync::Mutex<()>,
     /// Expression errors per view (the streaming error policy: NULL and counted).
     view_errors: RwLock<HashMap<u32, Arc<EvalErrors>>>,
+    /// Kafka sources, sinks and the producer.
+    kafka: Kafka,
+}
+
+/// The operator holding a table's rows: an upsert table when it is fed by Kafka.
+pub(crate) fn table_operator(entry: &CatalogEntry) -> Result<Box<dyn crate::dataflow::Operator>> {
+    if entry.is_kafka() {
+        return Ok(Box::new(TableOperator::upsert(
+            &entry.name,
+            entry.schema(),
+            entry.primary_key.clone(),
+        )?));
+    }
+    let pk = (!entry.primary_key.is_empty()).then(|| entry.primary_key.clone());
+    Ok(Box::new(TableOperator::new(
+        &entry.name,
+        entry.schema(),
+        pk,
+    )?))
 }
 
 impl Database {
@@ -90,9 +113,10 @@ impl Database {
             state: base_session_state(),
             write_lock: tokio::sync::Mutex::new(()),
             view_errors: RwLock::new(HashMap::new()),
+            kafka: Kafka::new(config.kafka.clone()),
         });
         // Restore objects in creation order: a view's inputs are always older than it.
-        for entry in catalog.entries() {
+        for entry in catalog.entries().filter(|e| e.kind != ObjectKind::Sink) {
             let subgraph = db.build_subgraph(entry, &catalog)?;
             db.dataflow
                 .install(subgraph, true, WriteBatch::new())
@@ -103,6 +127,33 @@ impl Database {
         let replayed = db.dataflow.replay_log().await?;
         if replayed > 0 {
             info!(epochs = replayed, "replayed the input log");
+        }
+        // Sinks first, so that they see what the sources read next.
+        for entry in catalog.entries().filter(|e| e.kind == ObjectKind::Sink) {
+            let from = entry
+                .depends_on
+                .first()
+                .and_then(|id| catalog.get_by_id(*id));
+            let started = from
+                .ok_or_else(|| Error::internal(format!("sink {} reads nothing", entry.name)))
+                .and_then(|from| {
+                    let opts = crate::connector::kafka::SinkOptions::parse(&entry.options, from)?;
+                    db.kafka
+                        .start_sink(entry, opts, from.id, db.dataflow.clone())
+                });
+            if let Err(e) = started {
+                tracing::error!(sink = %entry.name, "cannot start sink: {e}");
+            }
+        }
+        // Kafka sources resume from the offsets committed with the last epoch.
+        for entry in catalog
+            .entries()
+            .filter(|e| e.is_kafka() && e.kind != ObjectKind::Sink)
+        {
+            let progress = crate::connector::kafka::load_progress(db.storage.as_ref(), entry.id)?;
+            if let Err(e) = db.kafka.start_source(entry, progress, db.dataflow.clone()) {
+                tracing::error!(relation = %entry.name, "cannot start Kafka source: {e}");
+            }
         }
         *db.catalog.write() = Arc::new(catalog);
         info!(
@@ -143,6 +194,10 @@ impl Database {
         &self.storage
     }
 
+    pub fn kafka(&self) -> &Kafka {
+        &self.kafka
+    }
+
     pub fn view_errors(&self, id: u32) -> Option<Arc<EvalErrors>> {
         self.view_errors.read().get(&id).cloned()
     }
@@ -150,13 +205,7 @@ impl Database {
     /// The operators of a catalog object, rebuilt from its definition.
     fn build_subgraph(&self, entry: &CatalogEntry, catalog: &Catalog) -> Result<Subgraph> {
         match entry.kind {
-            ObjectKind::Table => {
-                let pk = (!entry.primary_key.is_empty()).then(|| entry.primary_key.clone());
-                Ok(Subgraph::single(
-                    entry.id,
-                    Box::new(TableOperator::new(&entry.name, entry.schema(), pk)?),
-                ))
-            }
+            ObjectKind::Table => Ok(Subgraph::single(entry.id, table_operator(entry)?)),
             ObjectKind::Stream => Ok(Subgraph::single(
                 entry.id,
                 Box::new(StreamOperator::new(&entry.name, entry.schema())),

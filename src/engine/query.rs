@@ -10,7 +10,7 @@ use datafusion::sql::sqlparser::ast;
 use super::dml::bind;
 use super::session::{ExecResult, Params};
 use super::Database;
-use crate::catalog::ObjectKind;
+use crate::catalog::{CatalogEntry, ObjectKind};
 use crate::error::{Error, Result};
 use crate::plan::PlanContext;
 
@@ -89,6 +89,9 @@ impl Database {
     }
 
     pub(crate) fn show_objects(&self, kind: ObjectKind) -> Result<ExecResult> {
+        if kind == ObjectKind::Sink {
+            return self.show_sinks();
+        }
         let catalog = self.catalog();
         let mut names: Vec<&str> = catalog
             .entries()
@@ -98,6 +101,63 @@ impl Database {
         names.sort();
         let schema = show_objects_schema();
         let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(StringArray::from(names))])?;
+        Ok(ExecResult::Rows {
+            schema,
+            batches: vec![batch],
+        })
+    }
+
+    /// `SHOW SINKS`: each sink, what it reads, where it writes and how far it got.
+    pub(crate) fn show_sinks(&self) -> Result<ExecResult> {
+        use datafusion::arrow::array::Int64Array;
+        let catalog = self.catalog();
+        let status = self.kafka.sink_status();
+        let mut sinks: Vec<&CatalogEntry> = catalog
+            .entries()
+            .filter(|e| e.kind == ObjectKind::Sink)
+            .collect();
+        sinks.sort_by(|a, b| a.name.cmp(&b.name));
+        type Columns = (
+            Vec<String>,
+            Vec<String>,
+            Vec<String>,
+            Vec<i64>,
+            Vec<i64>,
+            Vec<String>,
+        );
+        let mut cols: Columns = Default::default();
+        for s in sinks {
+            let st = status.get(&s.id).cloned().unwrap_or_default();
+            cols.0.push(s.name.clone());
+            cols.1.push(
+                s.depends_on
+                    .first()
+                    .and_then(|id| catalog.get_by_id(*id))
+                    .map(|e| e.name.clone())
+                    .unwrap_or_default(),
+            );
+            cols.2
+                .push(s.options.get("kafka_topic").cloned().unwrap_or_default());
+            cols.3.push(st.records as i64);
+            cols.4.push(st.epoch as i64);
+            cols.5.push(if st.state.is_empty() {
+                "not running".into()
+            } else {
+                st.state
+            });
+        }
+        let schema = sinks_schema();
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(StringArray::from(cols.0)),
+                Arc::new(StringArray::from(cols.1)),
+                Arc::new(StringArray::from(cols.2)),
+                Arc::new(Int64Array::from(cols.3)),
+                Arc::new(Int64Array::from(cols.4)),
+                Arc::new(StringArray::from(cols.5)),
+            ],
+        )?;
         Ok(ExecResult::Rows {
             schema,
             batches: vec![batch],
@@ -144,6 +204,130 @@ impl Database {
                 )),
                 Arc::new(datafusion::arrow::array::Int64Array::from(
                     rows.iter().map(|r| r.1).collect::<Vec<_>>(),
+                )),
+            ],
+        )?;
+        Ok(ExecResult::Rows {
+            schema,
+            batches: vec![batch],
+        })
+    }
+
+    /// `SHOW SOURCES`: one row per partition of every Kafka source.
+    pub(crate) fn show_sources(&self) -> Result<ExecResult> {
+        use datafusion::arrow::array::{Int32Array, Int64Array};
+        let names = self.catalog().names_by_id();
+        let mut status: Vec<_> = self.kafka.source_status().into_iter().collect();
+        status.sort_by_key(|(id, _)| names.get(id).cloned());
+        let (mut src, mut topic, mut part, mut off, mut hw, mut lag, mut recs, mut errs, mut state) = (
+            vec![],
+            vec![],
+            vec![],
+            vec![],
+            vec![],
+            vec![],
+            vec![],
+            vec![],
+            vec![],
+        );
+        for (id, s) in status {
+            let name = names.get(&id).cloned().unwrap_or_default();
+            let mut partitions: Vec<i32> = s.progress.offsets.keys().copied().collect();
+            partitions.extend(s.high_watermarks.keys().copied());
+            partitions.sort_unstable();
+            partitions.dedup();
+            let rows: Vec<Option<i32>> = if partitions.is_empty() {
+                vec![None]
+            } else {
+                partitions.into_iter().map(Some).collect()
+            };
+            for p in rows {
+                let o = p.and_then(|p| s.progress.offsets.get(&p).copied());
+                let h = p.and_then(|p| s.high_watermarks.get(&p).copied());
+                src.push(name.clone());
+                topic.push(s.topic.clone());
+                part.push(p);
+                off.push(o);
+                hw.push(h);
+                lag.push(h.map(|h| (h - o.unwrap_or(0)).max(0)));
+                recs.push(s.progress.records as i64);
+                errs.push(s.progress.errors as i64);
+                state.push(s.state.clone());
+            }
+        }
+        let schema = sources_schema();
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(StringArray::from(src)),
+                Arc::new(StringArray::from(topic)),
+                Arc::new(Int32Array::from(part)),
+                Arc::new(Int64Array::from(off)),
+                Arc::new(Int64Array::from(hw)),
+                Arc::new(Int64Array::from(lag)),
+                Arc::new(Int64Array::from(recs)),
+                Arc::new(Int64Array::from(errs)),
+                Arc::new(StringArray::from(state)),
+            ],
+        )?;
+        Ok(ExecResult::Rows {
+            schema,
+            batches: vec![batch],
+        })
+    }
+
+    /// `SHOW SOURCE ERRORS [FOR name]`: the most recent records each source skipped.
+    pub(crate) fn show_source_errors(&self, only: Option<&str>) -> Result<ExecResult> {
+        use datafusion::arrow::array::{Int32Array, Int64Array, TimestampMillisecondArray};
+        let catalog = self.catalog();
+        if let Some(n) = only {
+            match catalog.get(n) {
+                Some(e) if e.is_kafka() && e.kind != ObjectKind::Sink => {}
+                Some(_) => {
+                    return Err(Error::wrong_object_type(format!(
+                        "\"{n}\" is not a Kafka source"
+                    )))
+                }
+                None => {
+                    return Err(Error::UndefinedRelation {
+                        name: n.into(),
+                        position: None,
+                    })
+                }
+            }
+        }
+        let names = catalog.names_by_id();
+        let mut rows = vec![];
+        for (id, s) in self.kafka.source_status() {
+            let name = names.get(&id).cloned().unwrap_or_default();
+            if only.is_some_and(|n| n != name) {
+                continue;
+            }
+            for e in s.progress.recent_errors {
+                rows.push((name.clone(), e));
+            }
+        }
+        rows.sort_by(|a, b| {
+            (&a.0, a.1.partition, a.1.offset).cmp(&(&b.0, b.1.partition, b.1.offset))
+        });
+        let schema = source_errors_schema();
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(StringArray::from(
+                    rows.iter().map(|r| r.0.clone()).collect::<Vec<_>>(),
+                )),
+                Arc::new(Int32Array::from(
+                    rows.iter().map(|r| r.1.partition).collect::<Vec<_>>(),
+                )),
+                Arc::new(Int64Array::from(
+                    rows.iter().map(|r| r.1.offset).collect::<Vec<_>>(),
+                )),
+                Arc::new(StringArray::from(
+                    rows.iter().map(|r| r.1.reason.clone()).collect::<Vec<_>>(),
+                )),
+                Arc::new(TimestampMillisecondArray::from(
+                    rows.iter().map(|r| r.1.at_ms).collect::<Vec<_>>(),
                 )),
             ],
         )?;
@@ -240,6 +424,45 @@ pub(crate) fn epoch_schema() -> SchemaRef {
         DataType::Int64,
         false,
     )]))
+}
+
+pub(crate) fn sinks_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("name", DataType::Utf8, false),
+        Field::new("from", DataType::Utf8, false),
+        Field::new("topic", DataType::Utf8, false),
+        Field::new("records", DataType::Int64, false),
+        Field::new("epoch", DataType::Int64, false),
+        Field::new("state", DataType::Utf8, false),
+    ]))
+}
+
+pub(crate) fn sources_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("source", DataType::Utf8, false),
+        Field::new("topic", DataType::Utf8, false),
+        Field::new("partition", DataType::Int32, true),
+        Field::new("offset", DataType::Int64, true),
+        Field::new("high_watermark", DataType::Int64, true),
+        Field::new("lag", DataType::Int64, true),
+        Field::new("records", DataType::Int64, false),
+        Field::new("errors", DataType::Int64, false),
+        Field::new("state", DataType::Utf8, false),
+    ]))
+}
+
+pub(crate) fn source_errors_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("source", DataType::Utf8, false),
+        Field::new("partition", DataType::Int32, false),
+        Field::new("offset", DataType::Int64, false),
+        Field::new("reason", DataType::Utf8, false),
+        Field::new(
+            "at",
+            DataType::Timestamp(datafusion::arrow::datatypes::TimeUnit::Millisecond, None),
+            false,
+        ),
+    ]))
 }
 
 pub(crate) fn subscriptions_schema() -> SchemaRef {

@@ -231,6 +231,7 @@ impl Session {
                 db.create_relation(self, c, &stmt.text).await
             }
             Statement::CreateView(v) => db.create_view(self, v, &stmt.text).await,
+            Statement::CreateSink(s) => db.create_sink(self, s, &stmt.text).await,
             Statement::Drop(d) => db.drop_objects(self, d).await,
             Statement::Insert(s) => db.insert(s, params).await,
             Statement::Update(s) => db.update(s, params).await,
@@ -244,6 +245,8 @@ impl Session {
             Statement::Show(ShowTarget::AllVariables) => Ok(self.show_all()),
             Statement::Show(ShowTarget::Epoch) => db.show_epoch(),
             Statement::Show(ShowTarget::Subscriptions) => db.show_subscriptions().await,
+            Statement::Show(ShowTarget::Sources) => db.show_sources(),
+            Statement::Show(ShowTarget::SourceErrors(name)) => db.show_source_errors(name.as_deref()),
             Statement::Describe { name } => db.describe(name),
             Statement::Flush => {
                 db.dataflow().sync().await?;
@@ -551,6 +554,15 @@ impl Session {
             Statement::Show(ShowTarget::Epoch) => Ok((vec![], Some(super::query::epoch_schema()))),
             Statement::Show(ShowTarget::Subscriptions) => {
                 Ok((vec![], Some(super::query::subscriptions_schema())))
+            }
+            Statement::Show(ShowTarget::Sources) => {
+                Ok((vec![], Some(super::query::sources_schema())))
+            }
+            Statement::Show(ShowTarget::SourceErrors(_)) => {
+                Ok((vec![], Some(super::query::source_errors_schema())))
+            }
+            Statement::Show(ShowTarget::Objects(crate::catalog::ObjectKind::Sink)) => {
+                Ok((vec![], Some(super::query::sinks_schema())))
             }
             Statement::Show(ShowTarget::Objects(_)) => {
                 Ok((vec![], Some(super::query::show_objects_schema())))

@@ -126,6 +126,26 @@ fn parse_statement(p: &mut Parser) -> std::result::Result<Statement, StmtError> 
             ObjectKind::Stream,
         )?));
     }
+    if peek_is(p, 0, "CREATE") && peek_is(p, 1, "SINK") {
+        p.next_token();
+        p.next_token();
+        let if_not_exists = p.parse_keywords(&[Keyword::IF, Keyword::NOT, Keyword::EXISTS]);
+        let name = object_name(&p.parse_object_name(false)?)?;
+        p.expect_keyword(Keyword::FROM)?;
+        let from = object_name(&p.parse_object_name(false)?)?;
+        let options = if p.parse_keyword(Keyword::WITH) {
+            p.prev_token();
+            options_map(&p.parse_options(Keyword::WITH)?)?
+        } else {
+            Default::default()
+        };
+        return Ok(Statement::CreateSink(crate::sql::statement::CreateSink {
+            name,
+            if_not_exists,
+            from,
+            options,
+        }));
+    }
     if peek_is(p, 0, "SHOW") {
         if let Some(s) = parse_show(p)? {
             return Ok(s);
@@ -507,6 +527,18 @@ fn parse_show(p: &mut Parser) -> std::result::Result<Option<Statement>, StmtErro
         t if word_is(t, "ALL") => Some((2, ShowTarget::AllVariables)),
         t if word_is(t, "EPOCH") => Some((2, ShowTarget::Epoch)),
         t if word_is(t, "SUBSCRIPTIONS") => Some((2, ShowTarget::Subscriptions)),
+        t if word_is(t, "SOURCES") => Some((2, ShowTarget::Sources)),
+        t if word_is(t, "SOURCE") && peek_is(p, 2, "ERRORS") => {
+            p.next_token();
+            p.next_token();
+            p.next_token();
+            let name = if p.parse_keyword(Keyword::FOR) {
+                Some(normalize_ident(&p.parse_identifier()?))
+            } else {
+                None
+            };
+            return Ok(Some(Statement::Show(ShowTarget::SourceErrors(name))));
+        }
         _ => None,
     };
     if let Some((n, target)) = target {

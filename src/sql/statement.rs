@@ -12,6 +12,7 @@ pub enum Statement {
     CreateTable(CreateRelation),
     CreateStream(CreateRelation),
     CreateView(CreateView),
+    CreateSink(CreateSink),
     Drop(DropStatement),
     /// SELECT / VALUES / WITH ...
     Query(Box<ast::Statement>),
@@ -122,6 +123,15 @@ pub struct CreateRelation {
     pub options: BTreeMap<String, String>,
 }
 
+/// CREATE SINK name FROM relation WITH (...).
+#[derive(Debug, Clone)]
+pub struct CreateSink {
+    pub name: String,
+    pub if_not_exists: bool,
+    pub from: String,
+    pub options: BTreeMap<String, String>,
+}
+
 /// CREATE MATERIALIZED VIEW.
 #[derive(Debug, Clone)]
 pub struct CreateView {
@@ -146,6 +156,10 @@ pub enum ShowTarget {
     Epoch,
     /// Relations with live subscriptions, and how many.
     Subscriptions,
+    /// Kafka sources: offsets, lag, errors per partition.
+    Sources,
+    /// Records Kafka sources skipped, optionally of one source.
+    SourceErrors(Option<String>),
     Variable(String),
     AllVariables,
 }
@@ -157,6 +171,7 @@ impl Statement {
             Statement::CreateTable(_) => "CREATE TABLE",
             Statement::CreateStream(_) => "CREATE STREAM",
             Statement::CreateView(_) => "CREATE MATERIALIZED VIEW",
+            Statement::CreateSink(_) => "CREATE SINK",
             Statement::Drop(d) => match d.kind {
                 ObjectKind::Table => "DROP TABLE",
                 ObjectKind::Stream => "DROP STREAM",

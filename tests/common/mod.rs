@@ -99,11 +99,25 @@ impl Eddy {
     }
 
     /// Kill and start again on the same data directory.
-    pub fn restart(mut self) -> Eddy {
+    pub fn restart(self) -> Eddy {
+        self.restart_with(&[])
+    }
+
+    /// Kill and start again on the same data directory, with these arguments.
+    pub fn restart_with(mut self, extra: &[&str]) -> Eddy {
         self.kill9();
         let tmp = self._tmp.take();
-        let mut e = Self::start_in(&self.data_dir.clone(), &[]);
+        let mut e = Self::start_in(&self.data_dir.clone(), extra);
         e._tmp = tmp;
+        e
+    }
+
+    /// Start with a fresh temporary data directory and extra arguments.
+    pub fn start_with(extra: &[&str]) -> Eddy {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let dir = tmp.path().join("data");
+        let mut e = Self::start_in(&dir, extra);
+        e._tmp = Some(tmp);
         e
     }
 
@@ -296,4 +310,78 @@ pub fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("free port")
+}
+
+/// A real Kafka-protocol broker (Tansu, in-memory storage) on a free port. The binary
+/// comes from `EDDY_TANSU_BIN`, or `scripts/lib/ensure-tansu.sh` installs it.
+pub struct Broker {
+    child: Child,
+    pub port: u16,
+}
+
+impl Broker {
+    pub fn start() -> Broker {
+        let bin = match std::env::var("EDDY_TANSU_BIN") {
+            Ok(b) if !b.is_empty() => b,
+            _ => {
+                let script =
+                    Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/lib/ensure-tansu.sh");
+                let out = Command::new("bash")
+                    .arg(script)
+                    .stderr(Stdio::inherit())
+                    .output()
+                    .expect("run scripts/lib/ensure-tansu.sh");
+                assert!(out.status.success(), "ensure-tansu.sh failed");
+                String::from_utf8_lossy(&out.stdout).trim().to_string()
+            }
+        };
+        let port = free_port();
+        let url = format!("tcp://127.0.0.1:{port}");
+        let child = Command::new(&bin)
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start tansu");
+        let start = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "tansu did not start"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Broker { child, port }
+    }
+
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Freeze the broker (SIGSTOP): connections hang, as in a network partition.
+    pub fn pause(&self) {
+        let _ = Command::new("kill")
+            .args(["-STOP", &self.child.id().to_string()])
+            .status();
+    }
+
+    pub fn resume(&self) {
+        let _ = Command::new("kill")
+            .args(["-CONT", &self.child.id().to_string()])
+            .status();
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.resume();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

@@ -1,0 +1,1108 @@
+//! Kafka: sources (a stream or upsert table fed by a topic), the producer behind
+//! `INSERT` into a Kafka-backed relation, and sinks.
+//!
+//! A source is one thread with an rdkafka consumer that reads every partition of its
+//! topic by manual assignment (no consumer-group join). It polls a batch of records,
+//! decodes it ([`crate::format`]) and hands the rows to the dataflow together with the
+//! next offset of each partition and the count of bad records; the dataflow commits
+//! both in the same atomic write as the epoch that applies the rows. eddy's own
+//! offsets are therefore the truth: after a crash the source resumes exactly where the
+//! last committed epoch left off — nothing lost, nothing counted twice — and Kafka
+//! consumer-group offsets are never consulted.
+//!
+//! When the broker is unreachable the source keeps retrying (librdkafka reconnects by
+//! itself; a source that cannot even get metadata backs off up to 10 s) and shows the
+//! error in `SHOW SOURCES`; when the broker returns it catches up from its offsets.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use parking_lot::Mutex;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::{ClientContext, DefaultClientContext};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::statistics::Statistics;
+use rdkafka::{Offset, TopicPartitionList};
+use serde::{Deserialize, Serialize};
+use tracing::{info, warn};
+
+use crate::catalog::{CatalogEntry, ObjectKind};
+use crate::dataflow::runtime::DataflowHandle;
+use crate::error::{Error, Result};
+use crate::format::{BadRecord, Decoder, KeyFormat, RawRecord, ValueFormat};
+use crate::storage::{keys, Storage, WriteBatch};
+
+/// How eddy reaches Kafka (`--kafka-brokers`, `--kafka-option`).
+#[derive(Clone, Debug, Default)]
+pub struct KafkaConfig {
+    /// `host:port[,host:port...]`; `None` when eddy runs without Kafka.
+    pub brokers: Option<String>,
+    /// librdkafka properties passed through (`security.protocol`, `sasl.*`, `ssl.*`).
+    pub options: Vec<(String, String)>,
+}
+
+impl KafkaConfig {
+    fn client_config(&self) -> Result<ClientConfig> {
+        let Some(brokers) = &self.brokers else {
+            return Err(Error::invalid_with(
+                "55000",
+                "eddy is not connected to Kafka: start it with --kafka-brokers host:port \
+                 (or EDDY_KAFKA_BROKERS)",
+            ));
+        };
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", brokers)
+            .set("client.id", "eddy")
+            .set("socket.keepalive.enable", "true")
+            .set("reconnect.backoff.max.ms", "5000")
+            .set("log_level", "3");
+        for (k, v) in &self.options {
+            c.set(k, v);
+        }
+        Ok(c)
+    }
+}
+
+/// Timeout for metadata and admin requests made while a user waits.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Most recent bad records kept per source.
+const RECENT_ERRORS: usize = 100;
+
+/// The options of a Kafka-backed stream or table, parsed from its WITH clause.
+#[derive(Clone, Debug)]
+pub struct SourceOptions {
+    pub topic: String,
+    pub value_format: ValueFormat,
+    pub key_format: KeyFormat,
+    pub key_columns: Vec<usize>,
+    pub timestamp_column: Option<usize>,
+    pub partitions: Option<i32>,
+    pub start: StartOffset,
+}
+
+/// Where a source starts reading a partition it has no offset for.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum StartOffset {
+    Earliest,
+    Latest,
+    /// The first record at or after this time (milliseconds since 1970).
+    Timestamp(i64),
+}
+
+/// The WITH options eddy understands on a Kafka-backed stream or table.
+pub const SOURCE_OPTIONS: &[&str] = &[
+    "kafka_topic",
+    "format",
+    "value_format",
+    "key_format",
+    "key_columns",
+    "timestamp",
+    "partitions",
+    "start_offset",
+];
+
+impl SourceOptions {
+    /// Parse and check the options of `entry` (which has `kafka_topic`).
+    pub fn from_entry(entry: &CatalogEntry) -> Result<Self> {
+        let o = &entry.options;
+        if let Some(k) = o.keys().find(|k| !SOURCE_OPTIONS.contains(&k.as_str())) {
+            return Err(Error::invalid_with(
+                "22023",
+                format!(
+                    "unknown option \"{k}\" for a Kafka {} (known: {})",
+                    entry.kind.noun(),
+                    SOURCE_OPTIONS.join(", ")
+                ),
+            ));
+        }
+        let topic = o
+            .get("kafka_topic")
+            .filter(|t| !t.is_empty())
+            .cloned()
+            .ok_or_else(|| Error::invalid_with("22023", "kafka_topic must name a topic"))?;
+        let value_format = ValueFormat::parse(
+            o.get("format")
+                .or_else(|| o.get("value_format"))
+                .map_or("json", String::as_str),
+        )?;
+        let column = |name: &str, what: &str| {
+            let n = name.trim().trim_matches('"').to_lowercase();
+            entry
+                .column_index(&n)
+                .ok_or_else(|| Error::UndefinedColumn {
+                    message: format!("{what} column \"{n}\" does not exist"),
+                    position: None,
+                })
+        };
+        let key_columns: Vec<usize> = if entry.kind == ObjectKind::Table {
+            if o.contains_key("key_columns") {
+                return Err(Error::invalid_with(
+                    "22023",
+                    "a Kafka table is keyed by its PRIMARY KEY; key_columns is for streams",
+                ));
+            }
+            if entry.primary_key.is_empty() {
+                return Err(Error::invalid_with(
+                    "42P16",
+                    format!(
+                        "Kafka table \"{}\" needs a PRIMARY KEY: each record upserts the row \
+                         with its key (use CREATE STREAM for an append-only topic)",
+                        entry.name
+                    ),
+                ));
+            }
+            entry.primary_key.clone()
+        } else {
+            match o.get("key_columns") {
+                Some(list) => list
+                    .split(',')
+                    .map(|c| column(c, "key"))
+                    .collect::<Result<_>>()?,
+                None => vec![],
+            }
+        };
+        let key_format = match o.get("key_format") {
+            Some(f) => KeyFormat::parse(f)?,
+            None if key_columns.is_empty() => KeyFormat::None,
+            None if key_columns.len() == 1 => KeyFormat::Text,
+            None => KeyFormat::Json,
+        };
+        let timestamp_column = match o.get("timestamp") {
+            Some(c) => {
+                let i = column(c, "timestamp")?;
+                if !matches!(
+                    entry.columns[i].data_type,
+                    datafusion::arrow::datatypes::DataType::Timestamp(_, _)
+                ) {
+                    return Err(Error::invalid_with(
+                        "42804",
+                        format!(
+                            "timestamp column \"{}\" must be a TIMESTAMP",
+                            entry.columns[i].name
+                        ),
+                    ));
+                }
+                Some(i)
+            }
+            None => None,
+        };
+        let partitions = match o.get("partitions") {
+            Some(p) => Some(p.parse::<i32>().ok().filter(|p| *p > 0).ok_or_else(|| {
+                Error::invalid_with(
+                    "22023",
+                    format!("partitions must be a positive integer, not '{p}'"),
+                )
+            })?),
+            None => None,
+        };
+        let start = match o.get("start_offset").map(|s| s.to_ascii_lowercase()) {
+            None => StartOffset::Earliest,
+            Some(s) if s == "earliest" => StartOffset::Earliest,
+            Some(s) if s == "latest" => StartOffset::Latest,
+            Some(s) => StartOffset::Timestamp(parse_time(&s).ok_or_else(|| {
+                Error::invalid_with(
+                    "22023",
+                    format!(
+                        "start_offset must be 'earliest', 'latest' or a timestamp \
+                         ('2024-05-01 12:00:00' or milliseconds since 1970), not '{s}'"
+                    ),
+                )
+            })?),
+        };
+        Ok(Self {
+            topic,
+            value_format,
+            key_format,
+            key_columns,
+            timestamp_column,
+            partitions,
+            start,
+        })
+    }
+
+    pub fn decoder(&self, entry: &CatalogEntry) -> Result<Decoder> {
+        Decoder::new(
+            entry,
+            self.value_format,
+            self.key_format,
+            self.key_columns.clone(),
+            self.timestamp_column,
+            entry.kind == ObjectKind::Table,
+        )
+    }
+}
+
+fn parse_time(s: &str) -> Option<i64> {
+    if let Ok(ms) = s.parse::<i64>() {
+        return Some(ms);
+    }
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+        return Some(t.timestamp_millis());
+    }
+    for f in [
+        "%Y-%m-%d %H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%d %H:%M",
+    ] {
+        if let Ok(t) = chrono::NaiveDateTime::parse_from_str(s, f) {
+            return Some(t.and_utc().timestamp_millis());
+        }
+    }
+    chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        .ok()
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(|t| t.and_utc().timestamp_millis())
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// A source's durable progress, committed with every epoch it feeds.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct SourceProgress {
+    /// The next offset to read, per partition.
+    pub offsets: BTreeMap<i32, i64>,
+    /// Records read (good and bad).
+    pub records: u64,
+    /// Records skipped because they did not decode.
+    pub errors: u64,
+    /// The most recent bad records.
+    pub recent_errors: VecDeque<SourceError>,
+}
+
+/// A record that was skipped.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SourceError {
+    pub partition: i32,
+    pub offset: i64,
+    pub reason: String,
+    /// When eddy read it (milliseconds since 1970).
+    pub at_ms: i64,
+}
+
+fn progress_key(object_id: u32) -> Vec<u8> {
+    keys::meta_key(&format!("source/{object_id}"))
+}
+
+/// Load a source's committed progress.
+pub fn load_progress(storage: &dyn Storage, object_id: u32) -> Result<SourceProgress> {
+    match storage.get(&progress_key(object_id))? {
+        Some(bytes) => serde_json::from_slice(&bytes)
+            .map_err(|e| Error::Storage(format!("corrupt progress of source {object_id}: {e}"))),
+        None => Ok(SourceProgress::default()),
+    }
+}
+
+/// Remove a source's progress (DROP).
+pub fn delete_progress(batch: &mut WriteBatch, object_id: u32) {
+    batch.delete(progress_key(object_id));
+}
+
+/// What `SHOW SOURCES` shows of a running source.
+#[derive(Clone, Debug, Default)]
+pub struct SourceStatus {
+    pub topic: String,
+    /// `running`, or what is wrong (broker unreachable, ...).
+    pub state: String,
+    /// Committed progress.
+    pub progress: SourceProgress,
+    /// The high watermark of each partition, as last reported by the broker.
+    pub high_watermarks: BTreeMap<i32, i64>,
+}
+
+/// Collects per-partition high watermarks from librdkafka's statistics.
+struct StatsContext {
+    topic: String,
+    status: Arc<Mutex<SourceStatus>>,
+}
+
+impl ClientContext for StatsContext {
+    fn stats(&self, stats: Statistics) {
+        if let Some(t) = stats.topics.get(&self.topic) {
+            let mut s = self.status.lock();
+            for (p, part) in &t.partitions {
+                if *p >= 0 && part.hi_offset >= 0 {
+                    s.high_watermarks.insert(*p, part.hi_offset);
+                }
+            }
+        }
+    }
+}
+
+impl ConsumerContext for StatsContext {}
+
+/// A running source: its thread and what it reports.
+pub struct KafkaSource {
+    stop: Arc<AtomicBool>,
+    pub status: Arc<Mutex<SourceStatus>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl KafkaSource {
+    /// Start reading `entry`'s topic from `progress`, feeding the dataflow.
+    pub fn start(
+        config: &KafkaConfig,
+        entry: &CatalogEntry,
+        progress: SourceProgress,
+        dataflow: DataflowHandle,
+    ) -> Result<Self> {
+        let options = SourceOptions::from_entry(entry)?;
+        let decoder = options.decoder(entry)?;
+        let client = config.client_config()?;
+        let status = Arc::new(Mutex::new(SourceStatus {
+            topic: options.topic.clone(),
+            state: "starting".into(),
+            progress: progress.clone(),
+            high_watermarks: BTreeMap::new(),
+        }));
+        let stop = Arc::new(AtomicBool::new(false));
+        let worker = SourceWorker {
+            object_id: entry.id,
+            name: entry.name.clone(),
+            options,
+            decoder,
+            client,
+            dataflow,
+            status: status.clone(),
+            stop: stop.clone(),
+            committed: progress,
+        };
+        let thread = std::thread::Builder::new()
+            .name(format!("eddy-source-{}", entry.name))
+            .spawn(move || worker.run())
+            .map_err(|e| Error::internal(format!("cannot start source thread: {e}")))?;
+        Ok(Self {
+            stop,
+            status,
+            thread: Some(thread),
+        })
+    }
+
+    /// Stop the source (its thread finishes its current batch and exits).
+    pub fn stop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for KafkaSource {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Most records decoded and applied in one epoch.
+const MAX_BATCH: usize = 20_000;
+
+struct SourceWorker {
+    object_id: u32,
+    name: String,
+    options: SourceOptions,
+    decoder: Decoder,
+    client: ClientConfig,
+    dataflow: DataflowHandle,
+    status: Arc<Mutex<SourceStatus>>,
+    stop: Arc<AtomicBool>,
+    /// Progress as of the last committed epoch.
+    committed: SourceProgress,
+}
+
+impl SourceWorker {
+    fn set_state(&self, state: impl Into<String>) {
+        self.status.lock().state = state.into();
+    }
+
+    fn stopped(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+
+    fn run(mut self) {
+        let mut backoff = Duration::from_millis(200);
+        while !self.stopped() {
+            match self.connect() {
+                Ok((consumer, partitions)) => {
+                    backoff = Duration::from_millis(200);
+                    self.set_state("running");
+                    info!(source = %self.name, topic = %self.options.topic, partitions, "source running");
+                    if let Err(e) = self.consume(&consumer, partitions) {
+                        warn!(source = %self.name, "source error, reconnecting: {e}");
+                        self.set_state(format!("error: {e}"));
+                    }
+                }
+                Err(e) => {
+                    warn!(source = %self.name, "cannot start reading Kafka, retrying in {backoff:?}: {e}");
+                    self.set_state(format!("retrying: {e}"));
+                    self.sleep(backoff);
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                }
+            }
+        }
+    }
+
+    fn sleep(&self, d: Duration) {
+        let until = Instant::now() + d;
+        while !self.stopped() && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn connect(&self) -> Result<(BaseConsumer<StatsContext>, usize)> {
+        let mut c = self.client.clone();
+        c.set("group.id", format!("eddy-{}", self.name))
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("enable.partition.eof", "false")
+            .set("fetch.wait.max.ms", "10")
+            .set("statistics.interval.ms", "1000");
+        let consumer: BaseConsumer<StatsContext> = c
+            .create_with_context(StatsContext {
+                topic: self.options.topic.clone(),
+                status: self.status.clone(),
+            })
+            .map_err(kafka_err)?;
+        let partitions = partitions_of(&consumer, &self.options.topic)?;
+        self.assign(&consumer, &partitions)?;
+        Ok((consumer, partitions.len()))
+    }
+
+    /// Assign every partition at its committed offset (or the start position).
+    fn assign(&self, consumer: &BaseConsumer<StatsContext>, partitions: &[i32]) -> Result<()> {
+        let topic = &self.options.topic;
+        let mut tpl = TopicPartitionList::new();
+        let mut by_time = TopicPartitionList::new();
+        for p in partitions {
+            let offset = match (self.committed.offsets.get(p), self.options.start) {
+                (Some(o), _) => Offset::Offset(*o),
+                (None, StartOffset::Earliest) => Offset::Beginning,
+                (None, StartOffset::Latest) => Offset::End,
+                (None, StartOffset::Timestamp(t)) => {
+                    by_time
+                        .add_partition_offset(topic, *p, Offset::Offset(t))
+                        .map_err(kafka_err)?;
+                    continue;
+                }
+            };
+            tpl.add_partition_offset(topic, *p, offset)
+                .map_err(kafka_err)?;
+        }
+        if by_time.count() > 0 {
+            let found = consumer
+                .offsets_for_times(by_time, REQUEST_TIMEOUT)
+                .map_err(kafka_err)?;
+            for e in found.elements() {
+                let offset = match e.offset() {
+                    Offset::Offset(o) => Offset::Offset(o),
+                    _ => Offset::End,
+                };
+                tpl.add_partition_offset(topic, e.partition(), offset)
+                    .map_err(kafka_err)?;
+            }
+        }
+        consumer.assign(&tpl).map_err(kafka_err)
+    }
+
+    fn consume(
+        &mut self,
+        consumer: &BaseConsumer<StatsContext>,
+        mut partitions: usize,
+    ) -> Result<()> {
+        let mut last_metadata = Instant::now();
+        let mut records: Vec<RawRecord> = Vec::with_capacity(1024);
+        let mut last_error: Option<Instant> = None;
+        while !self.stopped() {
+            records.clear();
+            let deadline = Instant::now() + Duration::from_millis(5);
+            let mut wait = Duration::from_millis(100);
+            while records.len() < MAX_BATCH {
+                match consumer.poll(wait) {
+                    None => break,
+                    Some(Ok(m)) => {
+                        let p = m.partition();
+                        let next = self.committed.offsets.get(&p).copied().unwrap_or(0);
+                        // Already applied (a re-read after reconnecting): skip.
+                        if m.offset() < next {
+                            continue;
+                        }
+                        records.push(RawRecord {
+                            key: m.key().map(<[u8]>::to_vec),
+                            value: m.payload().map(<[u8]>::to_vec),
+                            timestamp_ms: m.timestamp().to_millis(),
+                            partition: p,
+                            offset: m.offset(),
+                        });
+                    }
+                    Some(Err(e)) => {
+                        // librdkafka retries by itself; say so, at most once a second.
+                        if last_error.is_none_or(|t| t.elapsed() > Duration::from_secs(1)) {
+                            warn!(source = %self.name, "Kafka: {e}");
+                            self.set_state(format!("error: {e}"));
+                            last_error = Some(Instant::now());
+                        }
+                        break;
+                    }
+                }
+                if Instant::now() >= deadline {
+                    break;
+                }
+                wait = Duration::ZERO;
+            }
+            if !records.is_empty() {
+                if last_error.take().is_some() {
+                    self.set_state("running");
+                }
+                self.apply(&records)?;
+            }
+            // New partitions are picked up (read from their beginning).
+            if last_metadata.elapsed() > Duration::from_secs(5) {
+                last_metadata = Instant::now();
+                if let Ok(ps) = partitions_of(consumer, &self.options.topic) {
+                    if ps.len() > partitions {
+                        info!(source = %self.name, from = partitions, to = ps.len(), "topic has new partitions");
+                        partitions = ps.len();
+                        let mut next = self.committed.clone();
+                        for p in &ps {
+                            next.offsets.entry(*p).or_insert(0);
+                        }
+                        self.committed = next;
+                        self.assign(consumer, &ps)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Decode a batch and apply it, committing the new offsets with it.
+    fn apply(&mut self, records: &[RawRecord]) -> Result<()> {
+        let decoded = self.decoder.decode(records)?;
+        let mut next = self.committed.clone();
+        for r in records {
+            let o = next.offsets.entry(r.partition).or_insert(0);
+            *o = (*o).max(r.offset + 1);
+        }
+        next.records += records.len() as u64;
+        next.errors += decoded.bad.len() as u64;
+        let at_ms = now_ms();
+        for BadRecord {
+            partition,
+            offset,
+            reason,
+        } in decoded.bad
+        {
+            if next.recent_errors.len() == RECENT_ERRORS {
+                next.recent_errors.pop_front();
+            }
+            next.recent_errors.push_back(SourceError {
+                partition,
+                offset,
+                reason,
+                at_ms,
+            });
+        }
+        let mut extra = WriteBatch::new();
+        extra.put(
+            progress_key(self.object_id),
+            serde_json::to_vec(&next).map_err(|e| Error::internal(e.to_string()))?,
+        );
+        let write = self
+            .dataflow
+            .write_with(self.object_id, decoded.changes, extra);
+        match futures::executor::block_on(write) {
+            Ok(_) => {
+                self.status.lock().progress = next.clone();
+                self.committed = next;
+                Ok(())
+            }
+            Err(e) => {
+                // Nothing of this batch was applied: reconnect and read it again from
+                // the committed offsets.
+                self.sleep(Duration::from_secs(1));
+                Err(e)
+            }
+        }
+    }
+}
+
+/// The partition ids of `topic`; an error when the topic does not exist.
+fn partitions_of<C: ConsumerContext>(consumer: &BaseConsumer<C>, topic: &str) -> Result<Vec<i32>> {
+    let md = consumer
+        .fetch_metadata(Some(topic), REQUEST_TIMEOUT)
+        .map_err(kafka_err)?;
+    let t = md
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic)
+        .ok_or_else(|| Error::Kafka(format!("topic \"{topic}\" does not exist")))?;
+    if let Some(e) = t.error() {
+        return Err(Error::Kafka(format!("topic \"{topic}\": {e:?}")));
+    }
+    let mut ps: Vec<i32> = t.partitions().iter().map(|p| p.id()).collect();
+    if ps.is_empty() {
+        return Err(Error::Kafka(format!("topic \"{topic}\" does not exist")));
+    }
+    ps.sort_unstable();
+    Ok(ps)
+}
+
+fn kafka_err(e: KafkaError) -> Error {
+    Error::Kafka(e.to_string())
+}
+
+/// eddy's connection to Kafka: configuration, the shared producer, running sources.
+pub struct Kafka {
+    config: KafkaConfig,
+    producer: Mutex<Option<FutureProducer>>,
+    sources: Mutex<HashMap<u32, KafkaSource>>,
+    sinks: Mutex<HashMap<u32, KafkaSink>>,
+}
+
+impl Kafka {
+    pub fn new(config: KafkaConfig) -> Self {
+        Self {
+            config,
+            producer: Mutex::new(None),
+            sources: Mutex::new(HashMap::new()),
+            sinks: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn config(&self) -> &KafkaConfig {
+        &self.config
+    }
+
+    /// Make sure `topic` exists (creating it with `partitions` when given): the check
+    /// CREATE STREAM/TABLE/SINK makes before anything is created.
+    pub async fn ensure_topic(&self, topic: &str, partitions: Option<i32>) -> Result<usize> {
+        let client = self.config.client_config()?;
+        let brokers = self.config.brokers.clone().unwrap_or_default();
+        let topic_name = topic.to_string();
+        let probe = client.clone();
+        let found = tokio::task::spawn_blocking(move || -> Result<Option<usize>> {
+            let consumer: BaseConsumer = probe.create().map_err(kafka_err)?;
+            let md = consumer
+                .fetch_metadata(Some(&topic_name), REQUEST_TIMEOUT)
+                .map_err(|e| {
+                    Error::invalid_with("08001", format!("cannot reach Kafka at {brokers}: {e}"))
+                })?;
+            Ok(md
+                .topics()
+                .iter()
+                .find(|t| t.name() == topic_name && t.error().is_none())
+                .map(|t| t.partitions().len())
+                .filter(|n| *n > 0))
+        })
+        .await
+        .map_err(|e| Error::internal(e.to_string()))??;
+        if let Some(n) = found {
+            return Ok(n);
+        }
+        let Some(partitions) = partitions else {
+            return Err(Error::invalid_with(
+                "42704",
+                format!(
+                    "Kafka topic \"{topic}\" does not exist; create it, or add partitions = N \
+                     to the WITH options to have eddy create it"
+                ),
+            ));
+        };
+        let admin: AdminClient<DefaultClientContext> = client.create().map_err(kafka_err)?;
+        let results = admin
+            .create_topics(
+                &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
+                &AdminOptions::new().operation_timeout(Some(REQUEST_TIMEOUT)),
+            )
+            .await
+            .map_err(kafka_err)?;
+        for r in results {
+            if let Err((t, code)) = r {
+                if code != rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists {
+                    return Err(Error::Kafka(format!("cannot create topic \"{t}\": {code}")));
+                }
+            }
+        }
+        info!(topic, partitions, "created Kafka topic");
+        Ok(partitions as usize)
+    }
+
+    /// Start (or restart) the source of a Kafka-backed relation.
+    pub fn start_source(
+        &self,
+        entry: &CatalogEntry,
+        progress: SourceProgress,
+        dataflow: DataflowHandle,
+    ) -> Result<()> {
+        let source = KafkaSource::start(&self.config, entry, progress, dataflow)?;
+        if let Some(mut old) = self.sources.lock().insert(entry.id, source) {
+            old.stop();
+        }
+        Ok(())
+    }
+
+    /// Stop a source (DROP); waits for its thread to finish its batch.
+    pub async fn stop_source(&self, object_id: u32) {
+        let source = self.sources.lock().remove(&object_id);
+        if let Some(mut s) = source {
+            let _ = tokio::task::spawn_blocking(move || s.stop()).await;
+        }
+    }
+
+    /// Status of every running source, by object id.
+    pub fn source_status(&self) -> HashMap<u32, SourceStatus> {
+        self.sources
+            .lock()
+            .iter()
+            .map(|(id, s)| (*id, s.status.lock().clone()))
+            .collect()
+    }
+
+    fn producer(&self) -> Result<FutureProducer> {
+        let mut p = self.producer.lock();
+        if let Some(p) = &*p {
+            return Ok(p.clone());
+        }
+        let mut c = self.config.client_config()?;
+        c.set("linger.ms", "2")
+            .set("message.timeout.ms", "30000")
+            .set("enable.idempotence", "false");
+        let producer: FutureProducer = c.create().map_err(kafka_err)?;
+        *p = Some(producer.clone());
+        Ok(producer)
+    }
+
+    /// Produce records (key, value; `None` value = tombstone) and wait until the broker
+    /// has acknowledged every one.
+    pub async fn produce(
+        &self,
+        topic: &str,
+        records: Vec<(Option<String>, Option<String>)>,
+    ) -> Result<()> {
+        let producer = self.producer()?;
+        produce_all(&producer, topic, &records).await
+    }
+}
+
+impl Drop for Kafka {
+    fn drop(&mut self) {
+        for (_, mut s) in self.sources.lock().drain() {
+            s.stop();
+        }
+    }
+}
+
+/// The WITH options of a Kafka sink.
+pub const SINK_OPTIONS: &[&str] = &["kafka_topic", "format", "key", "key_format", "partitions"];
+
+/// How a sink writes a relation's changes.
+#[derive(Clone, Debug)]
+pub struct SinkOptions {
+    pub topic: String,
+    /// Key columns (indices into the relation): `key = 'a,b'`, else the table's primary
+    /// key; an upsert sink without either is keyed by the whole row.
+    pub key_columns: Vec<usize>,
+    pub key_format: KeyFormat,
+    /// Upsert stream (value = new row, tombstone on delete) rather than plain records.
+    pub upsert: bool,
+    pub partitions: Option<i32>,
+}
+
+impl SinkOptions {
+    /// Parse a sink's options against the relation it reads.
+    pub fn parse(options: &BTreeMap<String, String>, from: &CatalogEntry) -> Result<Self> {
+        if let Some(k) = options.keys().find(|k| !SINK_OPTIONS.contains(&k.as_str())) {
+            return Err(Error::invalid_with(
+                "22023",
+                format!(
+                    "unknown option \"{k}\" for a sink (known: {})",
+                    SINK_OPTIONS.join(", ")
+                ),
+            ));
+        }
+        let topic = options
+            .get("kafka_topic")
+            .filter(|t| !t.is_empty())
+            .cloned()
+            .ok_or_else(|| Error::invalid_with("22023", "a sink needs kafka_topic = '...'"))?;
+        if let Some(f) = options.get("format") {
+            if ValueFormat::parse(f)? != ValueFormat::Json {
+                return Err(Error::not_supported(
+                    "sinks write JSON only (format = 'json')",
+                ));
+            }
+        }
+        let key_columns: Vec<usize> = match options.get("key") {
+            Some(list) => list
+                .split(',')
+                .map(|c| {
+                    let n = c.trim().trim_matches('"').to_lowercase();
+                    from.column_index(&n).ok_or_else(|| Error::UndefinedColumn {
+                        message: format!("key column \"{n}\" does not exist in \"{}\"", from.name),
+                        position: None,
+                    })
+                })
+                .collect::<Result<_>>()?,
+            None => from.primary_key.clone(),
+        };
+        let upsert = !from.append_only;
+        let key_columns = if upsert && key_columns.is_empty() {
+            (0..from.columns.len()).collect()
+        } else {
+            key_columns
+        };
+        let key_format = match options.get("key_format") {
+            Some(f) => KeyFormat::parse(f)?,
+            None if key_columns.is_empty() => KeyFormat::None,
+            None if key_columns.len() == 1 => KeyFormat::Text,
+            None => KeyFormat::Json,
+        };
+        if key_format == KeyFormat::Text && key_columns.len() > 1 {
+            return Err(Error::invalid_with(
+                "22023",
+                "key_format 'text' needs exactly one key column; use key_format = 'json'",
+            ));
+        }
+        let partitions = match options.get("partitions") {
+            Some(p) => Some(p.parse::<i32>().ok().filter(|p| *p > 0).ok_or_else(|| {
+                Error::invalid_with(
+                    "22023",
+                    format!("partitions must be a positive integer, not '{p}'"),
+                )
+            })?),
+            None => None,
+        };
+        Ok(Self {
+            topic,
+            key_columns,
+            key_format,
+            upsert,
+            partitions,
+        })
+    }
+}
+
+/// What `SHOW SINKS` shows of a running sink.
+#[derive(Clone, Debug, Default)]
+pub struct SinkStatus {
+    pub topic: String,
+    pub state: String,
+    /// Records produced and acknowledged since eddy started.
+    pub records: u64,
+    /// The last epoch whose changes are all acknowledged by the broker.
+    pub epoch: u64,
+}
+
+/// Turn one epoch's changes into Kafka records (key, value; `None` value = tombstone).
+///
+/// Upsert sinks consolidate by key first: a key with a +1 row ends up as that row, a
+/// key with only −1 rows as a tombstone; an update (−old +new) is one record.
+/// Append-only sinks write every inserted row.
+pub fn sink_records(
+    opts: &SinkOptions,
+    batches: &[crate::dataflow::ChangeBatch],
+) -> Result<Vec<(Option<String>, Option<String>)>> {
+    let mut out = vec![];
+    for b in batches {
+        if b.is_empty() {
+            continue;
+        }
+        let values = crate::format::JsonEncoder::new(&b.schema()).encode(&b.data, None)?;
+        let keys = crate::format::encode_keys(&b.data, &opts.key_columns, opts.key_format)?;
+        let diffs = b.diffs.values();
+        if !opts.upsert {
+            for ((k, v), d) in keys.into_iter().zip(values).zip(diffs.iter()) {
+                for _ in 0..(*d).max(0) {
+                    out.push((k.clone(), Some(v.clone())));
+                }
+            }
+            continue;
+        }
+        for ((k, v), d) in keys.into_iter().zip(values).zip(diffs.iter()) {
+            out.push((k, (*d > 0).then_some(v)));
+        }
+    }
+    if !opts.upsert {
+        return Ok(out);
+    }
+    // Per key, the final state: any insertion wins over retractions of the same key.
+    let mut order: Vec<Option<String>> = vec![];
+    let mut last: HashMap<Option<String>, Option<String>> = HashMap::new();
+    for (k, v) in out {
+        match last.get_mut(&k) {
+            Some(slot) => {
+                if v.is_some() {
+                    *slot = v;
+                }
+            }
+            None => {
+                order.push(k.clone());
+                last.insert(k, v);
+            }
+        }
+    }
+    Ok(order
+        .into_iter()
+        .map(|k| {
+            let v = last.remove(&k).flatten();
+            (k, v)
+        })
+        .collect())
+}
+
+/// A running sink: a task that subscribes to its relation and produces every epoch.
+pub struct KafkaSink {
+    pub status: Arc<Mutex<SinkStatus>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for KafkaSink {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Kafka {
+    /// Start a sink reading `from_id`. `snapshot`: begin with the relation's contents.
+    pub fn start_sink(
+        &self,
+        sink: &CatalogEntry,
+        opts: SinkOptions,
+        from_id: u32,
+        dataflow: DataflowHandle,
+    ) -> Result<()> {
+        let producer = self.producer()?;
+        let status = Arc::new(Mutex::new(SinkStatus {
+            topic: opts.topic.clone(),
+            state: "starting".into(),
+            ..Default::default()
+        }));
+        let name = sink.name.clone();
+        let st = status.clone();
+        let task = tokio::spawn(async move {
+            run_sink(name, opts, from_id, dataflow, producer, st).await;
+        });
+        self.sinks
+            .lock()
+            .insert(sink.id, KafkaSink { status, task });
+        Ok(())
+    }
+
+    pub fn stop_sink(&self, sink_id: u32) {
+        self.sinks.lock().remove(&sink_id);
+    }
+
+    pub fn sink_status(&self) -> HashMap<u32, SinkStatus> {
+        self.sinks
+            .lock()
+            .iter()
+            .map(|(id, s)| (*id, s.status.lock().clone()))
+            .collect()
+    }
+}
+
+async fn run_sink(
+    name: String,
+    opts: SinkOptions,
+    from_id: u32,
+    dataflow: DataflowHandle,
+    producer: FutureProducer,
+    status: Arc<Mutex<SinkStatus>>,
+) {
+    // Upsert sinks start from the relation's contents, which is idempotent: re-sending
+    // a key's current row after a restart changes nothing for a reader of the topic.
+    // Append-only sinks send existing rows only when first created (epoch 0).
+    let mut snapshot = true;
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        let mut rx = match dataflow.subscribe(from_id, snapshot, None).await {
+            Ok(rx) => rx,
+            Err(e) => {
+                warn!(sink = %name, "cannot subscribe: {e}");
+                status.lock().state = format!("error: {e}");
+                return;
+            }
+        };
+        status.lock().state = "running".into();
+        loop {
+            let event = match rx.next().await {
+                Ok(e) => e,
+                Err(e) => {
+                    if e.to_string().contains("dropped") {
+                        return;
+                    }
+                    // Cut off while the broker was slow: start over from the contents
+                    // (upsert) or from now (append-only, some rows are lost: said in docs).
+                    warn!(sink = %name, "sink subscription ended, restarting: {e}");
+                    snapshot = opts.upsert;
+                    break;
+                }
+            };
+            let crate::dataflow::subscribe::SubscriptionEvent::Changes { epoch, batches } = event
+            else {
+                continue;
+            };
+            let records = match sink_records(&opts, &batches) {
+                Ok(r) => r,
+                Err(e) => {
+                    warn!(sink = %name, "cannot encode changes: {e}");
+                    status.lock().state = format!("error: {e}");
+                    continue;
+                }
+            };
+            // Retry until the broker takes the whole epoch: records go out in epoch order.
+            loop {
+                match produce_all(&producer, &opts.topic, &records).await {
+                    Ok(()) => {
+                        backoff = Duration::from_millis(200);
+                        let mut s = status.lock();
+                        s.records += records.len() as u64;
+                        s.epoch = epoch;
+                        s.state = "running".into();
+                        break;
+                    }
+                    Err(e) => {
+                        warn!(sink = %name, "cannot produce, retrying in {backoff:?}: {e}");
+                        status.lock().state = format!("retrying: {e}");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(10));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Produce records and wait until the broker acknowledged every one. (`send` enqueues
+/// when first polled, so the futures are polled together.)
+async fn produce_all(
+    producer: &FutureProducer,
+    topic: &str,
+    records: &[(Option<String>, Option<String>)],
+) -> Result<()> {
+    let mut pending = Vec::with_capacity(records.len());
+    for (key, value) in records {
+        let mut r: FutureRecord<'_, str, str> = FutureRecord::to(topic);
+        if let Some(k) = key {
+            r = r.key(k.as_str());
+        }
+        if let Some(v) = value {
+            r = r.payload(v.as_str());
+        }
+        pending.push(producer.send(r, Duration::from_secs(30)));
+    }
+    for r in futures::future::join_all(pending).await {
+        r.map_err(|(e, _)| Error::Kafka(format!("cannot produce to \"{topic}\": {e}")))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,3 @@
+//! Connectors to systems outside eddy. Only this module imports rdkafka.
+
+pub mod kafka;
