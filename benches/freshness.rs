@@ -16,6 +16,9 @@
 //! silently lowering the rate (no coordinated omission). The first second is warm-up.
 //! The run also checks that every event arrived exactly once.
 //!
+//! With `EDDY_BENCH_SOURCE=kafka` the stream is fed by a topic on a real broker (Tansu,
+//! one partition per writer) and the writers produce JSON records to it instead.
+//!
 //! Run: `cargo bench --bench freshness` (env `EDDY_BENCH_RATES=10000,100000` events/s,
 //! `EDDY_BENCH_SECONDS=10`, `EDDY_BENCH_WRITERS=4`, `EDDY_BENCH_TICK_MS=5` — how often
 //! each writer sends what fell due).
@@ -29,6 +32,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures::StreamExt;
+use rdkafka::config::ClientConfig;
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, ThreadedProducer};
 
 fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -64,18 +69,38 @@ struct RunResult {
     statements: u64,
 }
 
-async fn run(rate: u64, seconds: u64, writers: u64, tick: Duration) -> RunResult {
-    let eddy = common::Eddy::start();
+async fn run(rate: u64, seconds: u64, writers: u64, tick: Duration, kafka: bool) -> RunResult {
+    // With Kafka, events are produced to a topic on a real broker (Tansu) and reach the
+    // stream through eddy's source; otherwise writers INSERT them over SQL.
+    let broker = kafka.then(common::Broker::start);
+    let eddy = match &broker {
+        Some(b) => common::Eddy::start_with(&["--kafka-brokers", &b.addr()]),
+        None => common::Eddy::start(),
+    };
     let admin = eddy.connect().await;
     let name = format!("ev_{rate}");
+    let with = if kafka {
+        format!("WITH (kafka_topic = '{name}', partitions = {writers})")
+    } else {
+        String::new()
+    };
     admin
         .batch_execute(&format!(
-            "CREATE STREAM {name} (id BIGINT, sent_us BIGINT, v BIGINT);
+            "CREATE STREAM {name} (id BIGINT, sent_us BIGINT, v BIGINT) {with};
              CREATE MATERIALIZED VIEW {name}_out AS
                SELECT id, sent_us, v * 2 AS v2 FROM {name} WHERE v >= 0;"
         ))
         .await
         .expect("setup");
+    let producer: Option<ThreadedProducer<DefaultProducerContext>> = broker.as_ref().map(|b| {
+        ClientConfig::new()
+            .set("bootstrap.servers", b.addr())
+            .set("linger.ms", "1")
+            .set("queue.buffering.max.messages", "2000000")
+            .create()
+            .expect("producer")
+    });
+    let producer = producer.map(Arc::new);
 
     // The subscriber: parse COPY text lines `epoch \t diff \t id \t sent_us \t v2`.
     let sub = eddy.connect().await;
@@ -143,6 +168,7 @@ async fn run(rate: u64, seconds: u64, writers: u64, tick: Duration) -> RunResult
         let client = eddy.connect().await;
         let statements = statements.clone();
         let name = name.clone();
+        let producer = producer.clone();
         handles.push(tokio::spawn(async move {
             let mut next = w; // next event id this writer owns
             let mut sql = String::new();
@@ -156,7 +182,27 @@ async fn run(rate: u64, seconds: u64, writers: u64, tick: Duration) -> RunResult
                 } else {
                     ((now - t0) as u128 * rate as u128 / 1_000_000) as u64
                 };
-                if next < due_upto.min(total) {
+                if let (Some(p), true) = (&producer, next < due_upto.min(total)) {
+                    while next < due_upto.min(total) {
+                        let due = t0 + next * 1_000_000 / rate;
+                        sql.clear();
+                        let _ = write!(sql, r#"{{"id":{next},"sent_us":{due},"v":{}}}"#, next % 1000);
+                        let mut record: BaseRecord<'_, (), str> =
+                            BaseRecord::to(&name).payload(sql.as_str()).partition(w as i32);
+                        // The queue is large; when it is full, wait for the broker.
+                        loop {
+                            match p.send(record) {
+                                Ok(()) => break,
+                                Err((_, r)) => {
+                                    record = r;
+                                    tokio::time::sleep(Duration::from_millis(1)).await;
+                                }
+                            }
+                        }
+                        next += writers;
+                    }
+                    statements.fetch_add(1, Ordering::Relaxed);
+                } else if next < due_upto.min(total) {
                     sql.clear();
                     let _ = write!(sql, "INSERT INTO {name} VALUES ");
                     let mut first = true;
@@ -217,16 +263,22 @@ fn main() {
         .enable_all()
         .build()
         .expect("tokio runtime");
+    let kafka = std::env::var("EDDY_BENCH_SOURCE").is_ok_and(|s| s == "kafka");
+    let via = if kafka {
+        "Kafka produce (Tansu) -> source"
+    } else {
+        "INSERT"
+    };
     println!(
-        "freshness: INSERT -> COPY (SUBSCRIBE ...) client, {seconds} s per rate, {writers} writers, tick {} ms",
+        "freshness: {via} -> COPY (SUBSCRIBE ...) client, {seconds} s per rate, {writers} writers, tick {} ms",
         tick.as_millis()
     );
     println!(
-        "| target events/s | achieved events/s | INSERT statements | p50 ms | p99 ms | p99.9 ms | max ms |"
+        "| target events/s | achieved events/s | batches sent | p50 ms | p99 ms | p99.9 ms | max ms |"
     );
     println!("|---|---|---|---|---|---|---|");
     for rate in rates {
-        let r = rt.block_on(run(rate, seconds, writers, tick));
+        let r = rt.block_on(run(rate, seconds, writers, tick, kafka));
         assert_eq!(r.sent, r.received);
         println!(
             "| {:>7} | {:>9.0} | {:>6} | {:.1} | {:.1} | {:.1} | {:.1} |",

@@ -40,7 +40,11 @@ pub fn epoch_of(key: &[u8]) -> Result<u64> {
 
 /// Encode one epoch's writes: `(object id, changes)` in the order they were applied.
 pub fn encode(writes: &[(u32, ChangeBatch)]) -> Result<Vec<u8>> {
-    let mut out = Vec::new();
+    let size: usize = writes
+        .iter()
+        .map(|(_, c)| c.data.get_array_memory_size() + c.num_rows() * 8 + 4096)
+        .sum();
+    let mut out = Vec::with_capacity(size + 16);
     out.extend_from_slice(&(writes.len() as u32).to_le_bytes());
     for (object_id, changes) in writes {
         let mut fields: Vec<Field> = changes
@@ -59,15 +63,17 @@ pub fn encode(writes: &[(u32, ChangeBatch)]) -> Result<Vec<u8>> {
             &datafusion::arrow::array::RecordBatchOptions::new()
                 .with_row_count(Some(changes.num_rows())),
         )?;
-        let mut buf = Vec::new();
+        // The IPC stream goes straight into `out`, after a length filled in below.
+        out.extend_from_slice(&object_id.to_le_bytes());
+        let len_at = out.len();
+        out.extend_from_slice(&0u64.to_le_bytes());
         {
-            let mut w = StreamWriter::try_new(&mut buf, &schema)?;
+            let mut w = StreamWriter::try_new(&mut out, &schema)?;
             w.write(&batch)?;
             w.finish()?;
         }
-        out.extend_from_slice(&object_id.to_le_bytes());
-        out.extend_from_slice(&(buf.len() as u64).to_le_bytes());
-        out.extend_from_slice(&buf);
+        let len = (out.len() - len_at - 8) as u64;
+        out[len_at..len_at + 8].copy_from_slice(&len.to_le_bytes());
     }
     Ok(out)
 }

@@ -128,6 +128,11 @@ impl<'a> StateWriter<'a> {
             .put(keys::state_key(self.state_id, key), value.to_vec());
     }
 
+    /// `put` without copying a value the caller built for it.
+    pub fn put_vec(&mut self, key: &[u8], value: Vec<u8>) {
+        self.batch.put(keys::state_key(self.state_id, key), value);
+    }
+
     pub fn delete(&mut self, key: &[u8]) {
         self.batch.delete(keys::state_key(self.state_id, key));
     }

@@ -95,15 +95,23 @@ impl Operator for StreamOperator {
         if self.unsaved.is_empty() {
             return Ok(());
         }
-        let batch = concat_batches(&self.schema, &self.unsaved)?;
-        self.unsaved.clear();
-        let mut buf = Vec::new();
+        // One IPC stream of all the batches since the last checkpoint, written into a
+        // buffer sized up front (no copies on growth, no concatenation).
+        let size: usize = self
+            .unsaved
+            .iter()
+            .map(|b| b.get_array_memory_size())
+            .sum();
+        let mut buf = Vec::with_capacity(size + 4096);
         {
             let mut w = StreamWriter::try_new(&mut buf, &self.schema)?;
-            w.write(&batch)?;
+            for b in &self.unsaved {
+                w.write(b)?;
+            }
             w.finish()?;
         }
-        state.put(&self.next_seq.to_be_bytes(), &buf);
+        self.unsaved.clear();
+        state.put_vec(&self.next_seq.to_be_bytes(), buf);
         self.next_seq += 1;
         Ok(())
     }

@@ -137,7 +137,7 @@ impl Database {
         self.storage.flush()?;
         self.set_catalog(catalog);
         self.kafka
-            .start_sink(&entry, opts, from.id, self.dataflow.clone())?;
+            .start_sink(&entry, opts, from.id, self.dataflow.clone(), true)?;
         Ok(ExecResult::command("CREATE SINK"))
     }
 

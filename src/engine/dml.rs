@@ -168,11 +168,13 @@ impl Database {
         stmt: &ast::Statement,
         params: &Params,
     ) -> Result<ExecResult> {
-        let _w = self.write_lock.lock().await;
+        let w = self.write_lock.lock().await;
         let (dml, entry) = self.plan_dml(stmt, params)?;
         let rows = self.run_plan(&dml.input).await?;
         let batch = conform(&entry, &rows)?;
         if entry.is_kafka() {
+            // Producing can wait on the broker: other writers need not.
+            drop(w);
             return self.produce(&entry, &batch).await;
         }
         if !entry.primary_key.is_empty() {

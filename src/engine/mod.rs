@@ -139,7 +139,7 @@ impl Database {
                 .and_then(|from| {
                     let opts = crate::connector::kafka::SinkOptions::parse(&entry.options, from)?;
                     db.kafka
-                        .start_sink(entry, opts, from.id, db.dataflow.clone())
+                        .start_sink(entry, opts, from.id, db.dataflow.clone(), false)
                 });
             if let Err(e) = started {
                 tracing::error!(sink = %entry.name, "cannot start sink: {e}");
