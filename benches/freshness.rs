@@ -186,9 +186,14 @@ async fn run(rate: u64, seconds: u64, writers: u64, tick: Duration, kafka: bool)
                     while next < due_upto.min(total) {
                         let due = t0 + next * 1_000_000 / rate;
                         sql.clear();
-                        let _ = write!(sql, r#"{{"id":{next},"sent_us":{due},"v":{}}}"#, next % 1000);
-                        let mut record: BaseRecord<'_, (), str> =
-                            BaseRecord::to(&name).payload(sql.as_str()).partition(w as i32);
+                        let _ = write!(
+                            sql,
+                            r#"{{"id":{next},"sent_us":{due},"v":{}}}"#,
+                            next % 1000
+                        );
+                        let mut record: BaseRecord<'_, (), str> = BaseRecord::to(&name)
+                            .payload(sql.as_str())
+                            .partition(w as i32);
                         // The queue is large; when it is full, wait for the broker.
                         loop {
                             match p.send(record) {

@@ -130,10 +130,7 @@ async fn main() {
         .expect("create topic");
     let t = Instant::now();
     produce(&addr, "events", n).await;
-    println!(
-        "produced {n} records in {:.1} s",
-        t.elapsed().as_secs_f64()
-    );
+    println!("produced {n} records in {:.1} s", t.elapsed().as_secs_f64());
 
     let (secs, cpu) = ceiling(&addr, "events", n);
     let ceiling_rate = n as f64 / secs;
@@ -171,7 +168,11 @@ async fn main() {
         .await
         .expect("query")
         .get(0);
-    assert_eq!(total, (n as i64 - 1) * n as i64 / 2, "every record exactly once");
+    assert_eq!(
+        total,
+        (n as i64 - 1) * n as i64 / 2,
+        "every record exactly once"
+    );
     let eddy_rate = n as f64 / eddy_secs;
     let eddy_per_core = n as f64 / eddy_cpu.max(1e-9);
     println!("| | records | seconds | events/s | CPU s | events/s per core |");

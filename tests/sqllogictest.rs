@@ -5,8 +5,12 @@
 //! `cargo test --test sqllogictest -- <substring>` runs only the files whose path
 //! contains the substring.
 //!
-//! Values of result columns named `epoch` (subscriptions, `SHOW EPOCH`) are
-//! wall-clock milliseconds; tests see them as `<epoch>`.
+//! Values of result columns named `epoch` (subscriptions, `SHOW EPOCH`) or `at` (`SHOW
+//! SOURCE ERRORS`) are wall-clock times; tests see them as `<epoch>`.
+//!
+//! Files under `sql-tests/kafka/` each get a real Kafka-protocol broker (Tansu) and an
+//! eddy connected to it; with `control substitution on` they can produce records with
+//! `system ok` / `printf '...' | $PRODUCE topic` (this program, run as a producer).
 //!
 //! Files under `sql-tests/pending/` pin down known bugs with the behaviour Postgres has:
 //! they are expected to fail. One that passes fails the run, so that it gets moved out
@@ -87,8 +91,12 @@ impl AsyncDB for EddyDb {
                 SimpleQueryMessage::Row(row) => {
                     let mut r = vec![];
                     for i in 0..row.len() {
-                        // Epochs are wall-clock milliseconds: tests see a placeholder.
-                        let is_epoch = row.columns().get(i).is_some_and(|c| c.name() == "epoch");
+                        // Epochs (and the `at` of SHOW SOURCE ERRORS) are wall-clock
+                        // times: tests see a placeholder.
+                        let is_epoch = row
+                            .columns()
+                            .get(i)
+                            .is_some_and(|c| c.name() == "epoch" || c.name() == "at");
                         r.push(match row.get(i) {
                             None => "NULL".to_string(),
                             Some("") => "(empty)".to_string(),
@@ -154,19 +162,88 @@ fn find_slt(dir: &Path, out: &mut Vec<PathBuf>) {
 
 async fn run_file(path: PathBuf) -> Result<Duration, String> {
     let started = Instant::now();
-    let server = Eddy::start();
+    // Files under sql-tests/kafka/ get their own broker, and eddy connected to it.
+    let kafka = path.components().any(|c| c.as_os_str() == "kafka");
+    let broker = if kafka {
+        Some(
+            tokio::task::spawn_blocking(common::Broker::start)
+                .await
+                .map_err(|e| format!("broker: {e}"))?,
+        )
+    } else {
+        None
+    };
+    let server = match &broker {
+        Some(b) => Eddy::start_with(&["--kafka-brokers", &b.addr()]),
+        None => Eddy::start(),
+    };
     let port = server.port;
     let mut runner = sqllogictest::Runner::new(move || async move { EddyDb::connect(port).await });
     runner.set_var("EDDY_PORT".into(), port.to_string());
     runner.set_var("EDDY_ADDR".into(), server.addr.clone());
+    if let Some(b) = &broker {
+        runner.set_var("KAFKA_BROKERS".into(), b.addr());
+        // This very program produces records: `$PRODUCE topic < lines`.
+        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+        runner.set_var(
+            "PRODUCE".into(),
+            format!("{} kafka-produce {}", exe.display(), b.addr()),
+        );
+    }
     let result = runner.run_file_async(&path).await;
     drop(server);
+    drop(broker);
     result
         .map(|_| started.elapsed())
         .map_err(|e| e.display(true).to_string())
 }
 
+/// `kafka-produce BROKERS TOPIC`: produce each line of standard input as one record,
+/// for `system ok` steps in .slt files. A line `KEY<TAB>VALUE` has a key; a value of
+/// `<tombstone>` is a record without a value. Exits non-zero unless every record was
+/// acknowledged.
+fn kafka_produce(brokers: &str, topic: &str) -> std::io::Result<()> {
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    use std::io::BufRead;
+    let producer: BaseProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .map_err(std::io::Error::other)?;
+    for line in std::io::stdin().lock().lines() {
+        let line = line?;
+        if line.is_empty() {
+            continue;
+        }
+        let (key, value) = match line.split_once('\t') {
+            Some((k, v)) => (Some(k.to_string()), v.to_string()),
+            None => (None, line.clone()),
+        };
+        let mut r: BaseRecord<'_, str, str> = BaseRecord::to(topic);
+        if let Some(k) = &key {
+            r = r.key(k.as_str());
+        }
+        if value != "<tombstone>" {
+            r = r.payload(value.as_str());
+        }
+        producer
+            .send(r)
+            .map_err(|(e, _)| std::io::Error::other(e))?;
+        producer.poll(Duration::ZERO);
+    }
+    producer
+        .flush(Duration::from_secs(30))
+        .map_err(std::io::Error::other)
+}
+
 fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("kafka-produce") && args.len() == 4 {
+        if let Err(e) = kafka_produce(&args[2], &args[3]) {
+            eprintln!("kafka-produce: {e}");
+            std::process::exit(1);
+        }
+        return;
+    }
     let filter: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| !a.starts_with('-'))

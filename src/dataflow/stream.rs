@@ -97,11 +97,7 @@ impl Operator for StreamOperator {
         }
         // One IPC stream of all the batches since the last checkpoint, written into a
         // buffer sized up front (no copies on growth, no concatenation).
-        let size: usize = self
-            .unsaved
-            .iter()
-            .map(|b| b.get_array_memory_size())
-            .sum();
+        let size: usize = self.unsaved.iter().map(|b| b.get_array_memory_size()).sum();
         let mut buf = Vec::with_capacity(size + 4096);
         {
             let mut w = StreamWriter::try_new(&mut buf, &self.schema)?;

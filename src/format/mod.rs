@@ -407,7 +407,8 @@ impl Decoder {
         match self.key_format {
             KeyFormat::None => Ok(()),
             KeyFormat::Text => {
-                let s = std::str::from_utf8(key).map_err(|_| "key is not UTF-8 text".to_string())?;
+                let s =
+                    std::str::from_utf8(key).map_err(|_| "key is not UTF-8 text".to_string())?;
                 row[self.key_columns[0]] = Some(Cow::Borrowed(s));
                 Ok(())
             }
