@@ -401,6 +401,21 @@ async fn kill_9_resumes_from_committed_offsets_exactly_once() {
         query_rows(&c, "SELECT n FROM totals").await,
         vec![vec!["1000".to_string()]]
     );
+    // Restarted without --kafka-brokers: the data is there, the source says why it
+    // is not reading.
+    drop(c);
+    let eddy = eddy.restart_with(&[]);
+    let c = eddy.connect().await;
+    assert_eq!(
+        query_rows(&c, "SELECT n FROM totals").await,
+        vec![vec!["1000".to_string()]]
+    );
+    let sources = query_rows(&c, "SHOW SOURCES").await;
+    assert!(!sources.is_empty(), "the source is listed");
+    assert!(
+        sources.iter().all(|r| r[8].starts_with("not running")),
+        "{sources:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

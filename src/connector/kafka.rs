@@ -745,14 +745,39 @@ impl Kafka {
         Ok(partitions as usize)
     }
 
-    /// Start (or restart) the source of a Kafka-backed relation.
+    /// Start (or restart) the source of a Kafka-backed relation. A source that cannot
+    /// start (eddy runs without brokers) is still listed, with the reason, by
+    /// `SHOW SOURCES`, and its committed progress and errors stay visible.
     pub fn start_source(
         &self,
         entry: &CatalogEntry,
         progress: SourceProgress,
         dataflow: DataflowHandle,
     ) -> Result<()> {
-        let source = KafkaSource::start(&self.config, entry, progress, dataflow)?;
+        let source = match KafkaSource::start(&self.config, entry, progress.clone(), dataflow) {
+            Ok(s) => s,
+            Err(e) => {
+                let status = SourceStatus {
+                    topic: entry
+                        .options
+                        .get("kafka_topic")
+                        .cloned()
+                        .unwrap_or_default(),
+                    state: format!("not running: {e}"),
+                    progress,
+                    high_watermarks: BTreeMap::new(),
+                };
+                self.sources.lock().insert(
+                    entry.id,
+                    KafkaSource {
+                        stop: Arc::new(AtomicBool::new(true)),
+                        status: Arc::new(Mutex::new(status)),
+                        thread: None,
+                    },
+                );
+                return Err(e);
+            }
+        };
         if let Some(mut old) = self.sources.lock().insert(entry.id, source) {
             old.stop();
         }
