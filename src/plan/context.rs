@@ -105,7 +105,9 @@ impl<'a> PlanContext<'a> {
     /// Plan a sqlparser statement into a (not yet optimized) logical plan.
     pub fn plan_statement(&self, statement: &ast::Statement) -> Result<LogicalPlan> {
         reject_multiset_operations(statement)?;
-        let statement = &normalize_interval_literals(statement)?;
+        let mut statement = statement.clone();
+        super::windows::expand_window_functions(&mut statement)?;
+        let statement = &normalize_interval_literals(&statement)?;
         let sql_to_rel =
             SqlToRel::new_with_options(self, parser_options(self.state.config_options()));
         if self.param_types.iter().all(Option::is_none) {

@@ -9,6 +9,7 @@ pub mod errors;
 pub mod functions;
 pub mod lower;
 pub mod rewrite;
+pub mod windows;
 
 pub use context::{base_session_state, PlanContext, RelationTable};
 pub use lower::Lowering;
