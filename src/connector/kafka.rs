@@ -134,7 +134,7 @@ impl SourceOptions {
                 .map_or("json", String::as_str),
         )?;
         let column = |name: &str, what: &str| {
-            let n = name.trim().trim_matches('"').to_lowercase();
+            let n = option_ident(name);
             entry
                 .column_index(&n)
                 .ok_or_else(|| Error::UndefinedColumn {
@@ -237,6 +237,15 @@ impl SourceOptions {
             self.timestamp_column,
             entry.kind == ObjectKind::Table,
         )
+    }
+}
+
+/// A column named in an option: folded to lower case unless double-quoted, as in SQL.
+fn option_ident(name: &str) -> String {
+    let name = name.trim();
+    match name.strip_prefix('"').and_then(|n| n.strip_suffix('"')) {
+        Some(quoted) => quoted.replace("\"\"", "\""),
+        None => name.to_lowercase(),
     }
 }
 
@@ -665,6 +674,27 @@ fn partitions_of<C: ConsumerContext>(consumer: &BaseConsumer<C>, topic: &str) ->
     Ok(ps)
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn option_columns_fold_like_sql_identifiers() {
+        assert_eq!(option_ident(" UserId "), "userid");
+        assert_eq!(option_ident("\"UserId\""), "UserId");
+        assert_eq!(option_ident("\"a\"\"b\""), "a\"b");
+    }
+
+    #[test]
+    fn start_offsets_parse() {
+        assert_eq!(parse_time("0"), Some(0));
+        assert_eq!(parse_time("1970-01-01 00:00:01"), Some(1000));
+        assert_eq!(parse_time("1970-01-01T00:00:01"), Some(1000));
+        assert_eq!(parse_time("1970-01-01T00:00:01+01:00"), Some(-3_599_000));
+        assert_eq!(parse_time("yesterday"), None);
+    }
+}
+
 fn kafka_err(e: KafkaError) -> Error {
     Error::Kafka(e.to_string())
 }
@@ -879,7 +909,7 @@ impl SinkOptions {
             Some(list) => list
                 .split(',')
                 .map(|c| {
-                    let n = c.trim().trim_matches('"').to_lowercase();
+                    let n = option_ident(c);
                     from.column_index(&n).ok_or_else(|| Error::UndefinedColumn {
                         message: format!("key column \"{n}\" does not exist in \"{}\"", from.name),
                         position: None,
