@@ -210,7 +210,10 @@ impl Decoder {
             let arr = if target == &DataType::Utf8 {
                 Arc::new(text.clone()) as ArrayRef
             } else {
-                cast_with_options(&text, target, &opts)?
+                // A cast that fails as a whole (rather than per value) must not stall
+                // the source: every value of the column then counts as unreadable.
+                cast_with_options(&text, target, &opts)
+                    .unwrap_or_else(|_| datafusion::arrow::array::new_null_array(target, n))
             };
             let check_nulls = !self.nullable[c] && arr.null_count() > 0;
             let check_cast = arr.null_count() > text.null_count();
