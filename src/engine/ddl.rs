@@ -18,6 +18,48 @@ use crate::plan::{Lowering, PlanContext};
 use crate::sql::{normalize_ident, CreateRelation, CreateView, DropStatement};
 use crate::storage::WriteBatch;
 
+/// A warning for each join of two streams in `plan`: without a time bound (which eddy
+/// cannot express yet) a join keeps every row of both sides, so its state grows with the
+/// streams. Accepted, not refused: over bounded or slowly growing streams it is what the
+/// user wants, and the warning says what it costs.
+fn unbounded_stream_joins(
+    plan: &datafusion::logical_expr::LogicalPlan,
+    catalog: &crate::catalog::Catalog,
+) -> Vec<String> {
+    use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+    use datafusion::logical_expr::LogicalPlan;
+    let streams_under = |p: &LogicalPlan| -> Vec<String> {
+        let mut out = vec![];
+        let _ = p.apply(|n| {
+            if let LogicalPlan::TableScan(s) = n {
+                let name = s.table_name.table().to_string();
+                if catalog.get(&name).is_some_and(|e| e.append_only) {
+                    out.push(name);
+                }
+            }
+            Ok(TreeNodeRecursion::Continue)
+        });
+        out.sort();
+        out.dedup();
+        out
+    };
+    let mut warnings = vec![];
+    let _ = plan.apply(|n| {
+        if let LogicalPlan::Join(j) = n {
+            let (l, r) = (streams_under(&j.left), streams_under(&j.right));
+            if let (Some(a), Some(b)) = (l.first(), r.first()) {
+                warnings.push(format!(
+                    "this view joins stream \"{a}\" with stream \"{b}\": eddy keeps every row \
+                     of both to find matches, so its state grows with the streams \
+                     (time-bounded joins are not supported yet)"
+                ));
+            }
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    warnings
+}
+
 impl Database {
     pub(crate) async fn create_relation(
         &self,
@@ -164,7 +206,11 @@ impl Database {
         let mut batch = WriteBatch::new();
         let id = catalog.allocate_id(&mut batch);
         let errors = EvalErrors::new();
-        let (subgraph, columns, depends_on) = self.plan_view(&catalog, id, v, errors.clone())?;
+        let (subgraph, columns, depends_on, warnings) =
+            self.plan_view_with_warnings(&catalog, id, v, errors.clone())?;
+        for w in warnings {
+            session.warning(w);
+        }
         let entry = CatalogEntry {
             id,
             name: v.name.clone(),
@@ -191,10 +237,23 @@ impl Database {
         v: &CreateView,
         errors: std::sync::Arc<EvalErrors>,
     ) -> Result<(Subgraph, Vec<Column>, Vec<u32>)> {
+        let (subgraph, columns, used, _) = self.plan_view_with_warnings(catalog, id, v, errors)?;
+        Ok((subgraph, columns, used))
+    }
+
+    /// [`Self::plan_view`], plus warnings for the user (joins whose state is unbounded).
+    fn plan_view_with_warnings(
+        &self,
+        catalog: &crate::catalog::Catalog,
+        id: u32,
+        v: &CreateView,
+        errors: std::sync::Arc<EvalErrors>,
+    ) -> Result<(Subgraph, Vec<Column>, Vec<u32>, Vec<String>)> {
         let ctx = PlanContext::new(&self.state, catalog, None);
         let mut query = v.query.clone();
         let renames = crate::sql::naming::postgres_column_names(&mut query);
         let plan = ctx.plan_query(&query)?;
+        let warnings = unbounded_stream_joins(&plan, catalog);
         let mut seen = HashSet::new();
         let mut columns = vec![];
         for f in plan.schema().fields() {
@@ -216,7 +275,7 @@ impl Database {
         let subgraph = Lowering::new(&self.state, errors)
             .with_append_only_relations(catalog.append_only_ids())
             .lower_view(id, &v.name, &plan, &names)?;
-        Ok((subgraph, columns, ctx.used_objects()))
+        Ok((subgraph, columns, ctx.used_objects(), warnings))
     }
 
     pub(crate) fn explain_create_view(&self, v: &CreateView) -> Result<ExecResult> {

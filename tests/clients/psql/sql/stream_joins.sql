@@ -1,0 +1,12 @@
+-- A view that joins two streams keeps every row of both: eddy accepts it and says so
+-- with a WARNING. A join of a stream with a table gets no warning.
+CREATE STREAM sj_a (k INT, v INT);
+CREATE STREAM sj_b (k INT, w INT);
+CREATE TABLE sj_t (k INT PRIMARY KEY, name TEXT);
+CREATE MATERIALIZED VIEW sj_ab AS SELECT sj_a.k, v, w FROM sj_a JOIN sj_b ON sj_a.k = sj_b.k;
+CREATE MATERIALIZED VIEW sj_at AS SELECT sj_a.k, v, name FROM sj_a JOIN sj_t ON sj_a.k = sj_t.k;
+INSERT INTO sj_a VALUES (1, 10), (2, 20);
+INSERT INTO sj_b VALUES (1, 100);
+INSERT INTO sj_t VALUES (2, 'two');
+SELECT * FROM sj_ab;
+SELECT * FROM sj_at;
