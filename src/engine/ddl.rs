@@ -18,10 +18,14 @@ use crate::plan::{Lowering, PlanContext};
 use crate::sql::{normalize_ident, CreateRelation, CreateView, DropStatement};
 use crate::storage::WriteBatch;
 
-/// A warning for each join of two streams in `plan`: without a time bound (which eddy
-/// cannot express yet) a join keeps every row of both sides, so its state grows with the
-/// streams. Accepted, not refused: over bounded or slowly growing streams it is what the
-/// user wants, and the warning says what it costs.
+/// A planned view: its operators, columns, the objects it reads, and warnings.
+type PlannedView = (Subgraph, Vec<Column>, Vec<u32>, Vec<String>);
+
+/// A warning for each stream joined in `plan`: eddy's joins are fully incremental, so
+/// they keep every row of a stream input (a later change on the other side may match
+/// it), and without lookup or time-bounded joins (not implemented yet) that state grows
+/// with the stream. Accepted, not refused: over bounded or slowly growing streams it is
+/// what the user wants, and the warning says what it costs.
 fn unbounded_stream_joins(
     plan: &datafusion::logical_expr::LogicalPlan,
     catalog: &crate::catalog::Catalog,
@@ -43,21 +47,26 @@ fn unbounded_stream_joins(
         out.dedup();
         out
     };
-    let mut warnings = vec![];
+    let mut streams: Vec<String> = vec![];
     let _ = plan.apply(|n| {
         if let LogicalPlan::Join(j) = n {
-            let (l, r) = (streams_under(&j.left), streams_under(&j.right));
-            if let (Some(a), Some(b)) = (l.first(), r.first()) {
-                warnings.push(format!(
-                    "this view joins stream \"{a}\" with stream \"{b}\": eddy keeps every row \
-                     of both to find matches, so its state grows with the streams \
-                     (time-bounded joins are not supported yet)"
-                ));
-            }
+            streams.extend(streams_under(&j.left));
+            streams.extend(streams_under(&j.right));
         }
         Ok(TreeNodeRecursion::Continue)
     });
-    warnings
+    streams.sort();
+    streams.dedup();
+    streams
+        .into_iter()
+        .map(|s| {
+            format!(
+                "this view joins stream \"{s}\": eddy keeps every row of it, so that matches \
+                 stay right when the other side changes, and the view's state grows with the \
+                 stream (lookup joins and time-bounded joins are not supported yet)"
+            )
+        })
+        .collect()
 }
 
 impl Database {
@@ -248,7 +257,7 @@ impl Database {
         id: u32,
         v: &CreateView,
         errors: std::sync::Arc<EvalErrors>,
-    ) -> Result<(Subgraph, Vec<Column>, Vec<u32>, Vec<String>)> {
+    ) -> Result<PlannedView> {
         let ctx = PlanContext::new(&self.state, catalog, None);
         let mut query = v.query.clone();
         let renames = crate::sql::naming::postgres_column_names(&mut query);
