@@ -121,6 +121,13 @@ impl CatalogEntry {
         self.options.contains_key("kafka_topic")
     }
 
+    /// A stream fed by the built-in Nexmark generator.
+    pub fn is_nexmark(&self) -> bool {
+        self.options
+            .get("connector")
+            .is_some_and(|c| c.eq_ignore_ascii_case("nexmark"))
+    }
+
     pub fn column_index(&self, name: &str) -> Option<usize> {
         self.columns.iter().position(|c| c.name == name)
     }

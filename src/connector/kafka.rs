@@ -313,6 +313,16 @@ pub fn load_progress(storage: &dyn Storage, object_id: u32) -> Result<SourceProg
     }
 }
 
+/// The write that commits a source's progress with the epoch applying its rows.
+pub fn progress_extra(object_id: u32, progress: &SourceProgress) -> Result<WriteBatch> {
+    let mut extra = WriteBatch::new();
+    extra.put(
+        progress_key(object_id),
+        serde_json::to_vec(progress).map_err(|e| Error::internal(e.to_string()))?,
+    );
+    Ok(extra)
+}
+
 /// Remove a source's progress (DROP).
 pub fn delete_progress(batch: &mut WriteBatch, object_id: u32) {
     batch.delete(progress_key(object_id));
@@ -396,6 +406,19 @@ impl KafkaSource {
             status,
             thread: Some(thread),
         })
+    }
+
+    /// A source run by another connector's thread (the Nexmark generator).
+    pub fn from_parts(
+        stop: Arc<AtomicBool>,
+        status: Arc<Mutex<SourceStatus>>,
+        thread: JoinHandle<()>,
+    ) -> Self {
+        Self {
+            stop,
+            status,
+            thread: Some(thread),
+        }
     }
 
     /// Stop the source (its thread finishes its current batch and exits).
@@ -629,11 +652,7 @@ impl SourceWorker {
                 at_ms,
             });
         }
-        let mut extra = WriteBatch::new();
-        extra.put(
-            progress_key(self.object_id),
-            serde_json::to_vec(&next).map_err(|e| Error::internal(e.to_string()))?,
-        );
+        let extra = progress_extra(self.object_id, &next)?;
         let write = self
             .dataflow
             .write_with(self.object_id, decoded.changes, extra);
@@ -812,6 +831,14 @@ impl Kafka {
             old.stop();
         }
         Ok(())
+    }
+
+    /// Track a source started by another connector (listed by SHOW SOURCES, stopped
+    /// by DROP like a Kafka source).
+    pub fn register_source(&self, object_id: u32, source: KafkaSource) {
+        if let Some(mut old) = self.sources.lock().insert(object_id, source) {
+            old.stop();
+        }
     }
 
     /// Stop a source (DROP); waits for its thread to finish its batch.

@@ -91,7 +91,11 @@ impl Database {
             return Err(Error::DuplicateRelation(c.name.clone()));
         }
         let kafka = c.options.contains_key("kafka_topic");
-        if let Some((k, _)) = c.options.iter().next().filter(|_| !kafka) {
+        let nexmark = c
+            .options
+            .get("connector")
+            .is_some_and(|v| v.eq_ignore_ascii_case("nexmark"));
+        if let Some((k, _)) = c.options.iter().next().filter(|_| !kafka && !nexmark) {
             return Err(Error::invalid_with(
                 "22023",
                 format!(
@@ -117,6 +121,9 @@ impl Database {
             options: c.options.clone(),
             append_only: c.kind == ObjectKind::Stream,
         };
+        if nexmark {
+            crate::connector::nexmark::NexmarkOptions::from_entry(&entry)?;
+        }
         if kafka {
             // Check everything before creating anything: options, broker, topic.
             let options = crate::connector::kafka::SourceOptions::from_entry(&entry)?;
@@ -130,6 +137,7 @@ impl Database {
             _ => super::table_operator(&entry)?,
         };
         let source_entry = kafka.then(|| entry.clone());
+        let generator_entry = nexmark.then(|| entry.clone());
         catalog.insert(entry, &mut batch)?;
         self.dataflow
             .install(Subgraph::single(id, op), false, batch)
@@ -138,6 +146,14 @@ impl Database {
         if let Some(entry) = source_entry {
             self.kafka
                 .start_source(&entry, Default::default(), self.dataflow.clone())?;
+        }
+        if let Some(entry) = generator_entry {
+            let source = crate::connector::nexmark::start(
+                &entry,
+                Default::default(),
+                self.dataflow.clone(),
+            )?;
+            self.kafka.register_source(entry.id, source);
         }
         Ok(ExecResult::command(tag))
     }
@@ -403,7 +419,10 @@ impl Database {
             let removed = catalog.remove(id, &mut batch);
             if removed.as_ref().is_some_and(|r| r.kind == ObjectKind::Sink) {
                 self.kafka.stop_sink(id);
-            } else if removed.as_ref().is_some_and(|r| r.is_kafka()) {
+            } else if removed
+                .as_ref()
+                .is_some_and(|r| r.is_kafka() || r.is_nexmark())
+            {
                 self.kafka.stop_source(id).await;
                 crate::connector::kafka::delete_progress(&mut batch, id);
             }

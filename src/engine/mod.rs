@@ -155,6 +155,15 @@ impl Database {
                 tracing::error!(relation = %entry.name, "cannot start Kafka source: {e}");
             }
         }
+        for entry in catalog.entries().filter(|e| e.is_nexmark()) {
+            let progress = crate::connector::kafka::load_progress(db.storage.as_ref(), entry.id)?;
+            match crate::connector::nexmark::start(entry, progress, db.dataflow.clone()) {
+                Ok(source) => db.kafka.register_source(entry.id, source),
+                Err(e) => {
+                    tracing::error!(relation = %entry.name, "cannot start the generator: {e}")
+                }
+            }
+        }
         *db.catalog.write() = Arc::new(catalog);
         info!(
             objects = db.catalog.read().entries().count(),

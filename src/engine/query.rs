@@ -282,7 +282,7 @@ impl Database {
         let catalog = self.catalog();
         if let Some(n) = only {
             match catalog.get(n) {
-                Some(e) if e.is_kafka() && e.kind != ObjectKind::Sink => {}
+                Some(e) if (e.is_kafka() && e.kind != ObjectKind::Sink) || e.is_nexmark() => {}
                 Some(_) => {
                     return Err(Error::wrong_object_type(format!(
                         "\"{n}\" is not a Kafka source"
