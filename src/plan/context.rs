@@ -105,13 +105,14 @@ impl<'a> PlanContext<'a> {
     /// Plan a sqlparser statement into a (not yet optimized) logical plan.
     pub fn plan_statement(&self, statement: &ast::Statement) -> Result<LogicalPlan> {
         reject_multiset_operations(statement)?;
+        // One copy of the statement (an INSERT's VALUES can be large), rewritten in place.
         let mut statement = statement.clone();
         super::windows::expand_window_functions(&mut statement)?;
-        let statement = &normalize_interval_literals(&statement)?;
+        normalize_interval_literals(&mut statement)?;
         let sql_to_rel =
             SqlToRel::new_with_options(self, parser_options(self.state.config_options()));
         if self.param_types.iter().all(Option::is_none) {
-            return Ok(sql_to_rel.sql_statement_to_plan(statement.clone())?);
+            return Ok(sql_to_rel.sql_statement_to_plan(statement)?);
         }
         let fields = self
             .param_types
@@ -129,7 +130,7 @@ impl<'a> PlanContext<'a> {
             .collect();
         let mut ctx =
             datafusion::sql::planner::PlannerContext::new().with_prepare_param_data_types(fields);
-        Ok(sql_to_rel.sql_statement_to_plan_with_context(statement.clone(), &mut ctx)?)
+        Ok(sql_to_rel.sql_statement_to_plan_with_context(statement, &mut ctx)?)
     }
 
     /// Plan a view's query and run DataFusion's analyzer and optimizer over it.
@@ -163,9 +164,8 @@ impl<'a> PlanContext<'a> {
 /// DataFusion parses `INTERVAL '...'` literals itself and does not read Postgres' own
 /// format (`'1 day 02:00:00'`). Parse them with eddy's reader and hand DataFusion an
 /// equivalent it understands.
-fn normalize_interval_literals(statement: &ast::Statement) -> Result<ast::Statement> {
+fn normalize_interval_literals(statement: &mut ast::Statement) -> Result<()> {
     use std::ops::ControlFlow;
-    let mut statement = statement.clone();
     let mut failure: Option<Error> = None;
     let fmt = |p: datafusion::arrow::datatypes::IntervalMonthDayNano| {
         format!(
@@ -176,7 +176,7 @@ fn normalize_interval_literals(statement: &ast::Statement) -> Result<ast::Statem
         )
     };
     // Post-order: an interval is normalized before a minus sign in front of it.
-    let _ = ast::visit_expressions_mut(&mut statement, |e| {
+    let _ = ast::visit_expressions_mut(statement, |e| {
         match e {
             ast::Expr::Interval(iv) => {
                 let plain = iv.leading_field.is_none()
@@ -249,7 +249,7 @@ fn normalize_interval_literals(statement: &ast::Statement) -> Result<ast::Statem
     });
     match failure {
         Some(e) => Err(e),
-        None => Ok(statement),
+        None => Ok(()),
     }
 }
 

@@ -39,10 +39,16 @@ pub struct ParsedStatement {
 pub fn parse(sql: &str) -> Result<Vec<ParsedStatement>> {
     let lines = LineIndex::new(sql);
     let dialect = PostgreSqlDialect {};
+    // Tokenize into a buffer sized for the text up front: a large INSERT has hundreds of
+    // thousands of tokens, and growing the vector copies them over and over.
+    let mut tokens = Vec::with_capacity(sql.len() / 3 + 16);
+    datafusion::sql::sqlparser::tokenizer::Tokenizer::new(&dialect, sql)
+        .with_unescape(true)
+        .tokenize_with_location_into_buf(&mut tokens)
+        .map_err(|e| parse_error_in(ParserError::TokenizerError(e.to_string()), &lines))?;
     let mut parser = Parser::new(&dialect)
         .with_recursion_limit(RECURSION_LIMIT)
-        .try_with_sql(sql)
-        .map_err(|e| parse_error_in(e, &lines))?;
+        .with_tokens_with_locations(tokens);
     let mut out = vec![];
     loop {
         while parser.consume_token(&Token::SemiColon) {}
