@@ -261,7 +261,15 @@ impl Postgres {
 
 impl Drop for Postgres {
     fn drop(&mut self) {
-        // SIGTERM is a "smart" shutdown; SIGKILL is fine for a throwaway cluster.
+        // As root the child is `runuser`, not the postmaster: stop the postmaster itself
+        // (its pid is the first line of postmaster.pid; SIGQUIT is an immediate shutdown,
+        // fine for a throwaway cluster), or it outlives the test.
+        let pid_file = self._dir.path().join("pgdata").join("postmaster.pid");
+        if let Ok(text) = std::fs::read_to_string(pid_file) {
+            if let Some(pid) = text.lines().next().map(str::trim).filter(|p| !p.is_empty()) {
+                let _ = Command::new("kill").args(["-QUIT", pid]).status();
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
