@@ -113,21 +113,8 @@ impl SourceOptions {
     /// Parse and check the options of `entry` (which has `kafka_topic`).
     pub fn from_entry(entry: &CatalogEntry) -> Result<Self> {
         let o = &entry.options;
-        if let Some(k) = o.keys().find(|k| !SOURCE_OPTIONS.contains(&k.as_str())) {
-            return Err(Error::invalid_with(
-                "22023",
-                format!(
-                    "unknown option \"{k}\" for a Kafka {} (known: {})",
-                    entry.kind.noun(),
-                    SOURCE_OPTIONS.join(", ")
-                ),
-            ));
-        }
-        let topic = o
-            .get("kafka_topic")
-            .filter(|t| !t.is_empty())
-            .cloned()
-            .ok_or_else(|| Error::invalid_with("22023", "kafka_topic must name a topic"))?;
+        check_known_options(o, SOURCE_OPTIONS, &format!("a Kafka {}", entry.kind.noun()))?;
+        let topic = topic_option(o)?;
         let value_format = ValueFormat::parse(
             o.get("format")
                 .or_else(|| o.get("value_format"))
@@ -169,12 +156,7 @@ impl SourceOptions {
                 None => vec![],
             }
         };
-        let key_format = match o.get("key_format") {
-            Some(f) => KeyFormat::parse(f)?,
-            None if key_columns.is_empty() => KeyFormat::None,
-            None if key_columns.len() == 1 => KeyFormat::Text,
-            None => KeyFormat::Json,
-        };
+        let key_format = key_format_option(o, key_columns.len())?;
         let timestamp_column = match o.get("timestamp") {
             Some(c) => {
                 let i = column(c, "timestamp")?;
@@ -194,15 +176,7 @@ impl SourceOptions {
             }
             None => None,
         };
-        let partitions = match o.get("partitions") {
-            Some(p) => Some(p.parse::<i32>().ok().filter(|p| *p > 0).ok_or_else(|| {
-                Error::invalid_with(
-                    "22023",
-                    format!("partitions must be a positive integer, not '{p}'"),
-                )
-            })?),
-            None => None,
-        };
+        let partitions = partitions_option(o)?;
         let start = match o.get("start_offset").map(|s| s.trim().to_string()) {
             None => StartOffset::Earliest,
             Some(s) if s.eq_ignore_ascii_case("earliest") => StartOffset::Earliest,
@@ -238,6 +212,65 @@ impl SourceOptions {
             entry.kind == ObjectKind::Table,
         )
     }
+}
+
+/// Every option must be one of `known` (22023 names the unknown one).
+pub(crate) fn check_known_options(
+    options: &BTreeMap<String, String>,
+    known: &[&str],
+    what: &str,
+) -> Result<()> {
+    match options.keys().find(|k| !known.contains(&k.as_str())) {
+        Some(k) => Err(Error::invalid_with(
+            "22023",
+            format!(
+                "unknown option \"{k}\" for {what} (known: {})",
+                known.join(", ")
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
+fn topic_option(options: &BTreeMap<String, String>) -> Result<String> {
+    options
+        .get("kafka_topic")
+        .filter(|t| !t.is_empty())
+        .cloned()
+        .ok_or_else(|| Error::invalid_with("22023", "kafka_topic must name a topic"))
+}
+
+/// `partitions = n`: create a missing topic with n partitions.
+fn partitions_option(options: &BTreeMap<String, String>) -> Result<Option<i32>> {
+    options
+        .get("partitions")
+        .map(|p| {
+            p.parse::<i32>().ok().filter(|p| *p > 0).ok_or_else(|| {
+                Error::invalid_with(
+                    "22023",
+                    format!("partitions must be a positive integer, not '{p}'"),
+                )
+            })
+        })
+        .transpose()
+}
+
+/// `key_format`, defaulting by the number of key columns: none, text for one, JSON for
+/// several.
+fn key_format_option(options: &BTreeMap<String, String>, keys: usize) -> Result<KeyFormat> {
+    let format = match options.get("key_format") {
+        Some(f) => KeyFormat::parse(f)?,
+        None if keys == 0 => KeyFormat::None,
+        None if keys == 1 => KeyFormat::Text,
+        None => KeyFormat::Json,
+    };
+    if format == KeyFormat::Text && keys > 1 {
+        return Err(Error::invalid_with(
+            "22023",
+            "key_format 'text' needs exactly one key column; use key_format = 'json'",
+        ));
+    }
+    Ok(format)
 }
 
 /// A column named in an option: folded to lower case unless double-quoted, as in SQL.
@@ -627,38 +660,15 @@ impl SourceWorker {
 
     /// Decode a batch and apply it, committing the new offsets with it.
     fn apply(&mut self, records: &[RawRecord<'_>]) -> Result<()> {
-        let decoded = self.decoder.decode(records)?;
-        let mut next = self.committed.clone();
-        for r in records {
-            let o = next.offsets.entry(r.partition).or_insert(0);
-            *o = (*o).max(r.offset + 1);
-        }
-        next.records += records.len() as u64;
-        next.errors += decoded.bad.len() as u64;
-        let at_ms = now_ms();
-        for BadRecord {
-            partition,
-            offset,
-            reason,
-        } in decoded.bad
-        {
-            if next.recent_errors.len() == RECENT_ERRORS {
-                next.recent_errors.pop_front();
-            }
-            next.recent_errors.push_back(SourceError {
-                partition,
-                offset,
-                reason,
-                at_ms,
-            });
-        }
-        let extra = progress_extra(self.object_id, &next)?;
-        let write = self
-            .dataflow
-            .write_with(self.object_id, decoded.changes, extra);
-        match futures::executor::block_on(write) {
-            Ok(_) => {
-                self.status.lock().progress = next.clone();
+        match apply_batch(
+            &self.dataflow,
+            self.object_id,
+            &self.decoder,
+            records,
+            &self.committed,
+            &self.status,
+        ) {
+            Ok(next) => {
                 self.committed = next;
                 Ok(())
             }
@@ -670,6 +680,48 @@ impl SourceWorker {
             }
         }
     }
+}
+
+/// Decode a batch of records and apply it, committing the progress after it (next
+/// offsets, counts, the latest bad records) in the same epoch. Returns that progress,
+/// which `SHOW SOURCES` then shows; on an error nothing was applied.
+pub(crate) fn apply_batch(
+    dataflow: &DataflowHandle,
+    object_id: u32,
+    decoder: &Decoder,
+    records: &[RawRecord<'_>],
+    committed: &SourceProgress,
+    status: &Mutex<SourceStatus>,
+) -> Result<SourceProgress> {
+    let decoded = decoder.decode(records)?;
+    let mut next = committed.clone();
+    for r in records {
+        let o = next.offsets.entry(r.partition).or_insert(0);
+        *o = (*o).max(r.offset + 1);
+    }
+    next.records += records.len() as u64;
+    next.errors += decoded.bad.len() as u64;
+    let at_ms = now_ms();
+    for BadRecord {
+        partition,
+        offset,
+        reason,
+    } in decoded.bad
+    {
+        if next.recent_errors.len() == RECENT_ERRORS {
+            next.recent_errors.pop_front();
+        }
+        next.recent_errors.push_back(SourceError {
+            partition,
+            offset,
+            reason,
+            at_ms,
+        });
+    }
+    let extra = progress_extra(object_id, &next)?;
+    futures::executor::block_on(dataflow.write_with(object_id, decoded.changes, extra))?;
+    status.lock().progress = next.clone();
+    Ok(next)
 }
 
 /// The partition ids of `topic`; an error when the topic does not exist.
@@ -911,20 +963,8 @@ pub struct SinkOptions {
 impl SinkOptions {
     /// Parse a sink's options against the relation it reads.
     pub fn parse(options: &BTreeMap<String, String>, from: &CatalogEntry) -> Result<Self> {
-        if let Some(k) = options.keys().find(|k| !SINK_OPTIONS.contains(&k.as_str())) {
-            return Err(Error::invalid_with(
-                "22023",
-                format!(
-                    "unknown option \"{k}\" for a sink (known: {})",
-                    SINK_OPTIONS.join(", ")
-                ),
-            ));
-        }
-        let topic = options
-            .get("kafka_topic")
-            .filter(|t| !t.is_empty())
-            .cloned()
-            .ok_or_else(|| Error::invalid_with("22023", "a sink needs kafka_topic = '...'"))?;
+        check_known_options(options, SINK_OPTIONS, "a sink")?;
+        let topic = topic_option(options)?;
         if let Some(f) = options.get("format") {
             if ValueFormat::parse(f)? != ValueFormat::Json {
                 return Err(Error::not_supported(
@@ -951,27 +991,8 @@ impl SinkOptions {
         } else {
             key_columns
         };
-        let key_format = match options.get("key_format") {
-            Some(f) => KeyFormat::parse(f)?,
-            None if key_columns.is_empty() => KeyFormat::None,
-            None if key_columns.len() == 1 => KeyFormat::Text,
-            None => KeyFormat::Json,
-        };
-        if key_format == KeyFormat::Text && key_columns.len() > 1 {
-            return Err(Error::invalid_with(
-                "22023",
-                "key_format 'text' needs exactly one key column; use key_format = 'json'",
-            ));
-        }
-        let partitions = match options.get("partitions") {
-            Some(p) => Some(p.parse::<i32>().ok().filter(|p| *p > 0).ok_or_else(|| {
-                Error::invalid_with(
-                    "22023",
-                    format!("partitions must be a positive integer, not '{p}'"),
-                )
-            })?),
-            None => None,
-        };
+        let key_format = key_format_option(options, key_columns.len())?;
+        let partitions = partitions_option(options)?;
         Ok(Self {
             topic,
             key_columns,

@@ -20,7 +20,7 @@ use nexmark::EventGenerator;
 use parking_lot::Mutex;
 use tracing::{info, warn};
 
-use super::kafka::{progress_extra, KafkaSource, SourceProgress, SourceStatus};
+use super::kafka::{apply_batch, KafkaSource, SourceProgress, SourceStatus};
 use crate::catalog::{CatalogEntry, ObjectKind};
 use crate::dataflow::runtime::DataflowHandle;
 use crate::error::{Error, Result};
@@ -54,15 +54,7 @@ impl NexmarkOptions {
                 "the nexmark connector makes streams: use CREATE STREAM",
             ));
         }
-        if let Some(k) = o.keys().find(|k| !OPTIONS.contains(&k.as_str())) {
-            return Err(Error::invalid_with(
-                "22023",
-                format!(
-                    "unknown option \"{k}\" for a nexmark stream (known: {})",
-                    OPTIONS.join(", ")
-                ),
-            ));
-        }
+        super::kafka::check_known_options(o, OPTIONS, "a nexmark stream")?;
         let table = match o.get("table").map(|t| t.to_ascii_lowercase()).as_deref() {
             Some("bid") => EventType::Bid,
             Some("auction") => EventType::Auction,
@@ -140,16 +132,10 @@ fn run(
     status: Arc<Mutex<SourceStatus>>,
     stop: Arc<AtomicBool>,
 ) {
-    let config = NexmarkConfig {
-        base_time: BASE_TIME_MS,
-        ..Default::default()
-    };
     let started = Instant::now();
     let first = committed.offsets.get(&0).copied().unwrap_or(0).max(0) as u64;
     let mut generated = first;
-    let mut generator = EventGenerator::new(config)
-        .with_type_filter(opts.table)
-        .with_offset(generated);
+    let mut generator = events(opts.table, generated);
     info!(source = %name, from = generated, "nexmark generator running");
     let mut values: Vec<String> = Vec::with_capacity(BATCH as usize);
     while !stop.load(Ordering::Relaxed) {
@@ -190,46 +176,32 @@ fn run(
                 offset: (generated + i as u64) as i64,
             })
             .collect();
-        let decoded = match decoder.decode(&records) {
-            Ok(d) => d,
-            Err(e) => {
-                warn!(source = %name, "nexmark: {e}");
-                status.lock().state = format!("error: {e}");
-                return;
-            }
-        };
-        let mut next = committed.clone();
-        let count = values.len() as u64;
-        next.offsets.insert(0, (generated + count) as i64);
-        next.records += count;
-        next.errors += decoded.bad.len() as u64;
-        let extra = match progress_extra(object_id, &next) {
-            Ok(x) => x,
-            Err(e) => {
-                status.lock().state = format!("error: {e}");
-                return;
-            }
-        };
-        match futures::executor::block_on(dataflow.write_with(object_id, decoded.changes, extra)) {
-            Ok(_) => {
-                generated += count;
-                status.lock().progress = next.clone();
+        match apply_batch(
+            &dataflow, object_id, &decoder, &records, &committed, &status,
+        ) {
+            Ok(next) => {
+                generated += values.len() as u64;
                 committed = next;
             }
             Err(e) => {
                 // Not applied: generate the same rows again.
                 warn!(source = %name, "nexmark: {e}");
                 status.lock().state = format!("retrying: {e}");
-                generator = EventGenerator::new(NexmarkConfig {
-                    base_time: BASE_TIME_MS,
-                    ..Default::default()
-                })
-                .with_type_filter(opts.table)
-                .with_offset(generated);
+                generator = events(opts.table, generated);
                 std::thread::sleep(Duration::from_secs(1));
             }
         }
     }
+}
+
+/// The events of one table from its `offset`-th on (the same on every run).
+fn events(table: EventType, offset: u64) -> EventGenerator {
+    EventGenerator::new(NexmarkConfig {
+        base_time: BASE_TIME_MS,
+        ..Default::default()
+    })
+    .with_type_filter(table)
+    .with_offset(offset)
 }
 
 /// One event as a JSON object with the Nexmark column names (times in ms since 1970).

@@ -160,10 +160,15 @@ impl Decoder {
     }
 
     fn column(&self, name: &str) -> Option<usize> {
-        self.by_name
-            .get(name)
-            .or_else(|| self.by_name.get(&name.to_lowercase()))
-            .copied()
+        if let Some(c) = self.by_name.get(name) {
+            return Some(*c);
+        }
+        // Only a name with upper case can match in lower case: no allocation per
+        // unknown field of every record otherwise.
+        if name.chars().any(char::is_uppercase) {
+            return self.by_name.get(&name.to_lowercase()).copied();
+        }
+        None
     }
 
     /// Decode a batch of records. Never fails because of a record's contents.

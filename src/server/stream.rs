@@ -53,22 +53,7 @@ where
     PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
 {
     let schema = sub.schema().clone();
-    let fields: Arc<Vec<FieldInfo>> = Arc::new(
-        schema
-            .fields()
-            .iter()
-            .enumerate()
-            .map(|(i, f)| {
-                FieldInfo::new(
-                    f.name().clone(),
-                    None,
-                    None,
-                    super::encode::pg_type(f.data_type()),
-                    format.format_for(i),
-                )
-            })
-            .collect(),
-    );
+    let fields: Arc<Vec<FieldInfo>> = Arc::new(super::fields(&schema, format));
     match mode {
         StreamMode::Rows { describe: true } => {
             let desc = RowDescription::new(fields.iter().map(FieldDescription::from).collect());
