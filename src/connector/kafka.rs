@@ -26,7 +26,7 @@ use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::statistics::Statistics;
 use rdkafka::{Offset, TopicPartitionList};
@@ -35,6 +35,7 @@ use tracing::{info, warn};
 
 use crate::catalog::{CatalogEntry, ObjectKind};
 use crate::dataflow::runtime::DataflowHandle;
+use crate::dataflow::subscribe::{SubscriptionEvent, SubscriptionReceiver};
 use crate::error::{Error, Result};
 use crate::format::{BadRecord, Decoder, KeyFormat, RawRecord, ValueFormat};
 use crate::storage::{keys, Storage, WriteBatch};
@@ -334,7 +335,19 @@ pub struct SourceError {
 }
 
 fn progress_key(object_id: u32) -> Vec<u8> {
-    keys::meta_key(&format!("source/{object_id}"))
+    let mut k = keys::SOURCE_PROGRESS_PREFIX.to_vec();
+    k.extend_from_slice(object_id.to_string().as_bytes());
+    k
+}
+
+/// The source a progress key belongs to, and its decoded progress (`SHOW CHECKPOINTS`
+/// reads the positions a checkpoint recorded).
+pub fn decode_progress_entry(key: &[u8], value: &[u8]) -> Option<(u32, SourceProgress)> {
+    let id = std::str::from_utf8(key.strip_prefix(keys::SOURCE_PROGRESS_PREFIX)?)
+        .ok()?
+        .parse()
+        .ok()?;
+    Some((id, serde_json::from_slice(value).ok()?))
 }
 
 /// Load a source's committed progress.
@@ -356,10 +369,26 @@ pub fn progress_extra(object_id: u32, progress: &SourceProgress) -> Result<Write
     Ok(extra)
 }
 
-/// Remove a source's progress (DROP).
+/// Remove a source's progress, or a sink's position (DROP).
 pub fn delete_progress(batch: &mut WriteBatch, object_id: u32) {
     batch.delete(progress_key(object_id));
+    batch.delete(sink_position_key(object_id));
 }
+
+/// Where a sink records the last epoch the broker acknowledged completely.
+fn sink_position_key(object_id: u32) -> Vec<u8> {
+    keys::meta_key(&format!("sink/{object_id}"))
+}
+
+fn load_sink_position(storage: &dyn Storage, object_id: u32) -> Option<u64> {
+    let v = storage.get(&sink_position_key(object_id)).ok()??;
+    Some(u64::from_be_bytes(v.as_slice().try_into().ok()?))
+}
+
+/// How often at most a sink stores its position (each store is an fsync). A crash
+/// re-sends at most the epochs of this window, which consumers recognise by their
+/// `eddy-epoch` / `eddy-seq` headers.
+const SINK_POSITION_INTERVAL: Duration = Duration::from_millis(200);
 
 /// What `SHOW SOURCES` shows of a running source.
 #[derive(Clone, Debug, Default)]
@@ -932,7 +961,7 @@ impl Kafka {
         records: Vec<(Option<String>, Option<String>)>,
     ) -> Result<()> {
         let producer = self.producer()?;
-        produce_all(&producer, topic, &records).await
+        produce_all(&producer, topic, None, &records).await
     }
 }
 
@@ -1012,6 +1041,9 @@ pub struct SinkStatus {
     pub records: u64,
     /// The last epoch whose changes are all acknowledged by the broker.
     pub epoch: u64,
+    /// An append-only sink restarted without the history to resume from: changes made
+    /// between its last acknowledged epoch and its restart were not sent.
+    pub gap: bool,
 }
 
 /// Turn one epoch's changes into Kafka records (key, value; `None` value = tombstone).
@@ -1092,6 +1124,7 @@ impl Kafka {
         opts: SinkOptions,
         from_id: u32,
         dataflow: DataflowHandle,
+        storage: Arc<dyn Storage>,
         first_start: bool,
     ) -> Result<()> {
         let producer = self.producer()?;
@@ -1100,10 +1133,19 @@ impl Kafka {
             state: "starting".into(),
             ..Default::default()
         }));
-        let name = sink.name.clone();
         let st = status.clone();
+        let run = SinkRun {
+            name: sink.name.clone(),
+            id: sink.id,
+            from_id,
+            opts,
+            dataflow,
+            storage,
+            producer,
+            status: st,
+        };
         let task = tokio::spawn(async move {
-            run_sink(name, opts, from_id, dataflow, producer, st, first_start).await;
+            run.run(first_start).await;
         });
         self.sinks
             .lock()
@@ -1124,74 +1166,163 @@ impl Kafka {
     }
 }
 
-async fn run_sink(
+/// What a running sink task holds.
+struct SinkRun {
     name: String,
-    opts: SinkOptions,
+    id: u32,
     from_id: u32,
+    opts: SinkOptions,
     dataflow: DataflowHandle,
+    storage: Arc<dyn Storage>,
     producer: FutureProducer,
     status: Arc<Mutex<SinkStatus>>,
-    first_start: bool,
-) {
-    // Upsert sinks start from the relation's contents, which is idempotent: re-sending
-    // a key's current row after a restart changes nothing for a reader of the topic.
-    // Append-only sinks send existing rows only when first created; after a restart
-    // they continue with new rows (see docs/concepts.md on what that can miss).
-    let mut snapshot = first_start || opts.upsert;
-    let mut backoff = Duration::from_millis(200);
-    loop {
-        let mut rx = match dataflow.subscribe(from_id, snapshot, None).await {
-            Ok(rx) => rx,
-            Err(e) => {
-                warn!(sink = %name, "cannot subscribe: {e}");
-                status.lock().state = format!("error: {e}");
-                return;
+}
+
+impl SinkRun {
+    /// Subscribe where the sink left off: after a restart, `AS OF` the last epoch the
+    /// broker acknowledged (the relation's changes since are kept for resumes across
+    /// restarts). A sink that never stored a position has not finished sending the
+    /// relation's contents: it starts over with them. When the history is gone, an
+    /// upsert sink re-sends the relation's contents (idempotent for a reader of the
+    /// topic) and an append-only sink goes on from now — which can miss rows, so it says
+    /// so in its state.
+    async fn subscribe(&self, first_start: bool) -> Result<SubscriptionReceiver> {
+        let position = (!first_start)
+            .then(|| load_sink_position(self.storage.as_ref(), self.id))
+            .flatten();
+        let first_start = first_start || position.is_none();
+        if let Some(epoch) = position {
+            match self
+                .dataflow
+                .subscribe(self.from_id, false, Some(epoch))
+                .await
+            {
+                Ok(rx) => {
+                    info!(sink = %self.name, epoch, "sink resumes after the last acknowledged epoch");
+                    self.status.lock().epoch = epoch;
+                    return Ok(rx);
+                }
+                Err(e) => warn!(sink = %self.name, "cannot resume AS OF {epoch}: {e}"),
             }
-        };
-        status.lock().state = "running".into();
+        }
+        let snapshot = first_start || self.opts.upsert;
+        let rx = self
+            .dataflow
+            .subscribe(self.from_id, snapshot, None)
+            .await?;
+        if !first_start && !self.opts.upsert {
+            self.status.lock().gap = true;
+        }
+        Ok(rx)
+    }
+
+    /// Store the last fully acknowledged epoch (off the async threads: it fsyncs).
+    async fn store_position(&self, epoch: u64) {
+        let storage = self.storage.clone();
+        let key = sink_position_key(self.id);
+        let stored = tokio::task::spawn_blocking(move || {
+            let mut batch = WriteBatch::new();
+            batch.put(key, epoch.to_be_bytes().to_vec());
+            storage.commit(batch).and_then(|_| storage.flush())
+        })
+        .await;
+        match stored {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => warn!(sink = %self.name, "cannot store the sink's position: {e}"),
+            Err(e) => warn!(sink = %self.name, "cannot store the sink's position: {e}"),
+        }
+    }
+
+    async fn run(self, first_start: bool) {
+        let SinkRun {
+            name,
+            opts,
+            producer,
+            status,
+            ..
+        } = &self;
+        let mut first_start = first_start;
+        let mut backoff = Duration::from_millis(200);
+        // The first acknowledged epoch is stored at once: from then on a restart resumes
+        // instead of starting over.
+        let mut stored_at = Instant::now()
+            .checked_sub(SINK_POSITION_INTERVAL)
+            .unwrap_or_else(Instant::now);
+        let mut unstored: Option<u64> = None;
         loop {
-            let event = match rx.next().await {
-                Ok(e) => e,
+            let mut rx = match self.subscribe(first_start).await {
+                Ok(rx) => rx,
                 Err(e) => {
-                    if e.to_string().contains("dropped") {
-                        return;
-                    }
-                    // Cut off while the broker was slow: start over from the contents
-                    // (upsert) or from now (append-only, some rows are lost: said in docs).
-                    warn!(sink = %name, "sink subscription ended, restarting: {e}");
-                    snapshot = opts.upsert;
-                    break;
-                }
-            };
-            let crate::dataflow::subscribe::SubscriptionEvent::Changes { epoch, batches } = event
-            else {
-                continue;
-            };
-            let records = match sink_records(&opts, &batches) {
-                Ok(r) => r,
-                Err(e) => {
-                    warn!(sink = %name, "cannot encode changes: {e}");
+                    warn!(sink = %name, "cannot subscribe: {e}");
                     status.lock().state = format!("error: {e}");
-                    continue;
+                    return;
                 }
             };
-            // Retry until the broker takes the whole epoch: records go out in epoch order.
+            first_start = false;
+            status.lock().state = "running".into();
             loop {
-                match produce_all(&producer, &opts.topic, &records).await {
-                    Ok(()) => {
-                        backoff = Duration::from_millis(200);
-                        let mut s = status.lock();
-                        s.records += records.len() as u64;
-                        s.epoch = epoch;
-                        s.state = "running".into();
+                let event = match rx.next().await {
+                    Ok(e) => e,
+                    Err(e) => {
+                        if e.to_string().contains("dropped") {
+                            return;
+                        }
+                        // Cut off while the broker was slow: resume after the last
+                        // acknowledged epoch.
+                        warn!(sink = %name, "sink subscription ended, resuming: {e}");
+                        if let Some(epoch) = unstored.take() {
+                            self.store_position(epoch).await;
+                            stored_at = Instant::now();
+                        }
                         break;
                     }
-                    Err(e) => {
-                        warn!(sink = %name, "cannot produce, retrying in {backoff:?}: {e}");
-                        status.lock().state = format!("retrying: {e}");
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(Duration::from_secs(10));
+                };
+                let (epoch, batches) = match event {
+                    SubscriptionEvent::Changes { epoch, batches } => (epoch, batches),
+                    SubscriptionEvent::Progress { .. } => {
+                        if stored_at.elapsed() >= SINK_POSITION_INTERVAL {
+                            if let Some(epoch) = unstored.take() {
+                                self.store_position(epoch).await;
+                                stored_at = Instant::now();
+                            }
+                        }
+                        continue;
                     }
+                };
+                let records = match sink_records(opts, &batches) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        warn!(sink = %name, "cannot encode changes: {e}");
+                        status.lock().state = format!("error: {e}");
+                        continue;
+                    }
+                };
+                // Retry until the broker takes the whole epoch: records go out in epoch
+                // order.
+                loop {
+                    match produce_all(producer, &opts.topic, Some(epoch), &records).await {
+                        Ok(()) => {
+                            backoff = Duration::from_millis(200);
+                            let mut s = status.lock();
+                            s.records += records.len() as u64;
+                            s.epoch = epoch;
+                            s.state = "running".into();
+                            break;
+                        }
+                        Err(e) => {
+                            warn!(sink = %name, "cannot produce, retrying in {backoff:?}: {e}");
+                            status.lock().state = format!("retrying: {e}");
+                            tokio::time::sleep(backoff).await;
+                            backoff = (backoff * 2).min(Duration::from_secs(10));
+                        }
+                    }
+                }
+                if stored_at.elapsed() >= SINK_POSITION_INTERVAL {
+                    self.store_position(epoch).await;
+                    stored_at = Instant::now();
+                    unstored = None;
+                } else {
+                    unstored = Some(epoch);
                 }
             }
         }
@@ -1200,14 +1331,35 @@ async fn run_sink(
 
 /// Produce records and wait until the broker acknowledged every one. (`send` enqueues
 /// when first polled, so the futures are polled together.)
+///
+/// A sink's records (`epoch` given) carry the headers `eddy-epoch` (the epoch of the
+/// change) and `eddy-seq` (the record's position among the epoch's records), both
+/// decimal text: after a crash a sink may re-send the epochs since it last stored its
+/// position, and a consumer can drop the (epoch, seq) pairs it has already seen.
 async fn produce_all(
     producer: &FutureProducer,
     topic: &str,
+    epoch: Option<u64>,
     records: &[(Option<String>, Option<String>)],
 ) -> Result<()> {
     let mut pending = Vec::with_capacity(records.len());
-    for (key, value) in records {
+    let epoch_text = epoch.map(|e| e.to_string());
+    for (seq, (key, value)) in records.iter().enumerate() {
         let mut r: FutureRecord<'_, str, str> = FutureRecord::to(topic);
+        if let Some(epoch_text) = &epoch_text {
+            let seq_text = seq.to_string();
+            r = r.headers(
+                OwnedHeaders::new_with_capacity(2)
+                    .insert(Header {
+                        key: "eddy-epoch",
+                        value: Some(epoch_text),
+                    })
+                    .insert(Header {
+                        key: "eddy-seq",
+                        value: Some(&seq_text),
+                    }),
+            );
+        }
         if let Some(k) = key {
             r = r.key(k.as_str());
         }

@@ -17,10 +17,10 @@
 //! Node ids grow as nodes are installed, and a node is always installed after its
 //! inputs, so ascending id order is a topological order.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::oneshot;
@@ -215,6 +215,32 @@ pub struct RuntimeMetrics {
     pub last_checkpoint_epoch: AtomicU64,
     pub last_checkpoint_at_ms: AtomicU64,
     pub last_checkpoint_bytes: AtomicU64,
+    /// The most recent checkpoints, newest last (`SHOW CHECKPOINTS`).
+    pub recent_checkpoints: Mutex<VecDeque<CheckpointInfo>>,
+}
+
+/// How many checkpoints `SHOW CHECKPOINTS` remembers.
+const RECENT_CHECKPOINTS: usize = 20;
+
+/// One checkpoint, as `SHOW CHECKPOINTS` reports it. The last one is also stored with
+/// the checkpoint itself, so it is still known after a restart.
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct CheckpointInfo {
+    pub epoch: u64,
+    /// When it was committed (milliseconds since 1970).
+    pub at_ms: u64,
+    /// interval, ddl, requested (the CHECKPOINT statement), recovery (after a log
+    /// replay at startup) or shutdown.
+    pub reason: String,
+    /// Time to write and flush it; unknown for a checkpoint loaded from disk.
+    #[serde(skip)]
+    pub duration_ms: Option<f64>,
+    /// Bytes and keys written by its commit.
+    pub bytes: u64,
+    pub keys: u64,
+    /// The source positions the checkpointed state reflects: (progress key, value) as
+    /// the sources wrote them.
+    pub positions: Vec<(String, String)>,
 }
 
 /// How the runtime makes state durable.
@@ -400,10 +426,15 @@ pub struct Runtime {
     last_heartbeat: Instant,
     /// Objects installed for one subscription only: never checkpointed.
     transient: std::collections::HashSet<u32>,
+    /// The latest committed source positions (progress keys written through `extra`).
+    positions: BTreeMap<Vec<u8>, Vec<u8>>,
+    /// Set while the checkpoint that ends a log replay runs.
+    recovering: bool,
 }
 
 const EPOCH_KEY: &str = "epoch";
 const CHECKPOINT_KEY: &str = "checkpoint_epoch";
+const CHECKPOINT_INFO_KEY: &str = "checkpoint_info";
 
 fn read_u64(storage: &dyn Storage, name: &str) -> Result<Option<u64>> {
     match storage.get(&keys::meta_key(name))? {
@@ -414,6 +445,40 @@ fn read_u64(storage: &dyn Storage, name: &str) -> Result<Option<u64>> {
         ))),
         None => Ok(None),
     }
+}
+
+/// The subscription histories the last checkpoint stored. The input log's replay then
+/// appends the epochs after it, so a client can resume `AS OF` across a restart.
+fn load_history(storage: &dyn Storage) -> Result<HashMap<u32, History>> {
+    let mut out: HashMap<u32, History> = HashMap::new();
+    for (k, v) in storage.scan_prefix(keys::HISTORY_PREFIX)? {
+        let corrupt = || Error::Storage("corrupt subscription history key".into());
+        let (object_id, entry) = keys::parse_history_key(&k).ok_or_else(corrupt)?;
+        let h = out.entry(object_id).or_insert_with(|| History::new(0));
+        match entry {
+            None => {
+                h.since = u64::from_be_bytes(v.as_slice().try_into().map_err(|_| corrupt())?);
+            }
+            Some(epoch) => {
+                let batches = input_log::decode(&v)?.into_iter().map(|(_, b)| b).collect();
+                // Keys sort by epoch, so entries arrive in order.
+                h.epochs.push_back((epoch, Instant::now(), batches));
+                h.persisted_upto = epoch;
+            }
+        }
+    }
+    for h in out.values_mut() {
+        // Entries at or before `since` were expired but not yet deleted.
+        while let Some((e, _, _)) = h.epochs.front() {
+            if *e > h.since {
+                break;
+            }
+            h.expired.push(*e);
+            h.epochs.pop_front();
+        }
+        h.persisted_upto = h.persisted_upto.max(h.since);
+    }
+    Ok(out)
 }
 
 /// What one epoch does with its inputs.
@@ -439,6 +504,19 @@ impl Runtime {
         if let Some(c) = read_u64(storage.as_ref(), CHECKPOINT_KEY)? {
             metrics.last_checkpoint_epoch.store(c, Ordering::Relaxed);
         }
+        if let Some(info) = storage.get(&keys::meta_key(CHECKPOINT_INFO_KEY))? {
+            // Informational only: an unreadable record is not worth refusing to start.
+            if let Ok(info) = serde_json::from_slice::<CheckpointInfo>(&info) {
+                if let Ok(mut recent) = metrics.recent_checkpoints.lock() {
+                    recent.push_back(info);
+                }
+            }
+        }
+        let positions = storage
+            .scan_prefix(keys::SOURCE_PROGRESS_PREFIX)?
+            .into_iter()
+            .collect();
+        let history = load_history(storage.as_ref())?;
         let mut rt = Runtime {
             storage,
             config,
@@ -454,10 +532,12 @@ impl Runtime {
             broken: None,
             metrics: metrics.clone(),
             subscribers: HashMap::new(),
-            history: HashMap::new(),
+            history,
             progress_floor: epoch,
             last_heartbeat: Instant::now(),
             transient: Default::default(),
+            positions,
+            recovering: false,
         };
         std::thread::Builder::new()
             .name("eddy-dataflow".into())
@@ -544,11 +624,16 @@ impl Runtime {
         if !self.dirty.is_empty() && self.broken.is_none() {
             self.run_epoch(vec![], None);
             let mut batch = WriteBatch::new();
-            self.write_checkpoint(&mut batch, self.epoch);
-            let _ = self
+            let started = Instant::now();
+            let info = self.write_checkpoint(&mut batch, self.epoch, "shutdown");
+            if self
                 .storage
                 .commit(batch)
-                .and_then(|_| self.storage.flush());
+                .and_then(|_| self.storage.flush())
+                .is_ok()
+            {
+                self.record_checkpoint(info, started.elapsed());
+            }
         }
         debug!("dataflow runtime stopped");
     }
@@ -610,10 +695,25 @@ impl Runtime {
             .and_then(|n| n.last())
             .ok_or_else(|| Error::internal(format!("relation {object_id} has no dataflow")))?;
         let epoch = self.epoch;
-        let history = self
-            .history
-            .entry(object_id)
-            .or_insert_with(|| History::new(epoch));
+        if !self.history.contains_key(&object_id) && !self.transient.contains(&object_id) {
+            // The first subscriber: from now on the relation's changes are retained, and
+            // stored at checkpoints. Record durably that the history starts here, so a
+            // resume after a crash finds it (the epochs since the last checkpoint come
+            // back with the log replay).
+            let mut batch = WriteBatch::new();
+            batch.put(
+                keys::history_since_key(object_id),
+                epoch.to_be_bytes().to_vec(),
+            );
+            self.storage
+                .commit(batch)
+                .and_then(|_| self.storage.flush())?;
+        }
+        let history = self.history.entry(object_id).or_insert_with(|| {
+            let mut h = History::new(epoch);
+            h.persisted_upto = epoch;
+            h
+        });
         let cfg = &self.config.subscribe;
         // The channel holds events; rows are bounded separately (max_pending_rows).
         let (tx, rx) = tokio::sync::mpsc::channel(65_536);
@@ -635,12 +735,16 @@ impl Runtime {
                         ),
                     ));
                 }
-                if e > epoch.max(self.progress_floor) {
+                // Progress marks a client saw before a restart may be later than the last
+                // epoch on disk, but never later than the clock.
+                if e > epoch.max(self.progress_floor).max(now_ms()) {
                     return Err(Error::invalid_with(
                         "22023",
                         format!("AS OF {e} is in the future (the latest epoch is {epoch})"),
                     ));
                 }
+                // Every later epoch must be numbered after `e`.
+                self.progress_floor = self.progress_floor.max(e);
                 for (he, _, batches) in &history.epochs {
                     if *he > e
                         && !sub.deliver_catch_up(SubscriptionEvent::Changes {
@@ -718,12 +822,14 @@ impl Runtime {
         }
         self.replaying = false;
         // Everything replayed is now in memory: checkpoint it, which also empties the log.
+        self.recovering = true;
         self.run_epoch(
             vec![Command::Checkpoint {
                 reply: oneshot::channel().0,
             }],
             None,
         );
+        self.recovering = false;
         if let Some(why) = &self.broken {
             return Err(Error::Storage(why.clone()));
         }
@@ -731,7 +837,13 @@ impl Runtime {
     }
 
     /// Every dirty operator writes its state; the log before this epoch is covered.
-    fn write_checkpoint(&mut self, batch: &mut WriteBatch, epoch: u64) {
+    /// Returns what `SHOW CHECKPOINTS` will say of it once it is committed.
+    fn write_checkpoint(
+        &mut self,
+        batch: &mut WriteBatch,
+        epoch: u64,
+        reason: &str,
+    ) -> CheckpointInfo {
         let dirty = std::mem::take(&mut self.dirty);
         for id in &dirty {
             if let Some(node) = self.nodes.get_mut(id) {
@@ -751,9 +863,87 @@ impl Runtime {
                 }
             }
         }
+        self.write_history(batch);
         batch.delete_prefix(keys::LOG_PREFIX.to_vec());
         batch.put(keys::meta_key(CHECKPOINT_KEY), epoch.to_be_bytes().to_vec());
         self.last_checkpoint = Instant::now();
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        let info = CheckpointInfo {
+            epoch,
+            at_ms: now_ms(),
+            reason: reason.into(),
+            duration_ms: None,
+            bytes: batch.size_bytes() as u64,
+            keys: batch.len() as u64,
+            positions: self
+                .positions
+                .iter()
+                .map(|(k, v)| (text(k), text(v)))
+                .collect(),
+        };
+        if let Ok(json) = serde_json::to_vec(&info) {
+            batch.put(keys::meta_key(CHECKPOINT_INFO_KEY), json);
+        }
+        info
+    }
+
+    /// A checkpoint was committed: remember it for `SHOW CHECKPOINTS`.
+    fn record_checkpoint(&self, mut info: CheckpointInfo, took: Duration) {
+        let m = &self.metrics;
+        info.duration_ms = Some(took.as_secs_f64() * 1e3);
+        m.checkpoints.fetch_add(1, Ordering::Relaxed);
+        m.checkpoint_ns
+            .fetch_add(took.as_nanos() as u64, Ordering::Relaxed);
+        m.checkpoint_bytes.fetch_add(info.bytes, Ordering::Relaxed);
+        m.last_checkpoint_epoch.store(info.epoch, Ordering::Relaxed);
+        m.last_checkpoint_bytes.store(info.bytes, Ordering::Relaxed);
+        m.last_checkpoint_at_ms.store(info.at_ms, Ordering::Relaxed);
+        debug!(
+            epoch = info.epoch,
+            bytes = info.bytes,
+            ms = info.duration_ms,
+            "checkpoint"
+        );
+        if let Ok(mut recent) = m.recent_checkpoints.lock() {
+            recent.push_back(info);
+            while recent.len() > RECENT_CHECKPOINTS {
+                recent.pop_front();
+            }
+        }
+    }
+
+    /// Store the subscription histories' new epochs and delete the expired ones, so
+    /// that `AS OF` resumes work after a restart (the log replay adds the epochs after
+    /// this checkpoint). Subscriptions to a query (transient objects) cannot outlive the
+    /// server and are not stored.
+    fn write_history(&mut self, batch: &mut WriteBatch) {
+        for (object_id, h) in self.history.iter_mut() {
+            if self.transient.contains(object_id) {
+                continue;
+            }
+            for e in h.expired.drain(..) {
+                batch.delete(keys::history_entry_key(*object_id, e));
+            }
+            let upto = h.persisted_upto;
+            for (epoch, _, batches) in h.epochs.iter().filter(|(e, _, _)| *e > upto) {
+                let writes: Vec<(u32, ChangeBatch)> =
+                    batches.iter().map(|b| (*object_id, b.clone())).collect();
+                match input_log::encode(&writes) {
+                    Ok(v) => batch.put(keys::history_entry_key(*object_id, *epoch), v),
+                    Err(e) => {
+                        // The stored history must not claim the epoch: after a restart it
+                        // is complete only from here (in memory it stays complete).
+                        error!(object = object_id, "cannot store subscription history: {e}");
+                        h.stored_since = h.stored_since.max(*epoch);
+                    }
+                }
+                h.persisted_upto = *epoch;
+            }
+            batch.put(
+                keys::history_since_key(*object_id),
+                h.since.max(h.stored_since).to_be_bytes().to_vec(),
+            );
+        }
     }
 
     /// Run one epoch. `replayed`: the epoch number of a logged epoch being replayed.
@@ -765,7 +955,8 @@ impl Runtime {
         let mut touched: BTreeSet<u64> = BTreeSet::new();
         let mut dropped: Vec<u32> = vec![];
         let mut inputs = EpochInputs::default();
-        let mut force_checkpoint = false;
+        // Why this epoch must checkpoint, if it must.
+        let mut force_checkpoint: Option<&'static str> = None;
         // Nodes installed in this epoch run even without input: a global aggregate
         // must emit its row (count 0) over an empty input.
         let mut fresh: BTreeSet<u64> = BTreeSet::new();
@@ -794,7 +985,7 @@ impl Runtime {
                                 // The catalog entry and the backfilled state are written
                                 // together, by a checkpoint.
                                 fresh.extend(ids);
-                                force_checkpoint = true;
+                                force_checkpoint = Some("ddl");
                             }
                             replies.push(reply);
                         }
@@ -820,8 +1011,9 @@ impl Runtime {
                     self.history.remove(&object_id);
                     if !self.transient.remove(&object_id) {
                         batch.delete_prefix(keys::object_state_prefix(object_id));
+                        batch.delete_prefix(keys::history_prefix(object_id));
                         batch.extend(catalog);
-                        force_checkpoint = true;
+                        force_checkpoint = Some("ddl");
                     }
                     dropped.push(object_id);
                     replies.push(reply);
@@ -856,7 +1048,11 @@ impl Runtime {
                     }
                 }
                 Command::Checkpoint { reply } => {
-                    force_checkpoint = true;
+                    force_checkpoint = Some(if self.recovering {
+                        "recovery"
+                    } else {
+                        "requested"
+                    });
                     replies.push(reply);
                 }
                 Command::Subscribe {
@@ -918,10 +1114,28 @@ impl Runtime {
 
         // Durability: a checkpoint (all dirty state) when one is due, otherwise just
         // this epoch's inputs in the log.
-        let checkpoint = !self.replaying && (force_checkpoint || self.checkpoint_due());
+        // The positions sources commit with this epoch (SHOW CHECKPOINTS reports them).
+        for (k, v) in batch.ops() {
+            if k.starts_with(keys::SOURCE_PROGRESS_PREFIX) {
+                match v {
+                    Some(v) => self.positions.insert(k.clone(), v.clone()),
+                    None => self.positions.remove(k),
+                };
+            }
+        }
+        let checkpoint_reason = if self.replaying {
+            None
+        } else if force_checkpoint.is_some() {
+            force_checkpoint
+        } else if self.checkpoint_due() {
+            Some("interval")
+        } else {
+            None
+        };
+        let mut checkpoint_info = None;
         let mut log_bytes = 0;
-        if checkpoint {
-            self.write_checkpoint(&mut batch, epoch);
+        if let Some(reason) = checkpoint_reason {
+            checkpoint_info = Some(self.write_checkpoint(&mut batch, epoch, reason));
         } else if !inputs.writes.is_empty() && !self.replaying {
             match input_log::encode(&inputs.writes) {
                 Ok(entry) => {
@@ -935,7 +1149,6 @@ impl Runtime {
             }
         }
         let durable = !batch.is_empty();
-        let bytes = batch.size_bytes() as u64;
         if durable {
             batch.put(keys::meta_key(EPOCH_KEY), epoch.to_be_bytes().to_vec());
             if let Err(e) = self
@@ -964,17 +1177,8 @@ impl Runtime {
             m.last_commit_ns.store(commit, Ordering::Relaxed);
             m.log_bytes.fetch_add(log_bytes, Ordering::Relaxed);
         }
-        if checkpoint {
-            m.checkpoints.fetch_add(1, Ordering::Relaxed);
-            m.checkpoint_ns.fetch_add(commit, Ordering::Relaxed);
-            m.checkpoint_bytes.fetch_add(bytes, Ordering::Relaxed);
-            m.last_checkpoint_epoch.store(epoch, Ordering::Relaxed);
-            m.last_checkpoint_bytes.store(bytes, Ordering::Relaxed);
-            let now_ms = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as u64);
-            m.last_checkpoint_at_ms.store(now_ms, Ordering::Relaxed);
-            debug!(epoch, bytes, ms = commit as f64 / 1e6, "checkpoint");
+        if let Some(info) = checkpoint_info {
+            self.record_checkpoint(info, Duration::from_nanos(commit));
         }
 
         // Publish: relations that changed get fresh snapshots; the rest are shared.

@@ -126,6 +126,12 @@ pub(crate) struct History {
     /// Complete from this epoch (exclusive): resuming `AS OF e` works for `e >= since`.
     pub since: u64,
     pub epochs: VecDeque<(u64, Instant, Vec<ChangeBatch>)>,
+    /// Entries up to this epoch are on disk (written by checkpoints).
+    pub persisted_upto: u64,
+    /// Persisted entries that fell out of retention: the next checkpoint deletes them.
+    pub expired: Vec<u64>,
+    /// The stored history is complete only after this epoch (an entry failed to store).
+    pub stored_since: u64,
 }
 
 impl History {
@@ -133,6 +139,9 @@ impl History {
         Self {
             since,
             epochs: VecDeque::new(),
+            persisted_upto: 0,
+            expired: vec![],
+            stored_since: 0,
         }
     }
 
@@ -155,6 +164,9 @@ impl History {
             }
             rows -= b.iter().map(|b| b.num_rows()).sum::<usize>();
             self.since = *e;
+            if *e <= self.persisted_upto {
+                self.expired.push(*e);
+            }
             self.epochs.pop_front();
         }
     }

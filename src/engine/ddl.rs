@@ -203,8 +203,14 @@ impl Database {
         self.storage.commit(batch)?;
         self.storage.flush()?;
         self.set_catalog(catalog);
-        self.kafka
-            .start_sink(&entry, opts, from.id, self.dataflow.clone(), true)?;
+        self.kafka.start_sink(
+            &entry,
+            opts,
+            from.id,
+            self.dataflow.clone(),
+            self.storage.clone(),
+            true,
+        )?;
         Ok(ExecResult::command("CREATE SINK"))
     }
 
@@ -419,6 +425,7 @@ impl Database {
             let removed = catalog.remove(id, &mut batch);
             if removed.as_ref().is_some_and(|r| r.kind == ObjectKind::Sink) {
                 self.kafka.stop_sink(id);
+                crate::connector::kafka::delete_progress(&mut batch, id);
             } else if removed
                 .as_ref()
                 .is_some_and(|r| r.is_kafka() || r.is_nexmark())

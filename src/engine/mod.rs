@@ -138,8 +138,14 @@ impl Database {
                 .ok_or_else(|| Error::internal(format!("sink {} reads nothing", entry.name)))
                 .and_then(|from| {
                     let opts = crate::connector::kafka::SinkOptions::parse(&entry.options, from)?;
-                    db.kafka
-                        .start_sink(entry, opts, from.id, db.dataflow.clone(), false)
+                    db.kafka.start_sink(
+                        entry,
+                        opts,
+                        from.id,
+                        db.dataflow.clone(),
+                        db.storage.clone(),
+                        false,
+                    )
                 });
             if let Err(e) = started {
                 tracing::error!(sink = %entry.name, "cannot start sink: {e}");

@@ -11,6 +11,7 @@ use super::dml::bind;
 use super::session::{ExecResult, Params};
 use super::Database;
 use crate::catalog::{CatalogEntry, ObjectKind};
+use crate::dataflow::runtime::CheckpointInfo;
 use crate::error::{Error, Result};
 use crate::plan::PlanContext;
 
@@ -140,10 +141,13 @@ impl Database {
                 .push(s.options.get("kafka_topic").cloned().unwrap_or_default());
             cols.3.push(st.records as i64);
             cols.4.push(st.epoch as i64);
-            cols.5.push(if st.state.is_empty() {
-                "not running".into()
-            } else {
-                st.state
+            cols.5.push(match (st.state.is_empty(), st.gap) {
+                (true, _) => "not running".into(),
+                (false, false) => st.state,
+                (false, true) => format!(
+                    "{} (restarted without the history to resume from: changes made while it was down were not sent)",
+                    st.state
+                ),
             });
         }
         let schema = sinks_schema();
@@ -268,6 +272,72 @@ impl Database {
                 Arc::new(Int64Array::from(recs)),
                 Arc::new(Int64Array::from(errs)),
                 Arc::new(StringArray::from(state)),
+            ],
+        )?;
+        Ok(ExecResult::Rows {
+            schema,
+            batches: vec![batch],
+        })
+    }
+
+    /// `SHOW CHECKPOINTS`: the most recent checkpoints, newest first, with the source
+    /// offsets each one's state reflects (where the sources resume after a crash, before
+    /// the input log's replay moves them on).
+    pub(crate) fn show_checkpoints(&self) -> Result<ExecResult> {
+        use datafusion::arrow::array::{Float64Array, Int64Array, TimestampMillisecondArray};
+        let names = self.catalog().names_by_id();
+        let recent: Vec<CheckpointInfo> = self
+            .dataflow
+            .metrics()
+            .recent_checkpoints
+            .lock()
+            .map(|r| r.iter().rev().cloned().collect())
+            .unwrap_or_default();
+        let offsets: Vec<Option<String>> = recent
+            .iter()
+            .map(|c| {
+                let parts: Vec<String> = c
+                    .positions
+                    .iter()
+                    .filter_map(|(k, v)| {
+                        crate::connector::kafka::decode_progress_entry(k.as_bytes(), v.as_bytes())
+                    })
+                    .filter_map(|(id, p)| {
+                        let name = names.get(&id)?;
+                        let offs: Vec<String> = p
+                            .offsets
+                            .iter()
+                            .map(|(part, o)| format!("{part}:{o}"))
+                            .collect();
+                        Some(format!("{name}[{}]", offs.join(",")))
+                    })
+                    .collect();
+                (!parts.is_empty()).then(|| parts.join(" "))
+            })
+            .collect();
+        let schema = checkpoints_schema();
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(Int64Array::from_iter_values(
+                    recent.iter().map(|c| c.epoch as i64),
+                )),
+                Arc::new(TimestampMillisecondArray::from_iter_values(
+                    recent.iter().map(|c| c.at_ms as i64),
+                )),
+                Arc::new(StringArray::from_iter_values(
+                    recent.iter().map(|c| &c.reason),
+                )),
+                Arc::new(Float64Array::from_iter(
+                    recent.iter().map(|c| c.duration_ms),
+                )),
+                Arc::new(Int64Array::from_iter_values(
+                    recent.iter().map(|c| c.bytes as i64),
+                )),
+                Arc::new(Int64Array::from_iter_values(
+                    recent.iter().map(|c| c.keys as i64),
+                )),
+                Arc::new(StringArray::from(offsets)),
             ],
         )?;
         Ok(ExecResult::Rows {
@@ -462,6 +532,22 @@ pub(crate) fn source_errors_schema() -> SchemaRef {
             DataType::Timestamp(datafusion::arrow::datatypes::TimeUnit::Millisecond, None),
             false,
         ),
+    ]))
+}
+
+pub(crate) fn checkpoints_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("epoch", DataType::Int64, false),
+        Field::new(
+            "at",
+            DataType::Timestamp(datafusion::arrow::datatypes::TimeUnit::Millisecond, None),
+            false,
+        ),
+        Field::new("reason", DataType::Utf8, false),
+        Field::new("duration_ms", DataType::Float64, true),
+        Field::new("bytes", DataType::Int64, false),
+        Field::new("keys", DataType::Int64, false),
+        Field::new("offsets", DataType::Utf8, true),
     ]))
 }
 

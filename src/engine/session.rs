@@ -247,10 +247,15 @@ impl Session {
             Statement::Show(ShowTarget::Subscriptions) => db.show_subscriptions().await,
             Statement::Show(ShowTarget::Sources) => db.show_sources(),
             Statement::Show(ShowTarget::SourceErrors(name)) => db.show_source_errors(name.as_deref()),
+            Statement::Show(ShowTarget::Checkpoints) => db.show_checkpoints(),
             Statement::Describe { name } => db.describe(name),
             Statement::Flush => {
                 db.dataflow().sync().await?;
                 Ok(ExecResult::command("FLUSH"))
+            }
+            Statement::Checkpoint => {
+                db.dataflow().checkpoint().await?;
+                Ok(ExecResult::command("CHECKPOINT"))
             }
             Statement::Begin => {
                 if matches!(self.txn, TxnState::InBlock { .. }) {
@@ -560,6 +565,9 @@ impl Session {
             }
             Statement::Show(ShowTarget::SourceErrors(_)) => {
                 Ok((vec![], Some(super::query::source_errors_schema())))
+            }
+            Statement::Show(ShowTarget::Checkpoints) => {
+                Ok((vec![], Some(super::query::checkpoints_schema())))
             }
             Statement::Show(ShowTarget::Objects(crate::catalog::ObjectKind::Sink)) => {
                 Ok((vec![], Some(super::query::sinks_schema())))

@@ -195,6 +195,10 @@ fn parse_statement(p: &mut Parser) -> std::result::Result<Statement, StmtError> 
         p.next_token();
         return Ok(Statement::Flush);
     }
+    if peek_is(p, 0, "CHECKPOINT") {
+        p.next_token();
+        return Ok(Statement::Checkpoint);
+    }
     if peek_is(p, 0, "SUBSCRIBE") {
         p.next_token();
         return Ok(Statement::Subscribe(parse_subscribe_rest(p)?));
@@ -534,6 +538,7 @@ fn parse_show(p: &mut Parser) -> std::result::Result<Option<Statement>, StmtErro
         t if word_is(t, "EPOCH") => Some((2, ShowTarget::Epoch)),
         t if word_is(t, "SUBSCRIPTIONS") => Some((2, ShowTarget::Subscriptions)),
         t if word_is(t, "SOURCES") => Some((2, ShowTarget::Sources)),
+        t if word_is(t, "CHECKPOINTS") => Some((2, ShowTarget::Checkpoints)),
         t if word_is(t, "SOURCE") && peek_is(p, 2, "ERRORS") => {
             p.next_token();
             p.next_token();

@@ -34,6 +34,8 @@ pub enum Statement {
         analyze: bool,
     },
     Flush,
+    /// Write a checkpoint now (PostgreSQL's CHECKPOINT).
+    Checkpoint,
     Begin,
     Commit,
     Rollback,
@@ -160,6 +162,8 @@ pub enum ShowTarget {
     Sources,
     /// Records Kafka sources skipped, optionally of one source.
     SourceErrors(Option<String>),
+    /// The most recent checkpoints: epoch, time, size, source offsets.
+    Checkpoints,
     Variable(String),
     AllVariables,
 }
@@ -182,6 +186,7 @@ impl Statement {
             Statement::Update(_) => "UPDATE",
             Statement::Delete(_) => "DELETE",
             Statement::Flush => "FLUSH",
+            Statement::Checkpoint => "CHECKPOINT",
             Statement::Begin => "BEGIN",
             Statement::Commit => "COMMIT",
             Statement::Rollback => "ROLLBACK",
