@@ -236,3 +236,112 @@ async fn wait_for_rows(c: &tokio_postgres::Client, n: i64) {
     }
     panic!("the generator did not reach {n} rows");
 }
+
+/// A tmpfs of a fixed size, mounted for the test's lifetime (needs root; CI runs as root).
+struct SmallDisk {
+    dir: std::path::PathBuf,
+}
+
+impl SmallDisk {
+    fn mount(dir: &std::path::Path, size: &str) -> Option<SmallDisk> {
+        std::fs::create_dir_all(dir).ok()?;
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then(|| SmallDisk {
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    fn resize(&self, size: &str) {
+        let ok = std::process::Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(&self.dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "cannot resize the tmpfs");
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.dir)
+            .status();
+    }
+}
+
+/// A full disk: the write that does not fit fails with 53100 (disk_full) and a clear
+/// message, eddy stops taking writes but keeps serving reads, and after space is freed a
+/// restart has every acknowledged row (the last good commit is intact).
+#[tokio::test]
+async fn a_full_disk_fails_the_write_and_keeps_the_last_good_state() {
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(disk) = SmallDisk::mount(&tmp.path().join("disk"), "24m") else {
+        // Not root (or no mount here): this test needs a small filesystem of its own.
+        eprintln!("SKIPPED: cannot mount a tmpfs (not root?)");
+        assert!(
+            std::env::var("CI").is_err(),
+            "CI runs as root and must run this test"
+        );
+        return;
+    };
+    let data = disk.dir.join("data");
+    let mut eddy = Eddy::start_in(&data, &[]);
+    let c = eddy.connect().await;
+    c.batch_execute(
+        "CREATE TABLE t (k INT PRIMARY KEY, s TEXT);
+         CREATE MATERIALIZED VIEW n AS SELECT count(*) AS n FROM t;",
+    )
+    .await
+    .unwrap();
+    let mut acknowledged = 0;
+    let err = loop {
+        match c
+            .execute(
+                "INSERT INTO t VALUES ($1, repeat('x', 200000))",
+                &[&acknowledged],
+            )
+            .await
+        {
+            Ok(_) => acknowledged += 1,
+            Err(e) => break e,
+        }
+        assert!(acknowledged < 1000, "24 MB never filled up");
+    };
+    let db = err.as_db_error().expect("a server error");
+    assert_eq!(db.code().code(), "53100", "{db:?}");
+    assert!(db.message().contains("No space left"), "{}", db.message());
+    assert!(acknowledged > 0);
+    // Reads still work and show exactly what was acknowledged; writes are refused.
+    assert_eq!(
+        rows(&c, "SELECT n FROM n").await,
+        vec![acknowledged.to_string()]
+    );
+    assert!(c
+        .execute("INSERT INTO t VALUES (-1, 'y')", &[])
+        .await
+        .is_err());
+    // Space comes back; a restart recovers the last good state and takes writes again.
+    drop(c);
+    eddy.kill9();
+    disk.resize("256m");
+    let eddy = Eddy::start_in(&data, &[]);
+    let c = eddy.connect().await;
+    assert_eq!(
+        rows(&c, "SELECT count(*), (SELECT n FROM n) FROM t").await,
+        vec![format!("{acknowledged},{acknowledged}")]
+    );
+    c.execute("INSERT INTO t VALUES (-1, 'y')", &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        rows(&c, "SELECT n FROM n").await,
+        vec![(acknowledged + 1).to_string()]
+    );
+    drop(c);
+    drop(eddy);
+}

@@ -19,6 +19,8 @@ pub fn sqlstate(e: &Error) -> &'static str {
         Error::Transaction { code, .. } => code,
         Error::Cancelled => "57014",
         Error::Execution(_) => "XX000",
+        // ENOSPC: PostgreSQL's disk_full.
+        Error::Storage(m) if m.contains("os error 28") => "53100",
         Error::Storage(_) => "58030",
         Error::Kafka(_) => "58000",
         Error::Internal(_) => "XX000",
