@@ -747,8 +747,20 @@ pub(crate) fn apply_batch(
             at_ms,
         });
     }
+    commit_rows(dataflow, object_id, decoded.changes, next, status)
+}
+
+/// Apply rows with the progress they bring the source to, in one epoch; then show that
+/// progress in `SHOW SOURCES`.
+pub(crate) fn commit_rows(
+    dataflow: &DataflowHandle,
+    object_id: u32,
+    changes: crate::dataflow::ChangeBatch,
+    next: SourceProgress,
+    status: &Mutex<SourceStatus>,
+) -> Result<SourceProgress> {
     let extra = progress_extra(object_id, &next)?;
-    futures::executor::block_on(dataflow.write_with(object_id, decoded.changes, extra))?;
+    futures::executor::block_on(dataflow.write_with(object_id, changes, extra))?;
     status.lock().progress = next.clone();
     Ok(next)
 }

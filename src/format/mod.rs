@@ -172,6 +172,11 @@ impl Decoder {
     }
 
     /// Decode a batch of records. Never fails because of a record's contents.
+    /// The relation's schema: what decoded rows look like.
+    pub fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
     pub fn decode<'a>(&self, records: &[RawRecord<'a>]) -> Result<Decoded> {
         let width = self.names.len();
         // Text cells go straight into one string column per relation column; cells
