@@ -36,6 +36,8 @@ run "sqllogictest (sql-tests/**/*.slt)" cargo test --test sqllogictest
 run "protocol, durability and subscriptions" cargo test --test protocol --test durability --test subscribe
 kafka() { EDDY_TANSU_BIN=$(scripts/lib/ensure-tansu.sh) && export EDDY_TANSU_BIN && cargo test --test kafka; }
 run "Kafka (a real broker: Tansu)" kafka
+recovery() { EDDY_TANSU_BIN=$(scripts/lib/ensure-tansu.sh) && export EDDY_TANSU_BIN && scripts/lib/ensure-postgres.sh && cargo test --test recovery; }
+run "recovery after kill -9 (Kafka, PostgreSQL oracle)" recovery
 run "Docker Compose file (docker-compose config)" scripts/lib/check-compose.sh
 if [ -x tests/clients/run.sh ] || [ -f tests/clients/run.sh ]; then
   run "real clients (psql, psycopg, node-postgres)" bash tests/clients/run.sh

@@ -360,10 +360,17 @@ async fn a_slow_subscriber_is_cut_off_and_resumes_as_of_its_last_epoch() {
 /// log's replay) — then continues live.
 #[tokio::test]
 async fn a_subscriber_resumes_as_of_its_last_epoch_after_kill_9() {
+    // No interval checkpoints (the test decides what is checkpointed), and a checkpoint
+    // in almost every epoch (changes made in a checkpoint's own epoch must be stored).
+    for interval in ["never", "1ms"] {
+        resume_after_kill_9(interval).await;
+    }
+}
+
+async fn resume_after_kill_9(interval: &str) {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("data");
-    // No interval checkpoints: the test decides what is checkpointed.
-    let eddy = Eddy::start_in(&dir, &["--checkpoint-interval", "never"]);
+    let eddy = Eddy::start_in(&dir, &["--checkpoint-interval", interval]);
     let w = eddy.connect().await;
     w.batch_execute(
         "CREATE TABLE t (k INT PRIMARY KEY, v INT);
@@ -396,7 +403,7 @@ async fn a_subscriber_resumes_as_of_its_last_epoch_after_kill_9() {
         .simple_query("FETCH ALL s WITH (timeout = '1s')")
         .await
         .is_err());
-    let eddy = eddy.restart_with(&["--checkpoint-interval", "never"]);
+    let eddy = eddy.restart_with(&["--checkpoint-interval", interval]);
     let w = eddy.connect().await;
     let r = eddy.connect().await;
     r.batch_execute(&format!(
@@ -405,7 +412,11 @@ async fn a_subscriber_resumes_as_of_its_last_epoch_after_kill_9() {
     .await
     .unwrap_or_else(|e| panic!("resume after restart failed: {e:?}"));
     catch_up(&r, "s", epoch(&w).await, &mut state).await;
-    assert_eq!(state, view_state(&w, view).await, "after the restart");
+    assert_eq!(
+        state,
+        view_state(&w, view).await,
+        "after the restart ({interval})"
+    );
     // And it goes on live.
     w.batch_execute("INSERT INTO t VALUES (101, 1), (102, 2)")
         .await

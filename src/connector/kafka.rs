@@ -805,6 +805,63 @@ mod tests {
         assert_eq!(parse_time("1970-01-01T00:00:01+01:00"), Some(-3_599_000));
         assert_eq!(parse_time("yesterday"), None);
     }
+
+    /// An epoch's records are numbered (`eddy-seq`) the same however the operators
+    /// ordered its changes, as after a replay in another process.
+    #[test]
+    fn sink_records_do_not_depend_on_the_order_of_changes() {
+        use datafusion::arrow::array::{Int64Array, RecordBatch};
+        use datafusion::arrow::datatypes::{DataType, Field, Schema};
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("k", DataType::Int64, false),
+            Field::new("v", DataType::Int64, false),
+        ]));
+        let batch = |rows: &[(i64, i64, i64)]| {
+            let data = RecordBatch::try_new(
+                schema.clone(),
+                vec![
+                    Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.0))),
+                    Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.1))),
+                ],
+            )
+            .unwrap();
+            crate::dataflow::ChangeBatch::new(
+                data,
+                Int64Array::from_iter_values(rows.iter().map(|r| r.2)),
+            )
+        };
+        let changes = [(1, 10, 1), (2, 20, -1), (3, 30, 1), (1, 9, -1), (4, 40, 1)];
+        let mut reversed = changes;
+        reversed.reverse();
+        for upsert in [true, false] {
+            let opts = SinkOptions {
+                topic: "t".into(),
+                key_columns: vec![0],
+                key_format: KeyFormat::Text,
+                upsert,
+                partitions: None,
+            };
+            let a = sink_records(&opts, &[batch(&changes)]).unwrap();
+            let b = sink_records(&opts, &[batch(&reversed[..2]), batch(&reversed[2..])]).unwrap();
+            assert_eq!(a, b, "upsert: {upsert}");
+        }
+        let upsert = SinkOptions {
+            topic: "t".into(),
+            key_columns: vec![0],
+            key_format: KeyFormat::Text,
+            upsert: true,
+            partitions: None,
+        };
+        let keys: Vec<Option<String>> = sink_records(&upsert, &[batch(&changes)])
+            .unwrap()
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        assert_eq!(
+            keys,
+            ["1", "2", "3", "4"].map(|k| Some(k.to_string())).to_vec()
+        );
+    }
 }
 
 fn kafka_err(e: KafkaError) -> Error {
@@ -1063,6 +1120,11 @@ pub struct SinkStatus {
 /// Upsert sinks consolidate by key first: a key with a +1 row ends up as that row, a
 /// key with only −1 rows as a tombstone; an update (−old +new) is one record.
 /// Append-only sinks write every inserted row.
+///
+/// The records come out sorted (by key, then value), not in the order the operators
+/// happened to emit them: a record's `eddy-seq` header is its position here, and an
+/// epoch recomputed after a restart (the input log's replay) must number its records
+/// the same way.
 pub fn sink_records(
     opts: &SinkOptions,
     batches: &[crate::dataflow::ChangeBatch],
@@ -1088,6 +1150,7 @@ pub fn sink_records(
         }
     }
     if !opts.upsert {
+        out.sort_unstable();
         return Ok(out);
     }
     // Per key, the final state: any insertion wins over retractions of the same key.
@@ -1106,6 +1169,7 @@ pub fn sink_records(
             }
         }
     }
+    order.sort_unstable();
     Ok(order
         .into_iter()
         .map(|k| {

@@ -655,12 +655,12 @@ impl Runtime {
     }
 
     /// Deliver an epoch's changes, then progress, to subscribers; remember history.
-    fn deliver(&mut self, epoch: u64, captured: HashMap<u32, Vec<ChangeBatch>>) {
-        let cfg = self.config.subscribe.clone();
+    /// (`recorded`: the history already has this epoch.)
+    fn deliver(&mut self, epoch: u64, captured: HashMap<u32, Vec<ChangeBatch>>, recorded: bool) {
+        if !recorded {
+            self.record_history(epoch, &captured);
+        }
         for (object_id, batches) in captured {
-            if let Some(h) = self.history.get_mut(&object_id) {
-                h.push(epoch, batches.clone(), cfg.retention, cfg.retention_rows);
-            }
             if let Some(subs) = self.subscribers.get_mut(&object_id) {
                 subs.retain(|s| {
                     s.deliver(SubscriptionEvent::Changes {
@@ -679,6 +679,16 @@ impl Runtime {
         }
         self.subscribers.retain(|_, s| !s.is_empty());
         self.last_heartbeat = Instant::now();
+    }
+
+    /// Add an epoch's changes to the histories of the relations that keep one.
+    fn record_history(&mut self, epoch: u64, captured: &HashMap<u32, Vec<ChangeBatch>>) {
+        let cfg = &self.config.subscribe;
+        for (object_id, batches) in captured {
+            if let Some(h) = self.history.get_mut(object_id) {
+                h.push(epoch, batches.clone(), cfg.retention, cfg.retention_rows);
+            }
+        }
     }
 
     /// Register a subscriber on a relation (between epochs, so its snapshot and the
@@ -1134,7 +1144,12 @@ impl Runtime {
         };
         let mut checkpoint_info = None;
         let mut log_bytes = 0;
+        // A checkpoint stores the histories and empties the log, so this epoch's changes
+        // must be in the histories before it is written (the epoch is durable: it is
+        // labelled with its own number).
+        let history_recorded = checkpoint_reason.is_some();
         if let Some(reason) = checkpoint_reason {
+            self.record_history(epoch, &captured);
             checkpoint_info = Some(self.write_checkpoint(&mut batch, epoch, reason));
         } else if !inputs.writes.is_empty() && !self.replaying {
             match input_log::encode(&inputs.writes) {
@@ -1211,7 +1226,7 @@ impl Runtime {
             } else {
                 self.epoch
             };
-            self.deliver(label, captured);
+            self.deliver(label, captured, history_recorded);
         }
         for r in replies {
             let _ = r.send(Ok(self.epoch));
