@@ -134,7 +134,8 @@ async fn writes_since_the_last_checkpoint_are_replayed_after_kill_9() {
         "CREATE TABLE t (k INT PRIMARY KEY, g INT);
          CREATE MATERIALIZED VIEW per_g AS SELECT g, count(*) AS n FROM t GROUP BY g;
          CREATE STREAM s (x INT);
-         CREATE MATERIALIZED VIEW sx AS SELECT sum(x) AS total FROM s;",
+         CREATE MATERIALIZED VIEW sx AS SELECT sum(x) AS total FROM s;
+         CREATE MATERIALIZED VIEW sp AS SELECT x * 2 AS y FROM s WHERE x > 1;",
     )
     .await
     .unwrap();
@@ -149,6 +150,7 @@ async fn writes_since_the_last_checkpoint_are_replayed_after_kill_9() {
     let before = (
         rows(&c, "SELECT * FROM per_g ORDER BY g").await,
         rows(&c, "SELECT * FROM sx").await,
+        rows(&c, "SELECT * FROM sp ORDER BY y").await,
     );
     drop(c);
     eddy.kill9();
@@ -157,9 +159,11 @@ async fn writes_since_the_last_checkpoint_are_replayed_after_kill_9() {
     let after = (
         rows(&c, "SELECT * FROM per_g ORDER BY g").await,
         rows(&c, "SELECT * FROM sx").await,
+        rows(&c, "SELECT * FROM sp ORDER BY y").await,
     );
     assert_eq!(before, after);
     assert_eq!(after.1, vec!["6"]);
+    assert_eq!(after.2, vec!["4", "6"]);
     assert_eq!(rows(&c, "SELECT count(*) FROM t").await, vec!["171"]);
     // SHOW CHECKPOINTS: the one that ended the replay, then the last one before the
     // crash (a DDL), remembered across the restart; CHECKPOINT adds one on request.

@@ -84,10 +84,12 @@ impl Operator for StreamOperator {
         if batch.is_empty() {
             return Ok(());
         }
-        let data = batch.data.clone().with_schema(self.schema.clone())?;
+        // The rows take this relation's column names (a view's input names its columns
+        // as DataFusion does).
+        let data = RecordBatch::try_new(self.schema.clone(), batch.data.columns().to_vec())?;
         self.unsaved.push(data.clone());
-        self.append(data)?;
-        out.push(batch);
+        self.append(data.clone())?;
+        out.push(ChangeBatch::new(data, batch.diffs));
         Ok(())
     }
 

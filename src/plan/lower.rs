@@ -30,6 +30,7 @@ use crate::dataflow::hash_join::{HashJoinOperator, JoinKind};
 use crate::dataflow::materialize::MaterializeOperator;
 use crate::dataflow::project::ProjectOperator;
 use crate::dataflow::runtime::{NodeInput, NodeSpec, Subgraph};
+use crate::dataflow::stream::StreamOperator;
 use crate::dataflow::top_n::TopNOperator;
 use crate::dataflow::union::UnionOperator;
 use crate::dataflow::values::ValuesOperator;
@@ -81,17 +82,23 @@ impl<'a> Lowering<'a> {
                 .map(|(f, n)| f.as_ref().clone().with_name(n))
                 .collect::<Vec<_>>(),
         ));
-        for f in schema.fields() {
-            if !rowcodec::is_supported(f.data_type()) {
-                return Err(Error::not_supported(format!(
-                    "column \"{}\" of type {} in a materialized view",
-                    f.name(),
-                    f.data_type()
-                )));
+        // A view whose rows can only be added (it filters and projects streams) keeps
+        // them like a stream: Arrow batches, one write per checkpoint, no per-row keys.
+        let op: Box<dyn Operator> = if self.is_append_only(&input) {
+            Box::new(StreamOperator::new(name, schema))
+        } else {
+            for f in schema.fields() {
+                if !rowcodec::is_supported(f.data_type()) {
+                    return Err(Error::not_supported(format!(
+                        "column \"{}\" of type {} in a materialized view",
+                        f.name(),
+                        f.data_type()
+                    )));
+                }
             }
-        }
-        let op = MaterializeOperator::new(name, schema)?;
-        self.push(Box::new(op), vec![input]);
+            Box::new(MaterializeOperator::new(name, schema)?)
+        };
+        self.push(op, vec![input]);
         let append_only = self.output_append_only();
         Ok(Subgraph {
             object_id,
