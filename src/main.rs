@@ -239,7 +239,7 @@ async fn run(args: Args) -> i32 {
             info!("shutting down");
             // Everything acknowledged is already durable; a final checkpoint means the
             // next start has nothing to replay.
-            if let Err(e) = db.dataflow().checkpoint().await {
+            if let Err(e) = db.dataflow().checkpoint("shutdown").await {
                 error!("final checkpoint failed (the input log will be replayed at the next start): {e}");
             }
             0

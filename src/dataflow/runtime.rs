@@ -148,7 +148,11 @@ pub enum Command {
         reply: Reply<Vec<(u32, usize, usize)>>,
     },
     /// Write a checkpoint now.
-    Checkpoint { reply: Reply<u64> },
+    /// `reason` is what `SHOW CHECKPOINTS` says: requested, shutdown.
+    Checkpoint {
+        reason: &'static str,
+        reply: Reply<u64>,
+    },
     /// Replay the input log (startup).
     ReplayLog { reply: Reply<u64> },
     /// Subscribe to a relation's changes.
@@ -229,8 +233,7 @@ pub struct CheckpointInfo {
     pub epoch: u64,
     /// When it was committed (milliseconds since 1970).
     pub at_ms: u64,
-    /// interval, ddl, requested (the CHECKPOINT statement), recovery (after a log
-    /// replay at startup) or shutdown.
+    /// interval, ddl, requested (the CHECKPOINT statement) or shutdown.
     pub reason: String,
     /// Time to write and flush it; unknown for a checkpoint loaded from disk.
     #[serde(skip)]
@@ -339,9 +342,11 @@ impl DataflowHandle {
         self.call(|reply| Command::Sync { reply }).await
     }
 
-    /// Write a checkpoint now (clean shutdown, tests).
-    pub async fn checkpoint(&self) -> Result<u64> {
-        self.call(|reply| Command::Checkpoint { reply }).await
+    /// Write a checkpoint now (the CHECKPOINT statement: `requested`; a clean
+    /// shutdown: `shutdown`).
+    pub async fn checkpoint(&self, reason: &'static str) -> Result<u64> {
+        self.call(|reply| Command::Checkpoint { reason, reply })
+            .await
     }
 
     /// Replay the input log after the last checkpoint (once, at startup, after every
@@ -428,8 +433,6 @@ pub struct Runtime {
     transient: std::collections::HashSet<u32>,
     /// The latest committed source positions (progress keys written through `extra`).
     positions: BTreeMap<Vec<u8>, Vec<u8>>,
-    /// Set while the checkpoint that ends a log replay runs.
-    recovering: bool,
 }
 
 const EPOCH_KEY: &str = "epoch";
@@ -537,7 +540,6 @@ impl Runtime {
             last_heartbeat: Instant::now(),
             transient: Default::default(),
             positions,
-            recovering: false,
         };
         std::thread::Builder::new()
             .name("eddy-dataflow".into())
@@ -831,15 +833,9 @@ impl Runtime {
             self.run_epoch(cmds, Some(epoch));
         }
         self.replaying = false;
-        // Everything replayed is now in memory: checkpoint it, which also empties the log.
-        self.recovering = true;
-        self.run_epoch(
-            vec![Command::Checkpoint {
-                reply: oneshot::channel().0,
-            }],
-            None,
-        );
-        self.recovering = false;
+        // The replayed state is dirty: the next checkpoint (after the interval, while
+        // eddy already serves) stores it and empties the log. Until then a crash replays
+        // the same log again, which ends in the same state.
         if let Some(why) = &self.broken {
             return Err(Error::Storage(why.clone()));
         }
@@ -1057,12 +1053,8 @@ impl Runtime {
                         }
                     }
                 }
-                Command::Checkpoint { reply } => {
-                    force_checkpoint = Some(if self.recovering {
-                        "recovery"
-                    } else {
-                        "requested"
-                    });
+                Command::Checkpoint { reason, reply } => {
+                    force_checkpoint = Some(reason);
                     replies.push(reply);
                 }
                 Command::Subscribe {

@@ -254,7 +254,7 @@ impl Session {
                 Ok(ExecResult::command("FLUSH"))
             }
             Statement::Checkpoint => {
-                db.dataflow().checkpoint().await?;
+                db.dataflow().checkpoint("requested").await?;
                 Ok(ExecResult::command("CHECKPOINT"))
             }
             Statement::Begin => {
