@@ -35,13 +35,6 @@ use futures::StreamExt;
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, ThreadedProducer};
 
-fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(default)
-}
-
 fn now_us() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -261,9 +254,9 @@ fn main() {
         .ok()
         .map(|v| v.split(',').filter_map(|x| x.trim().parse().ok()).collect())
         .unwrap_or_else(|| vec![10_000, 100_000]);
-    let seconds = env_u64("EDDY_BENCH_SECONDS", 10);
-    let writers = env_u64("EDDY_BENCH_WRITERS", 4).max(1);
-    let tick = Duration::from_millis(env_u64("EDDY_BENCH_TICK_MS", 5).max(1));
+    let seconds = common::env_u64("EDDY_BENCH_SECONDS", 10);
+    let writers = common::env_u64("EDDY_BENCH_WRITERS", 4).max(1);
+    let tick = Duration::from_millis(common::env_u64("EDDY_BENCH_TICK_MS", 5).max(1));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

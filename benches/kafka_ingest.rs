@@ -33,24 +33,6 @@ use rdkafka::{Offset, TopicPartitionList};
 
 const PARTITIONS: i32 = 4;
 
-fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-/// CPU seconds (user + system) a process has used so far.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name (which is in parentheses): utime is 14th, stime 15th.
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
-        + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
-    ticks / 100.0
-}
-
 async fn produce(broker: &str, topic: &str, n: u64) {
     let p: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", broker)
@@ -103,7 +85,7 @@ fn ceiling(broker: &str, topic: &str, n: u64) -> (f64, f64) {
     }
     c.assign(&tpl).expect("assign");
     let start = Instant::now();
-    let cpu0 = cpu_seconds(std::process::id());
+    let cpu0 = common::cpu_seconds(std::process::id());
     let mut seen = 0u64;
     let mut checksum = 0i64;
     while seen < n {
@@ -116,7 +98,7 @@ fn ceiling(broker: &str, topic: &str, n: u64) -> (f64, f64) {
         }
     }
     let secs = start.elapsed().as_secs_f64();
-    let cpu = cpu_seconds(std::process::id()) - cpu0;
+    let cpu = common::cpu_seconds(std::process::id()) - cpu0;
     assert_eq!(checksum, (n as i64 - 1) * n as i64 / 2);
     (secs, cpu)
 }
@@ -125,7 +107,7 @@ fn ceiling(broker: &str, topic: &str, n: u64) -> (f64, f64) {
 /// counted all `n` records: (wall seconds, eddy CPU seconds). Checks that every record
 /// was counted exactly once.
 async fn ingest(client: &tokio_postgres::Client, pid: u32, n: u64) -> (f64, f64) {
-    let cpu0 = cpu_seconds(pid);
+    let cpu0 = common::cpu_seconds(pid);
     let t = Instant::now();
     client
         .batch_execute(
@@ -151,7 +133,7 @@ async fn ingest(client: &tokio_postgres::Client, pid: u32, n: u64) -> (f64, f64)
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let eddy_secs = t.elapsed().as_secs_f64();
-    let eddy_cpu = cpu_seconds(pid) - cpu0;
+    let eddy_cpu = common::cpu_seconds(pid) - cpu0;
     let total: i64 = client
         .query_one("SELECT sum(total)::bigint FROM per_k", &[])
         .await
@@ -189,7 +171,7 @@ fn checkpoint_intervals() -> Option<Vec<String>> {
 
 #[tokio::main]
 async fn main() {
-    let n = env_u64("EDDY_BENCH_RECORDS", 500_000);
+    let n = common::env_u64("EDDY_BENCH_RECORDS", 500_000);
     let intervals = checkpoint_intervals();
     let broker = common::Broker::start();
     let addr = broker.addr();
@@ -243,7 +225,7 @@ async fn main() {
 /// Step 4: the eddy part once per checkpoint interval (and round), each on a fresh eddy
 /// and data directory reading the same topic from its beginning.
 async fn checkpoint_overhead(addr: &str, n: u64, intervals: &[String], ceiling: (f64, f64)) {
-    let rounds = env_u64("EDDY_BENCH_ROUNDS", 1).max(1) as usize;
+    let rounds = common::env_u64("EDDY_BENCH_ROUNDS", 1).max(1) as usize;
     let (c_secs, c_cpu) = ceiling;
     println!("| run | records | seconds | events/s | CPU s | events/s per core | CPU µs/event |");
     println!("|---|---|---|---|---|---|---|");

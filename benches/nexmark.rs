@@ -27,47 +27,6 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.replace('_', "").parse().ok())
-        .unwrap_or(default)
-}
-
-/// The eddy process's CPU time so far (utime + stime from /proc, in seconds).
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit(')').next().unwrap_or("");
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    // After the ")": state is field 0, utime field 11, stime field 12.
-    (ticks(11) + ticks(12)) / 100.0
-}
-
-/// Peak resident memory of a process (VmHWM), in bytes.
-fn peak_rss(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("VmHWM"))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-        .map_or(0, |kb| kb * 1024)
-}
-
-fn dir_size(p: &Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(p) else {
-        return 0;
-    };
-    entries
-        .flatten()
-        .map(|e| match e.metadata() {
-            Ok(m) if m.is_dir() => dir_size(&e.path()),
-            Ok(m) => m.len(),
-            Err(_) => 0,
-        })
-        .sum()
-}
-
 fn queries_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("benchmarks/nexmark")
 }
@@ -230,7 +189,7 @@ fn ceiling(broker: &str, events: u64) -> (f64, f64) {
         }
     }
     c.assign(&tpl).expect("assign");
-    let cpu0 = cpu_seconds(std::process::id());
+    let cpu0 = common::cpu_seconds(std::process::id());
     let t = Instant::now();
     let (mut seen, mut fields) = (0u64, 0usize);
     while seen < events {
@@ -243,7 +202,7 @@ fn ceiling(broker: &str, events: u64) -> (f64, f64) {
         }
     }
     let secs = t.elapsed().as_secs_f64();
-    let cpu = cpu_seconds(std::process::id()) - cpu0;
+    let cpu = common::cpu_seconds(std::process::id()) - cpu0;
     assert!(fields > 0);
     (events as f64 / secs, events as f64 / cpu.max(1e-9))
 }
@@ -305,7 +264,7 @@ async fn run(query: &str, events: u64, broker: Option<&str>) -> Run {
     };
     let pid = eddy.pid();
     let c = eddy.connect().await;
-    let cpu0 = cpu_seconds(pid);
+    let cpu0 = common::cpu_seconds(pid);
     let t = Instant::now();
     c.batch_execute(&format!("{schema}\n{sql}"))
         .await
@@ -333,8 +292,8 @@ async fn run(query: &str, events: u64, broker: Option<&str>) -> Run {
     }
     c.batch_execute("FLUSH").await.expect("FLUSH");
     let secs = t.elapsed().as_secs_f64();
-    let cpu = cpu_seconds(pid) - cpu0;
-    let peak = peak_rss(pid);
+    let cpu = common::cpu_seconds(pid) - cpu0;
+    let peak = common::peak_rss(pid);
     let rows = count(&c, &format!("SELECT count(*) FROM {query}")).await;
     let batch = count(
         &c,
@@ -345,7 +304,7 @@ async fn run(query: &str, events: u64, broker: Option<&str>) -> Run {
         rows, batch,
         "{query}: the view has {rows} rows, the same query in batch {batch}"
     );
-    let disk = dir_size(&data);
+    let disk = common::dir_size(&data);
     Run {
         query: query.to_string(),
         events: want,
@@ -359,7 +318,7 @@ async fn run(query: &str, events: u64, broker: Option<&str>) -> Run {
 
 #[tokio::main]
 async fn main() {
-    let events = env_u64("EDDY_NEXMARK_EVENTS", 1_000_000);
+    let events = common::env_u64("EDDY_NEXMARK_EVENTS", 1_000_000);
     let kafka = std::env::var("EDDY_NEXMARK_SOURCE").is_ok_and(|s| s == "kafka");
     let broker = kafka.then(common::Broker::start);
     let addr = broker.as_ref().map(|b| b.addr());
