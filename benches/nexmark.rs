@@ -235,6 +235,17 @@ struct Run {
     rows: i64,
 }
 
+impl Run {
+    fn per_second(&self) -> f64 {
+        self.events as f64 / self.secs
+    }
+
+    /// Throughput per core: events per CPU-second of the eddy process.
+    fn per_cpu_second(&self) -> f64 {
+        self.events as f64 / self.cpu.max(1e-9)
+    }
+}
+
 async fn count(c: &tokio_postgres::Client, sql: &str) -> i64 {
     match c.simple_query(sql).await {
         Ok(msgs) => msgs
@@ -345,12 +356,11 @@ async fn main() {
             all.push(run(&q, events, addr.as_deref()).await);
         }
         all.sort_by(|a, b| a.cpu.total_cmp(&b.cpu));
-        let per_cpu = |r: &Run| r.events as f64 / r.cpu.max(1e-9);
         if runs > 1 {
             println!(
                 "  {q}: events per CPU-second over {runs} runs: {:.0} .. {:.0}",
-                per_cpu(&all[all.len() - 1]),
-                per_cpu(&all[0])
+                all[all.len() - 1].per_cpu_second(),
+                all[0].per_cpu_second()
             );
         }
         let r = all.swap_remove(all.len() / 2);
@@ -359,9 +369,9 @@ async fn main() {
             r.query,
             r.events,
             r.secs,
-            r.events as f64 / r.secs,
+            r.per_second(),
             r.cpu,
-            r.events as f64 / r.cpu.max(1e-9),
+            r.per_cpu_second(),
             r.peak_rss as f64 / 1e6,
             r.disk as f64 / 1e6,
             r.rows
@@ -378,9 +388,9 @@ async fn main() {
                 r.query,
                 r.events,
                 r.secs,
-                r.events as f64 / r.secs,
+                r.per_second(),
                 r.cpu,
-                r.events as f64 / r.cpu.max(1e-9),
+                r.per_cpu_second(),
                 r.peak_rss,
                 r.disk,
                 r.rows

@@ -15,10 +15,10 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use common::{Eddy, Postgres};
+use common::{rows, Eddy, Postgres};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use tokio_postgres::{Client, SimpleQueryMessage};
+use tokio_postgres::Client;
 
 const TABLES: &str = "
 CREATE TABLE a (id INT PRIMARY KEY, g INT, x INT, s TEXT, flag BOOLEAN);
@@ -63,44 +63,6 @@ async fn view_rows(c: &Client, who: &str, name: &str) -> Vec<String> {
     match rows(c, &format!("SELECT * FROM {name}")).await {
         Ok(r) => r,
         Err(e) => panic!("{who}: SELECT * FROM {name} failed: {e}"),
-    }
-}
-
-/// Rows of a query as normalized strings, sorted (a multiset).
-async fn rows(c: &Client, sql: &str) -> Result<Vec<String>, String> {
-    let msgs = c
-        .simple_query(sql)
-        .await
-        .map_err(|e| match e.as_db_error() {
-            Some(db) => format!("{} ({})", db.message(), db.code().code()),
-            None => e.to_string(),
-        })?;
-    let mut out = vec![];
-    for m in msgs {
-        if let SimpleQueryMessage::Row(r) = m {
-            let vals: Vec<String> = (0..r.len()).map(|i| normalize(r.get(i))).collect();
-            out.push(vals.join(" | "));
-        }
-    }
-    out.sort();
-    Ok(out)
-}
-
-/// Numbers compare by value (Postgres says `15.0000000000000000` where eddy says `15`).
-fn normalize(v: Option<&str>) -> String {
-    match v {
-        None => "NULL".into(),
-        Some(s) => match s.parse::<f64>() {
-            Ok(f) if s.contains('.') || s.contains('e') => {
-                let r = (f * 1e6).round() / 1e6;
-                if r == r.trunc() && r.abs() < 1e15 {
-                    format!("{}", r as i64)
-                } else {
-                    format!("{r}")
-                }
-            }
-            _ => s.to_string(),
-        },
     }
 }
 

@@ -39,7 +39,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::{eventually, Broker, Eddy, Postgres};
+use common::{eventually, normalize, rows, Broker, Eddy, Postgres};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
@@ -469,44 +469,6 @@ fn table_rows(table: BTreeMap<String, Option<String>>) -> Result<Vec<String>, St
     }
     rows.sort();
     Ok(rows)
-}
-
-/// Rows of a query as normalized strings, sorted (a multiset).
-async fn rows(c: &Client, sql: &str) -> Result<Vec<String>, String> {
-    let msgs = c
-        .simple_query(sql)
-        .await
-        .map_err(|e| match e.as_db_error() {
-            Some(db) => format!("{} ({})", db.message(), db.code().code()),
-            None => e.to_string(),
-        })?;
-    let mut out = vec![];
-    for m in msgs {
-        if let SimpleQueryMessage::Row(r) = m {
-            let vals: Vec<String> = (0..r.len()).map(|i| normalize(r.get(i))).collect();
-            out.push(vals.join(" | "));
-        }
-    }
-    out.sort();
-    Ok(out)
-}
-
-/// Numbers compare by value (PostgreSQL may print `15.000` where eddy prints `15`).
-fn normalize(v: Option<&str>) -> String {
-    match v {
-        None => "NULL".into(),
-        Some(s) => match s.parse::<f64>() {
-            Ok(f) if s.contains('.') || s.contains('e') => {
-                let r = (f * 1e6).round() / 1e6;
-                if r == r.trunc() && r.abs() < 1e15 {
-                    format!("{}", r as i64)
-                } else {
-                    format!("{r}")
-                }
-            }
-            _ => s.to_string(),
-        },
-    }
 }
 
 /// Raw rows of a statement (SHOW ...), unsorted; NULL as "NULL".

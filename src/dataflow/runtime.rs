@@ -211,14 +211,10 @@ pub struct RuntimeMetrics {
     pub last_commit_ns: AtomicU64,
     /// Bytes written to the input log.
     pub log_bytes: AtomicU64,
-    /// Checkpoints taken, their total time and bytes, and the last one's epoch, time
-    /// (milliseconds since 1970) and size.
+    /// Checkpoints taken since start, their total time and bytes.
     pub checkpoints: AtomicU64,
     pub checkpoint_ns: AtomicU64,
     pub checkpoint_bytes: AtomicU64,
-    pub last_checkpoint_epoch: AtomicU64,
-    pub last_checkpoint_at_ms: AtomicU64,
-    pub last_checkpoint_bytes: AtomicU64,
     /// The most recent checkpoints, newest last (`SHOW CHECKPOINTS`).
     pub recent_checkpoints: Mutex<VecDeque<CheckpointInfo>>,
 }
@@ -504,9 +500,6 @@ impl Runtime {
         });
         let (tx, rx) = mpsc::channel();
         let metrics = Arc::new(RuntimeMetrics::default());
-        if let Some(c) = read_u64(storage.as_ref(), CHECKPOINT_KEY)? {
-            metrics.last_checkpoint_epoch.store(c, Ordering::Relaxed);
-        }
         if let Some(info) = storage.get(&keys::meta_key(CHECKPOINT_INFO_KEY))? {
             // Informational only: an unreadable record is not worth refusing to start.
             if let Ok(info) = serde_json::from_slice::<CheckpointInfo>(&info) {
@@ -901,9 +894,6 @@ impl Runtime {
         m.checkpoint_ns
             .fetch_add(took.as_nanos() as u64, Ordering::Relaxed);
         m.checkpoint_bytes.fetch_add(info.bytes, Ordering::Relaxed);
-        m.last_checkpoint_epoch.store(info.epoch, Ordering::Relaxed);
-        m.last_checkpoint_bytes.store(info.bytes, Ordering::Relaxed);
-        m.last_checkpoint_at_ms.store(info.at_ms, Ordering::Relaxed);
         debug!(
             epoch = info.epoch,
             bytes = info.bytes,

@@ -394,6 +394,46 @@ impl Drop for Broker {
     }
 }
 
+// Comparing query results (eddy against PostgreSQL, or two runs).
+
+/// Rows of a query as normalized strings, sorted (a multiset).
+pub async fn rows(c: &tokio_postgres::Client, sql: &str) -> Result<Vec<String>, String> {
+    let msgs = c
+        .simple_query(sql)
+        .await
+        .map_err(|e| match e.as_db_error() {
+            Some(db) => format!("{} ({})", db.message(), db.code().code()),
+            None => e.to_string(),
+        })?;
+    let mut out = vec![];
+    for m in msgs {
+        if let tokio_postgres::SimpleQueryMessage::Row(r) = m {
+            let vals: Vec<String> = (0..r.len()).map(|i| normalize(r.get(i))).collect();
+            out.push(vals.join(" | "));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Numbers compare by value (PostgreSQL may print `15.000` where eddy prints `15`).
+pub fn normalize(v: Option<&str>) -> String {
+    match v {
+        None => "NULL".into(),
+        Some(s) => match s.parse::<f64>() {
+            Ok(f) if s.contains('.') || s.contains('e') => {
+                let r = (f * 1e6).round() / 1e6;
+                if r == r.trunc() && r.abs() < 1e15 {
+                    format!("{}", r as i64)
+                } else {
+                    format!("{r}")
+                }
+            }
+            _ => s.to_string(),
+        },
+    }
+}
+
 // Measurement helpers for the benchmarks (benches/ include this module too).
 
 /// A numeric setting from the environment (`1_000_000` allowed), or `default`.
