@@ -42,7 +42,7 @@ run "Docker Compose file (docker-compose config)" scripts/lib/check-compose.sh
 if [ -x tests/clients/run.sh ] || [ -f tests/clients/run.sh ]; then
   run "real clients (psql, psycopg, node-postgres)" bash tests/clients/run.sh
 fi
-differential() { scripts/lib/ensure-postgres.sh && cargo test --test differential; }
+differential() { scripts/lib/ensure-postgres.sh && cargo test --test differential --test windows_differential; }
 run "differential vs PostgreSQL" differential
 
 section "summary"

@@ -100,6 +100,9 @@ pub struct CatalogEntry {
     /// project them): operators reading it can keep smaller state.
     #[serde(default)]
     pub append_only: bool,
+    /// `WATERMARK FOR` (tables and streams with an event-time column).
+    #[serde(default)]
+    pub watermark: Option<crate::dataflow::watermark::WatermarkDef>,
 }
 
 impl CatalogEntry {
@@ -130,6 +133,27 @@ impl CatalogEntry {
 
     pub fn column_index(&self, name: &str) -> Option<usize> {
         self.columns.iter().position(|c| c.name == name)
+    }
+
+    /// How the runtime tracks this relation's watermark: by itself for tables and
+    /// streams written with INSERT, from the source thread otherwise.
+    pub fn watermark_install(&self) -> Option<crate::dataflow::watermark::WatermarkInstall> {
+        let def = self.watermark.clone()?;
+        let column = self.column_index(&def.column)?;
+        Some(crate::dataflow::watermark::WatermarkInstall {
+            def,
+            column,
+            embedded: !self.is_kafka() && !self.is_nexmark(),
+        })
+    }
+
+    /// A stream's `retention` (microseconds of event time below the watermark).
+    pub fn retention_us(&self) -> Option<i64> {
+        let r = self.options.get("retention")?;
+        crate::dataflow::watermark::parse_duration(r)
+            .ok()
+            .flatten()
+            .map(|d| d.as_micros() as i64)
     }
 }
 
@@ -266,6 +290,7 @@ mod tests {
             depends_on,
             options: BTreeMap::new(),
             append_only: false,
+            watermark: None,
         }
     }
 

@@ -35,6 +35,8 @@ use tracing::{info, warn};
 
 use crate::catalog::{CatalogEntry, ObjectKind};
 use crate::dataflow::runtime::DataflowHandle;
+use crate::dataflow::watermark::{WatermarkState, WatermarkTracker};
+use datafusion::arrow::datatypes::SchemaRef;
 use crate::dataflow::subscribe::{SubscriptionEvent, SubscriptionReceiver};
 use crate::error::{Error, Result};
 use crate::format::{BadRecord, Decoder, KeyFormat, RawRecord, ValueFormat};
@@ -108,6 +110,8 @@ pub const SOURCE_OPTIONS: &[&str] = &[
     "timestamp",
     "partitions",
     "start_offset",
+    "idle_timeout",
+    "retention",
 ];
 
 impl SourceOptions {
@@ -322,6 +326,53 @@ pub struct SourceProgress {
     pub errors: u64,
     /// The most recent bad records.
     pub recent_errors: VecDeque<SourceError>,
+    /// Event-time tracking, for a relation with a watermark.
+    #[serde(default)]
+    pub watermark: Option<WatermarkState>,
+}
+
+/// A source relation's watermark tracker, resumed from its committed progress.
+pub(crate) fn tracker_for(entry: &CatalogEntry, progress: &SourceProgress) -> Option<WatermarkTracker> {
+    let w = entry.watermark_install()?;
+    Some(WatermarkTracker::new(
+        &w.def,
+        w.column,
+        progress.watermark.clone().unwrap_or_default(),
+    ))
+}
+
+/// Advance an idle source's watermark with the clock: commits the new watermark (no
+/// rows) when it moved. Returns the progress committed then.
+pub(crate) fn idle_tick(
+    dataflow: &DataflowHandle,
+    object_id: u32,
+    schema: SchemaRef,
+    committed: &SourceProgress,
+    status: &Mutex<SourceStatus>,
+    tracker: Option<&mut WatermarkTracker>,
+) -> Result<Option<SourceProgress>> {
+    let Some(t) = tracker else {
+        return Ok(None);
+    };
+    let before = t.state().clone();
+    if t.idle_tick().is_none() {
+        return Ok(None);
+    }
+    let mut next = committed.clone();
+    next.watermark = Some(t.state().clone());
+    let time = Some(t.time());
+    let extra = progress_extra(object_id, &next)?;
+    let empty = crate::dataflow::ChangeBatch::empty(schema);
+    match futures::executor::block_on(dataflow.write_source(object_id, empty, extra, time)) {
+        Ok(_) => {
+            status.lock().progress = next.clone();
+            Ok(Some(next))
+        }
+        Err(e) => {
+            t.reset(before);
+            Err(e)
+        }
+    }
 }
 
 /// A record that was skipped.
@@ -457,6 +508,7 @@ impl KafkaSource {
             dataflow,
             status: status.clone(),
             stop: stop.clone(),
+            tracker: tracker_for(entry, &progress),
             committed: progress,
         };
         let thread = std::thread::Builder::new()
@@ -512,6 +564,7 @@ struct SourceWorker {
     stop: Arc<AtomicBool>,
     /// Progress as of the last committed epoch.
     committed: SourceProgress,
+    tracker: Option<WatermarkTracker>,
 }
 
 impl SourceWorker {
@@ -616,6 +669,9 @@ impl SourceWorker {
         consumer: &BaseConsumer<StatsContext>,
         mut known: Vec<i32>,
     ) -> Result<()> {
+        if let Some(t) = self.tracker.as_mut() {
+            t.set_partitions(known.iter().copied());
+        }
         let mut last_metadata = Instant::now();
         let mut last_error: Option<Instant> = None;
         while !self.stopped() {
@@ -651,6 +707,20 @@ impl SourceWorker {
                 }
                 wait = Duration::ZERO;
             }
+            if messages.is_empty() {
+                match idle_tick(
+                    &self.dataflow,
+                    self.object_id,
+                    self.decoder.schema(),
+                    &self.committed,
+                    &self.status,
+                    self.tracker.as_mut(),
+                ) {
+                    Ok(Some(next)) => self.committed = next,
+                    Ok(None) => {}
+                    Err(e) => warn!(source = %self.name, "cannot advance the watermark: {e}"),
+                }
+            }
             if !messages.is_empty() {
                 if last_error.take().is_some() {
                     self.set_state("running");
@@ -679,6 +749,9 @@ impl SourceWorker {
                             self.committed.offsets.entry(*p).or_insert(0);
                         }
                         known = ps;
+                        if let Some(t) = self.tracker.as_mut() {
+                            t.set_partitions(known.iter().copied());
+                        }
                         self.assign(consumer, &known)?;
                     }
                 }
@@ -696,6 +769,7 @@ impl SourceWorker {
             records,
             &self.committed,
             &self.status,
+            self.tracker.as_mut(),
         ) {
             Ok(next) => {
                 self.committed = next;
@@ -721,6 +795,7 @@ pub(crate) fn apply_batch(
     records: &[RawRecord<'_>],
     committed: &SourceProgress,
     status: &Mutex<SourceStatus>,
+    tracker: Option<&mut WatermarkTracker>,
 ) -> Result<SourceProgress> {
     let decoded = decoder.decode(records)?;
     let mut next = committed.clone();
@@ -747,20 +822,47 @@ pub(crate) fn apply_batch(
             at_ms,
         });
     }
-    commit_rows(dataflow, object_id, decoded.changes, next, status)
+    let partitions = decoded.partitions;
+    commit_rows(
+        dataflow,
+        object_id,
+        decoded.changes,
+        &|i| partitions.get(i).copied().unwrap_or(0),
+        next,
+        status,
+        tracker,
+    )
 }
 
 /// Apply rows with the progress they bring the source to, in one epoch; then show that
-/// progress in `SHOW SOURCES`.
+/// progress in `SHOW SOURCES`. With a watermark `tracker`, late rows are dropped first
+/// (`partition(i)`: row i's partition) and the watermark is committed with the rows.
 pub(crate) fn commit_rows(
     dataflow: &DataflowHandle,
     object_id: u32,
-    changes: crate::dataflow::ChangeBatch,
-    next: SourceProgress,
+    mut changes: crate::dataflow::ChangeBatch,
+    partition: &dyn Fn(usize) -> i32,
+    mut next: SourceProgress,
     status: &Mutex<SourceStatus>,
+    tracker: Option<&mut WatermarkTracker>,
 ) -> Result<SourceProgress> {
+    let mut time = None;
+    let mut rollback = None;
+    if let Some(t) = tracker {
+        let before = t.state().clone();
+        changes = t.filter(changes, partition)?;
+        next.watermark = Some(t.state().clone());
+        time = Some(t.time());
+        rollback = Some((t, before));
+    }
     let extra = progress_extra(object_id, &next)?;
-    futures::executor::block_on(dataflow.write_with(object_id, changes, extra))?;
+    if let Err(e) = futures::executor::block_on(dataflow.write_source(object_id, changes, extra, time)) {
+        // Not applied: the same rows come again, and must meet the same watermark.
+        if let Some((t, before)) = rollback {
+            t.reset(before);
+        }
+        return Err(e);
+    }
     status.lock().progress = next.clone();
     Ok(next)
 }

@@ -26,7 +26,10 @@ use datafusion::arrow::array::{
 use datafusion::arrow::compute::{can_cast_types, cast_with_options, CastOptions};
 use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit};
 
-use super::kafka::{apply_batch, commit_rows, KafkaSource, SourceProgress, SourceStatus};
+use super::kafka::{
+    apply_batch, commit_rows, idle_tick, KafkaSource, SourceProgress, SourceStatus,
+};
+use crate::dataflow::watermark::WatermarkTracker;
 use crate::catalog::{CatalogEntry, ObjectKind};
 use crate::dataflow::runtime::DataflowHandle;
 use crate::dataflow::ChangeBatch;
@@ -34,7 +37,14 @@ use crate::error::{Error, Result};
 use crate::format::{Decoder, KeyFormat, RawRecord, ValueFormat};
 
 /// The WITH options of a Nexmark stream.
-pub const OPTIONS: &[&str] = &["connector", "table", "event_rate", "max_events"];
+pub const OPTIONS: &[&str] = &[
+    "connector",
+    "table",
+    "event_rate",
+    "max_events",
+    "idle_timeout",
+    "retention",
+];
 
 /// Fixed base time of generated events (2023-11-14 22:13:20 UTC): runs are repeatable.
 const BASE_TIME_MS: u64 = 1_700_000_000_000;
@@ -121,9 +131,10 @@ pub fn start(
     }));
     let stop = Arc::new(AtomicBool::new(false));
     let (st, sp, id, name) = (status.clone(), stop.clone(), entry.id, entry.name.clone());
+    let tracker = super::kafka::tracker_for(entry, &progress);
     let thread = std::thread::Builder::new()
         .name(format!("eddy-nexmark-{}", entry.name))
-        .spawn(move || run(id, &name, opts, decoder, progress, dataflow, st, sp))
+        .spawn(move || run(id, &name, opts, decoder, progress, dataflow, st, sp, tracker))
         .map_err(|e| Error::internal(format!("cannot start nexmark thread: {e}")))?;
     Ok(KafkaSource::from_parts(stop, status, thread))
 }
@@ -138,8 +149,14 @@ fn run(
     dataflow: DataflowHandle,
     status: Arc<Mutex<SourceStatus>>,
     stop: Arc<AtomicBool>,
+    mut tracker: Option<WatermarkTracker>,
 ) {
     let started = Instant::now();
+    // The generator has one partition: the watermark follows it, and advances with the
+    // clock once it stops (max_events reached).
+    if let Some(t) = tracker.as_mut() {
+        t.set_partitions([0]);
+    }
     let first = committed.offsets.get(&0).copied().unwrap_or(0).max(0) as u64;
     let mut generated = first;
     let mut generator = events(opts.table, generated);
@@ -154,6 +171,18 @@ fn run(
     while !stop.load(Ordering::Relaxed) {
         if opts.max_events.is_some_and(|m| generated >= m) {
             status.lock().state = "finished".into();
+            match idle_tick(
+                &dataflow,
+                object_id,
+                decoder.schema(),
+                &committed,
+                &status,
+                tracker.as_mut(),
+            ) {
+                Ok(Some(next)) => committed = next,
+                Ok(None) => {}
+                Err(e) => warn!(source = %name, "nexmark: cannot advance the watermark: {e}"),
+            }
             std::thread::sleep(Duration::from_millis(50));
             continue;
         }
@@ -179,7 +208,15 @@ fn run(
             next.offsets
                 .insert(0, (generated + batch.len() as u64) as i64);
             next.records += batch.len() as u64;
-            match commit_rows(&dataflow, object_id, changes, next, &status) {
+            match commit_rows(
+                &dataflow,
+                object_id,
+                changes,
+                &|_| 0,
+                next,
+                &status,
+                tracker.as_mut(),
+            ) {
                 Ok(next) => {
                     generated += batch.len() as u64;
                     committed = next;
@@ -208,7 +245,13 @@ fn run(
             })
             .collect();
         match apply_batch(
-            &dataflow, object_id, &decoder, &records, &committed, &status,
+            &dataflow,
+            object_id,
+            &decoder,
+            &records,
+            &committed,
+            &status,
+            tracker.as_mut(),
         ) {
             Ok(next) => {
                 generated += values.len() as u64;
@@ -437,6 +480,7 @@ mod tests {
             depends_on: vec![],
             options: Default::default(),
             append_only: true,
+            watermark: None,
         }
     }
 

@@ -8,12 +8,13 @@
 //! touched it. A group whose row count drops to zero disappears (a global aggregate
 //! without GROUP BY always has its one row, as in Postgres: `count(*)` of nothing is 0).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use bytes::Bytes;
 use datafusion::arrow::array::{ArrayRef, Int64Array, RecordBatch, RecordBatchOptions};
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::array::{Array, AsArray};
+use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit, TimestampMicrosecondType};
 use datafusion::common::ScalarValue;
 use datafusion::physical_plan::PhysicalExpr;
 
@@ -44,6 +45,15 @@ pub struct HashAggOperator {
     append_only: bool,
     display: String,
     errors: Arc<EvalErrors>,
+    /// Index of the group key that is a `window_end`: groups of closed windows are
+    /// freed when the watermark passes their end.
+    window_end_key: Option<usize>,
+    /// Groups by window end (only with `window_end_key`).
+    by_end: BTreeMap<i64, Vec<Bytes>>,
+    /// Windows ending at or below this are closed: their groups are gone, and input
+    /// for them is dropped (counted as late).
+    closed_upto: Option<i64>,
+    late: u64,
 }
 
 impl HashAggOperator {
@@ -74,7 +84,38 @@ impl HashAggOperator {
             append_only: false,
             display,
             errors,
+            window_end_key: None,
+            by_end: BTreeMap::new(),
+            closed_upto: None,
+            late: 0,
         })
+    }
+
+    /// Group key `key` is a window end: free closed windows' groups (see
+    /// [`Operator::on_watermark`]).
+    pub fn with_window_end_key(mut self, key: Option<usize>) -> Self {
+        self.window_end_key = key;
+        self
+    }
+
+    /// Each row's window end (µs), when a group key is one.
+    fn window_ends(&self, key_cols: &[ArrayRef]) -> Result<Option<Vec<Option<i64>>>> {
+        let Some(k) = self.window_end_key else {
+            return Ok(None);
+        };
+        let col = key_cols
+            .get(k)
+            .ok_or_else(|| Error::internal("window_end key out of range"))?;
+        let micros = datafusion::arrow::compute::cast(
+            col,
+            &DataType::Timestamp(TimeUnit::Microsecond, None),
+        )?;
+        let ends = micros.as_primitive::<TimestampMicrosecondType>();
+        Ok(Some(
+            (0..ends.len())
+                .map(|i| (!ends.is_null(i)).then(|| ends.value(i)))
+                .collect(),
+        ))
     }
 
     /// Declare the input append-only (see [`AggSpec::with_append_only`]).
@@ -193,12 +234,23 @@ impl Operator for HashAggOperator {
             .iter()
             .map(|a| a.prepare(&batch.data, &self.errors))
             .collect::<Result<Vec<_>>>()?;
+        let ends = self.window_ends(&key_cols)?;
         for (i, key) in keys.into_iter().enumerate() {
             let diff = batch.diff(i);
+            let end = ends.as_ref().and_then(|e| e[i]);
+            if let (Some(e), Some(c)) = (end, self.closed_upto) {
+                if e <= c {
+                    self.late += 1;
+                    continue;
+                }
+            }
             let key = Bytes::from(key);
             if !self.groups.contains_key(&key) {
                 let g = self.new_group();
                 self.groups.insert(key.clone(), g);
+                if let Some(e) = end {
+                    self.by_end.entry(e).or_default().push(key.clone());
+                }
             }
             if !self.touched.contains_key(&key) {
                 let old = match self.groups.get(&key) {
@@ -301,11 +353,46 @@ impl Operator for HashAggOperator {
         })?;
         self.initialized = !groups.is_empty();
         self.groups = groups;
+        if self.window_end_key.is_some() && !self.groups.is_empty() {
+            let keys: Vec<Bytes> = self.groups.keys().cloned().collect();
+            let refs: Vec<&[u8]> = keys.iter().map(|k| k.as_ref()).collect();
+            let cols = self.key_codec.decode(&refs)?;
+            if let Some(ends) = self.window_ends(&cols)? {
+                for (key, end) in keys.into_iter().zip(ends) {
+                    if let Some(e) = end {
+                        self.by_end.entry(e).or_default().push(key);
+                    }
+                }
+            }
+        }
         Ok(())
     }
 
     fn state_entries(&self) -> usize {
         self.groups.len()
+    }
+
+    fn wants_watermark(&self) -> bool {
+        self.window_end_key.is_some()
+    }
+
+    fn late_rows(&self) -> u64 {
+        self.late
+    }
+
+    /// Free the groups of windows that closed: their rows stay downstream (the view
+    /// keeps each closed window's result), and nothing can change them any more.
+    fn on_watermark(&mut self, watermark: i64, _out: &mut Output) -> Result<()> {
+        self.closed_upto = Some(self.closed_upto.map_or(watermark, |c| c.max(watermark)));
+        let open = self.by_end.split_off(&watermark.saturating_add(1));
+        for (_, keys) in std::mem::replace(&mut self.by_end, open) {
+            for key in keys {
+                if self.groups.remove(&key).is_some() {
+                    self.dirty.insert(key);
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -356,6 +443,62 @@ mod tests {
             HashAggOperator::new(output, keys, aggs, String::new(), EvalErrors::new()).unwrap(),
             input,
         )
+    }
+
+    /// GROUP BY k, window_end: sum(v), with window_end as the window key.
+    #[test]
+    fn closed_windows_free_their_groups_and_ignore_later_changes() {
+        let input = schema(&[("k", I64), ("window_end", TS), ("v", I64)]);
+        let output = schema(&[("k", I64), ("window_end", TS), ("s", I64)]);
+        let aggs = vec![agg(AggKind::Sum, false, Some("v"), &input, DataType::Int64)];
+        let keys = vec![col("k", &input).unwrap(), col("window_end", &input).unwrap()];
+        let mut op = HashAggOperator::new(output, keys, aggs, String::new(), EvalErrors::new())
+            .unwrap()
+            .with_window_end_key(Some(1));
+        assert!(op.wants_watermark());
+        let out = run_epoch(
+            &mut op,
+            vec![(0, changes(&input, "1 60 5 +1
+1 120 7 +1
+2 60 1 +1"))],
+        );
+        assert_eq!(out.len(), 3);
+        // A retraction inside an open window still updates it.
+        let out = run_epoch(&mut op, vec![(0, changes(&input, "1 60 5 -1
+1 60 2 +1"))]);
+        assert_eq!(
+            out,
+            vec![format!("1 {} 2 +1", ts(60)), format!("1 {} 5 -1", ts(60))]
+        );
+        assert_eq!(op.state_entries(), 3);
+        // Watermark 60 s: both groups of the window ending at 60 are freed, silently.
+        let mut out = vec![];
+        op.on_watermark(60_000_000, &mut out).unwrap();
+        assert!(out.is_empty());
+        assert_eq!(op.state_entries(), 1);
+        // Changes for the closed window are late: no group comes back.
+        let out = run_epoch(&mut op, vec![(0, changes(&input, "1 60 3 +1\n1 120 3 +1"))]);
+        assert_eq!(
+            out,
+            vec![format!("1 {} 10 +1", ts(120)), format!("1 {} 7 -1", ts(120))]
+        );
+        assert_eq!(op.late_rows(), 1);
+        assert_eq!(op.state_entries(), 1);
+        // The freed groups are deleted from storage at the next checkpoint, and a
+        // restore finds the open window's group by its end.
+        let storage = crate::storage::memory::MemoryStorage::new();
+        checkpoint(&mut op, &storage, 3);
+        let input2 = schema(&[("k", I64), ("window_end", TS), ("v", I64)]);
+        let output2 = schema(&[("k", I64), ("window_end", TS), ("s", I64)]);
+        let aggs2 = vec![agg(AggKind::Sum, false, Some("v"), &input2, DataType::Int64)];
+        let keys2 = vec![col("k", &input2).unwrap(), col("window_end", &input2).unwrap()];
+        let mut back = HashAggOperator::new(output2, keys2, aggs2, String::new(), EvalErrors::new())
+            .unwrap()
+            .with_window_end_key(Some(1));
+        back.restore(&StateReader::new(3, &storage)).unwrap();
+        assert_eq!(back.state_entries(), 1);
+        back.on_watermark(120_000_000, &mut vec![]).unwrap();
+        assert_eq!(back.state_entries(), 0);
     }
 
     #[test]

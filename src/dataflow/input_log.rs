@@ -16,6 +16,7 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::arrow::ipc::reader::StreamReader;
 use datafusion::arrow::ipc::writer::StreamWriter;
 
+use super::watermark::SourceTime;
 use super::ChangeBatch;
 use crate::error::{Error, Result};
 use crate::storage::keys;
@@ -40,6 +41,26 @@ pub fn epoch_of(key: &[u8]) -> Result<u64> {
 
 /// Encode one epoch's writes: `(object id, changes)` in the order they were applied.
 pub fn encode(writes: &[(u32, ChangeBatch)]) -> Result<Vec<u8>> {
+    encode_entry(writes, &[])
+}
+
+/// Encode one epoch's writes and the watermarks it raised (a trailer after the writes;
+/// entries without one decode with no watermarks).
+pub fn encode_entry(writes: &[(u32, ChangeBatch)], watermarks: &[(u32, SourceTime)]) -> Result<Vec<u8>> {
+    let mut out = encode_writes(writes)?;
+    if !watermarks.is_empty() {
+        out.extend_from_slice(&(watermarks.len() as u32).to_le_bytes());
+        for (object_id, t) in watermarks {
+            out.extend_from_slice(&object_id.to_le_bytes());
+            out.push(t.watermark.is_some() as u8);
+            out.extend_from_slice(&t.watermark.unwrap_or(0).to_le_bytes());
+            out.extend_from_slice(&t.late_rows.to_le_bytes());
+        }
+    }
+    Ok(out)
+}
+
+fn encode_writes(writes: &[(u32, ChangeBatch)]) -> Result<Vec<u8>> {
     let size: usize = writes
         .iter()
         .map(|(_, c)| c.data.get_array_memory_size() + c.num_rows() * 8 + 4096)
@@ -78,23 +99,32 @@ pub fn encode(writes: &[(u32, ChangeBatch)]) -> Result<Vec<u8>> {
     Ok(out)
 }
 
-/// Decode an entry written by [`encode`].
-pub fn decode(mut bytes: &[u8]) -> Result<Vec<(u32, ChangeBatch)>> {
+/// Decode an entry written by [`encode`] (its writes; a watermark trailer is ignored).
+pub fn decode(bytes: &[u8]) -> Result<Vec<(u32, ChangeBatch)>> {
+    Ok(decode_entry(bytes)?.0)
+}
+
+fn take<'a>(bytes: &mut &'a [u8], n: usize) -> Result<&'a [u8]> {
+    if bytes.len() < n {
+        return Err(Error::Storage("corrupt input log entry".into()));
+    }
+    let (head, rest) = bytes.split_at(n);
+    *bytes = rest;
+    Ok(head)
+}
+
+/// One epoch's writes and the watermarks it raised.
+pub type Entry = (Vec<(u32, ChangeBatch)>, Vec<(u32, SourceTime)>);
+
+/// Decode an entry written by [`encode_entry`].
+pub fn decode_entry(mut bytes: &[u8]) -> Result<Entry> {
     let bad = || Error::Storage("corrupt input log entry".into());
-    let mut take = |n: usize| -> Result<&[u8]> {
-        if bytes.len() < n {
-            return Err(bad());
-        }
-        let (head, rest) = bytes.split_at(n);
-        bytes = rest;
-        Ok(head)
-    };
-    let count = u32::from_le_bytes(take(4)?.try_into().map_err(|_| bad())?);
+    let count = u32::from_le_bytes(take(&mut bytes, 4)?.try_into().map_err(|_| bad())?);
     let mut out = Vec::with_capacity(count as usize);
     for _ in 0..count {
-        let object_id = u32::from_le_bytes(take(4)?.try_into().map_err(|_| bad())?);
-        let len = u64::from_le_bytes(take(8)?.try_into().map_err(|_| bad())?) as usize;
-        let ipc = take(len)?;
+        let object_id = u32::from_le_bytes(take(&mut bytes, 4)?.try_into().map_err(|_| bad())?);
+        let len = u64::from_le_bytes(take(&mut bytes, 8)?.try_into().map_err(|_| bad())?) as usize;
+        let ipc = take(&mut bytes, len)?;
         for batch in StreamReader::try_new(Cursor::new(ipc), None)? {
             let batch = batch?;
             let n = batch.num_columns();
@@ -117,7 +147,24 @@ pub fn decode(mut bytes: &[u8]) -> Result<Vec<(u32, ChangeBatch)>> {
             out.push((object_id, ChangeBatch::new(data, diffs)));
         }
     }
-    Ok(out)
+    let mut watermarks = vec![];
+    if !bytes.is_empty() {
+        let n = u32::from_le_bytes(take(&mut bytes, 4)?.try_into().map_err(|_| bad())?);
+        for _ in 0..n {
+            let object_id = u32::from_le_bytes(take(&mut bytes, 4)?.try_into().map_err(|_| bad())?);
+            let has = take(&mut bytes, 1)?[0] != 0;
+            let wm = i64::from_le_bytes(take(&mut bytes, 8)?.try_into().map_err(|_| bad())?);
+            let late_rows = u64::from_le_bytes(take(&mut bytes, 8)?.try_into().map_err(|_| bad())?);
+            watermarks.push((
+                object_id,
+                SourceTime {
+                    watermark: has.then_some(wm),
+                    late_rows,
+                },
+            ));
+        }
+    }
+    Ok((out, watermarks))
 }
 
 #[cfg(test)]
@@ -138,6 +185,18 @@ mod tests {
         assert_eq!(back[0].1.to_sorted_strings(), vec!["1 a +1", "2 NULL -1"]);
         assert_eq!(back[1].1.to_sorted_strings(), vec!["3 c +2"]);
         assert!(decode(&[1, 0, 0]).is_err());
+        // With the watermarks the epoch raised.
+        let t = SourceTime {
+            watermark: Some(-5),
+            late_rows: 3,
+        };
+        let none = SourceTime::default();
+        let (w, marks) = decode_entry(&encode_entry(&writes, &[(7, t), (9, none)]).unwrap()).unwrap();
+        assert_eq!(w.len(), 2);
+        assert_eq!(marks, vec![(7, t), (9, none)]);
+        let (w, marks) = decode_entry(&encode_entry(&[], &[(7, t)]).unwrap()).unwrap();
+        assert!(w.is_empty());
+        assert_eq!(marks, vec![(7, t)]);
         assert_eq!(epoch_of(&entry_key(42)).unwrap(), 42);
     }
 }

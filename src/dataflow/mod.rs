@@ -36,6 +36,8 @@ pub mod table;
 pub mod top_n;
 pub mod union;
 pub mod values;
+pub mod watermark;
+pub mod window;
 
 #[cfg(test)]
 pub mod testing;
@@ -97,6 +99,24 @@ pub trait Operator: Send {
     /// For relation operators: a read-only snapshot of the current contents.
     fn snapshot(&self) -> Option<snapshot::RelationSnapshot> {
         None
+    }
+
+    /// Does this operator act when the watermark of its input rises (closing windows,
+    /// freeing their state)? Only then is [`Operator::on_watermark`] called.
+    fn wants_watermark(&self) -> bool {
+        false
+    }
+
+    /// The watermark of this operator's input rose to `watermark` (microseconds since
+    /// 1970): no row with an event time below it will come. Called after `end_epoch`
+    /// of the epoch that raised it.
+    fn on_watermark(&mut self, _watermark: i64, _out: &mut Output) -> Result<()> {
+        Ok(())
+    }
+
+    /// Rows dropped because they arrived for a window that had already closed.
+    fn late_rows(&self) -> u64 {
+        0
     }
 
     /// Number of entries of state kept in memory (for EXPLAIN ANALYZE-like stats).

@@ -30,6 +30,7 @@ use super::snapshot::{DatabaseSnapshot, RelationSnapshot, SnapshotStore};
 use super::subscribe::{
     History, SubscribeConfig, Subscriber, SubscriberShared, SubscriptionEvent, SubscriptionReceiver,
 };
+use super::watermark::{SourceTime, WatermarkInstall, WatermarkState, WatermarkTracker};
 use super::{input_log, ChangeBatch, Operator, StateReader, StateWriter};
 use crate::error::{Error, Result};
 use crate::storage::{keys, Storage, WriteBatch};
@@ -59,6 +60,8 @@ pub struct Subgraph {
     /// Installed for one subscription (`SUBSCRIBE (SELECT ...)`): not in the catalog,
     /// never checkpointed, removed when the subscription ends.
     pub transient: bool,
+    /// The relation has an event-time watermark (`WATERMARK FOR`).
+    pub watermark: Option<WatermarkInstall>,
 }
 
 impl Subgraph {
@@ -69,7 +72,13 @@ impl Subgraph {
             nodes: vec![NodeSpec { op, inputs: vec![] }],
             append_only,
             transient: false,
+            watermark: None,
         }
+    }
+
+    pub fn with_watermark(mut self, watermark: Option<WatermarkInstall>) -> Self {
+        self.watermark = watermark;
+        self
     }
 
     /// Render the operator tree, root (output) first, for EXPLAIN. `relation_name`
@@ -131,6 +140,8 @@ pub enum Command {
         object_id: u32,
         changes: ChangeBatch,
         extra: WriteBatch,
+        /// A source's watermark after these rows (sources that track their own).
+        time: Option<SourceTime>,
         reply: Reply<u64>,
     },
     /// Answer once everything sent before is applied (FLUSH).
@@ -146,6 +157,10 @@ pub enum Command {
     /// Per-object statistics: state entries held in memory, and subscribers.
     Stats {
         reply: Reply<Vec<(u32, usize, usize)>>,
+    },
+    /// Every watermarked relation and view: (object, watermark, late rows).
+    Watermarks {
+        reply: Reply<Vec<(u32, Option<i64>, u64)>>,
     },
     /// Write a checkpoint now.
     /// `reason` is what `SHOW CHECKPOINTS` says: requested, shutdown.
@@ -195,6 +210,10 @@ struct Node {
     /// Time spent in this operator and rows it received, since install (EXPLAIN).
     busy_ns: u64,
     rows_in: u64,
+    /// The watermarked relations upstream of this node (its watermark is their minimum).
+    wm_sources: Vec<u32>,
+    /// The watermark last given to `on_watermark`.
+    wm_seen: Option<i64>,
 }
 
 /// Counters the runtime keeps about its epochs and checkpoints (read by benchmarks
@@ -264,6 +283,10 @@ impl Default for RuntimeConfig {
 /// How often idle subscribers get a progress mark (and dead ones are noticed).
 const HEARTBEAT: Duration = Duration::from_secs(1);
 
+/// How often INSERT-written relations are checked for idleness (their watermark then
+/// advances with the clock).
+const IDLE_CHECK: Duration = Duration::from_millis(250);
+
 /// The handle sessions use to talk to the runtime thread.
 #[derive(Clone)]
 pub struct DataflowHandle {
@@ -325,13 +348,31 @@ impl DataflowHandle {
         changes: ChangeBatch,
         extra: WriteBatch,
     ) -> Result<u64> {
+        self.write_source(object_id, changes, extra, None).await
+    }
+
+    /// `write_with` for a source that tracks its own watermark: `time` is its watermark
+    /// and late-row count after these rows.
+    pub async fn write_source(
+        &self,
+        object_id: u32,
+        changes: ChangeBatch,
+        extra: WriteBatch,
+        time: Option<SourceTime>,
+    ) -> Result<u64> {
         self.call(|reply| Command::Write {
             object_id,
             changes,
             extra,
+            time,
             reply,
         })
         .await
+    }
+
+    /// Watermarks and late rows of every relation that has them (SHOW WATERMARKS).
+    pub async fn watermarks(&self) -> Result<Vec<(u32, Option<i64>, u64)>> {
+        self.call(|reply| Command::Watermarks { reply }).await
     }
 
     pub async fn sync(&self) -> Result<u64> {
@@ -429,11 +470,27 @@ pub struct Runtime {
     transient: std::collections::HashSet<u32>,
     /// The latest committed source positions (progress keys written through `extra`).
     positions: BTreeMap<Vec<u8>, Vec<u8>>,
+    /// Relations with a watermark, and the watermark each has reached.
+    watermarked: std::collections::HashSet<u32>,
+    source_time: BTreeMap<u32, SourceTime>,
+    /// Watermark trackers of relations written with INSERT (sources run their own).
+    trackers: HashMap<u32, WatermarkTracker>,
+    /// Watermarks raised between epochs (idle sources), applied by the next epoch.
+    pending_time: Vec<(u32, SourceTime)>,
+    last_idle_check: Instant,
 }
 
 const EPOCH_KEY: &str = "epoch";
 const CHECKPOINT_KEY: &str = "checkpoint_epoch";
 const CHECKPOINT_INFO_KEY: &str = "checkpoint_info";
+/// The sources' watermarks as of the checkpoint (the log's epochs raise them further).
+const WATERMARKS_KEY: &str = "watermarks";
+
+/// Where an INSERT-written relation's watermark tracker keeps its state (committed with
+/// every epoch that writes to it).
+fn tracker_key(object_id: u32) -> Vec<u8> {
+    keys::meta_key(&format!("wm/{object_id}"))
+}
 
 fn read_u64(storage: &dyn Storage, name: &str) -> Result<Option<u64>> {
     match storage.get(&keys::meta_key(name))? {
@@ -484,6 +541,8 @@ fn load_history(storage: &dyn Storage) -> Result<HashMap<u32, History>> {
 #[derive(Default)]
 struct EpochInputs {
     writes: Vec<(u32, ChangeBatch)>,
+    /// Watermarks raised in this epoch (the log records them with the writes).
+    watermarks: Vec<(u32, SourceTime)>,
 }
 
 impl Runtime {
@@ -513,6 +572,11 @@ impl Runtime {
             .into_iter()
             .collect();
         let history = load_history(storage.as_ref())?;
+        let source_time = match storage.get(&keys::meta_key(WATERMARKS_KEY))? {
+            Some(v) => serde_json::from_slice(&v)
+                .map_err(|e| Error::Storage(format!("corrupt watermarks: {e}")))?,
+            None => BTreeMap::new(),
+        };
         let mut rt = Runtime {
             storage,
             config,
@@ -533,6 +597,11 @@ impl Runtime {
             last_heartbeat: Instant::now(),
             transient: Default::default(),
             positions,
+            watermarked: Default::default(),
+            source_time,
+            trackers: HashMap::new(),
+            pending_time: vec![],
+            last_idle_check: Instant::now(),
         };
         std::thread::Builder::new()
             .name("eddy-dataflow".into())
@@ -566,10 +635,12 @@ impl Runtime {
                 .map(|i| i.saturating_sub(self.last_checkpoint.elapsed()));
             let heartbeat_wait = (!self.subscribers.is_empty())
                 .then(|| HEARTBEAT.saturating_sub(self.last_heartbeat.elapsed()));
-            let wake = match (checkpoint_wait, heartbeat_wait) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
+            let idle_wait = (!self.trackers.is_empty())
+                .then(|| IDLE_CHECK.saturating_sub(self.last_idle_check.elapsed()));
+            let wake = [checkpoint_wait, heartbeat_wait, idle_wait]
+                .into_iter()
+                .flatten()
+                .min();
             let first = match wake {
                 Some(wait) => match rx.recv_timeout(wait) {
                     Ok(c) => Some(c),
@@ -581,8 +652,11 @@ impl Runtime {
                     Err(_) => break,
                 },
             };
+            if !self.trackers.is_empty() && self.last_idle_check.elapsed() >= IDLE_CHECK {
+                self.idle_check();
+            }
             let Some(first) = first else {
-                if self.checkpoint_due() {
+                if self.checkpoint_due() || !self.pending_time.is_empty() {
                     self.run_epoch(vec![], None);
                 }
                 if !self.subscribers.is_empty() && self.last_heartbeat.elapsed() >= HEARTBEAT {
@@ -631,6 +705,77 @@ impl Runtime {
             }
         }
         debug!("dataflow runtime stopped");
+    }
+
+    /// Advance the watermarks of idle INSERT-written relations (applied by the next
+    /// epoch, which logs them).
+    fn idle_check(&mut self) {
+        self.last_idle_check = Instant::now();
+        if self.broken.is_some() {
+            return;
+        }
+        for (id, t) in self.trackers.iter_mut() {
+            if t.idle_tick().is_some() {
+                self.pending_time.push((*id, t.time()));
+            }
+        }
+    }
+
+    /// A node's input watermark: the minimum over the watermarked relations upstream
+    /// (`None` while one of them has none yet).
+    fn node_watermark(&self, node: &Node) -> Option<i64> {
+        let mut min: Option<i64> = None;
+        for s in &node.wm_sources {
+            let w = self.source_time.get(s)?.watermark?;
+            min = Some(min.map_or(w, |m| m.min(w)));
+        }
+        min
+    }
+
+    /// A raised watermark reached the runtime (from a source's write, a tracker, or the
+    /// log being replayed).
+    fn raise_time(&mut self, object_id: u32, time: SourceTime, inputs: &mut EpochInputs) {
+        let entry = self.source_time.entry(object_id).or_default();
+        let merged = SourceTime {
+            watermark: entry.watermark.max(time.watermark),
+            late_rows: entry.late_rows.max(time.late_rows),
+        };
+        if merged != *entry {
+            *entry = merged;
+            inputs.watermarks.retain(|(o, _)| *o != object_id);
+            inputs.watermarks.push((object_id, merged));
+        }
+    }
+
+    /// (object, watermark, late rows) for SHOW WATERMARKS: relations with a watermark
+    /// and the views fed by one.
+    fn watermark_report(&self) -> Vec<(u32, Option<i64>, u64)> {
+        let mut out = vec![];
+        for (object_id, ids) in &self.objects {
+            if self.transient.contains(object_id) {
+                continue;
+            }
+            let Some(last) = ids.last().and_then(|id| self.nodes.get(id)) else {
+                continue;
+            };
+            if last.wm_sources.is_empty() {
+                continue;
+            }
+            let (wm, late) = if self.watermarked.contains(object_id) {
+                let t = self.source_time.get(object_id).copied().unwrap_or_default();
+                (t.watermark, t.late_rows)
+            } else {
+                let late = ids
+                    .iter()
+                    .filter_map(|id| self.nodes.get(id))
+                    .map(|n| n.op.late_rows())
+                    .sum();
+                (self.node_watermark(last), late)
+            };
+            out.push((*object_id, wm, late));
+        }
+        out.sort();
+        out
     }
 
     fn next_epoch(&self) -> u64 {
@@ -810,7 +955,8 @@ impl Runtime {
         self.replaying = true;
         for (k, v) in entries {
             let epoch = input_log::epoch_of(&k)?;
-            let writes = input_log::decode(&v)?;
+            let (writes, watermarks) = input_log::decode_entry(&v)?;
+            self.pending_time.extend(watermarks);
             let cmds = writes
                 .into_iter()
                 .map(|(object_id, changes)| {
@@ -819,6 +965,7 @@ impl Runtime {
                         object_id,
                         changes,
                         extra: WriteBatch::new(),
+                        time: None,
                         reply,
                     }
                 })
@@ -865,6 +1012,9 @@ impl Runtime {
         self.write_history(batch);
         batch.delete_prefix(keys::LOG_PREFIX.to_vec());
         batch.put(keys::meta_key(CHECKPOINT_KEY), epoch.to_be_bytes().to_vec());
+        if let Ok(json) = serde_json::to_vec(&self.source_time) {
+            batch.put(keys::meta_key(WATERMARKS_KEY), json);
+        }
         self.last_checkpoint = Instant::now();
         let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
         let info = CheckpointInfo {
@@ -951,6 +1101,16 @@ impl Runtime {
         let mut touched: BTreeSet<u64> = BTreeSet::new();
         let mut dropped: Vec<u32> = vec![];
         let mut inputs = EpochInputs::default();
+        for (object_id, time) in std::mem::take(&mut self.pending_time) {
+            if let Some(json) = self
+                .trackers
+                .get(&object_id)
+                .and_then(|t| serde_json::to_vec(t.state()).ok())
+            {
+                batch.put(tracker_key(object_id), json);
+            }
+            self.raise_time(object_id, time, &mut inputs);
+        }
         // Why this epoch must checkpoint, if it must.
         let mut force_checkpoint: Option<&'static str> = None;
         // Nodes installed in this epoch run even without input: a global aggregate
@@ -1001,6 +1161,11 @@ impl Runtime {
                         }
                     }
                     self.remove(object_id, &mut touched);
+                    if self.trackers.remove(&object_id).is_some() {
+                        batch.delete(tracker_key(object_id));
+                    }
+                    self.watermarked.remove(&object_id);
+                    self.source_time.remove(&object_id);
                     for s in self.subscribers.remove(&object_id).unwrap_or_default() {
                         s.shared.relation_dropped.store(true, Ordering::Relaxed);
                     }
@@ -1016,13 +1181,40 @@ impl Runtime {
                 }
                 Command::Write {
                     object_id,
-                    changes,
+                    mut changes,
                     extra,
+                    time,
                     reply,
                 } => {
                     if let Some(why) = &self.broken {
                         let _ = reply.send(Err(Error::Storage(why.clone())));
                         continue;
+                    }
+                    if let Some(time) = time {
+                        self.raise_time(object_id, time, &mut inputs);
+                    }
+                    // Rows written with INSERT meet their relation's watermark here
+                    // (once: a replay applies the rows the log kept).
+                    if let Some(tracker) = self
+                        .trackers
+                        .get_mut(&object_id)
+                        .filter(|_| !self.replaying)
+                    {
+                        let before = tracker.state().clone();
+                        match tracker.filter(changes, |_| 0) {
+                            Ok(kept) => changes = kept,
+                            Err(e) => {
+                                let _ = reply.send(Err(e));
+                                continue;
+                            }
+                        }
+                        if *tracker.state() != before {
+                            let time = tracker.time();
+                            if let Ok(json) = serde_json::to_vec(tracker.state()) {
+                                batch.put(tracker_key(object_id), json);
+                            }
+                            self.raise_time(object_id, time, &mut inputs);
+                        }
                     }
                     match self.objects.get(&object_id).and_then(|n| n.last()) {
                         Some(id) => {
@@ -1089,6 +1281,9 @@ impl Runtime {
                         .collect();
                     let _ = reply.send(Ok(stats));
                 }
+                Command::Watermarks { reply } => {
+                    let _ = reply.send(Ok(self.watermark_report()));
+                }
             }
         }
 
@@ -1133,8 +1328,8 @@ impl Runtime {
         if let Some(reason) = checkpoint_reason {
             self.record_history(epoch, &captured);
             checkpoint_info = Some(self.write_checkpoint(&mut batch, epoch, reason));
-        } else if !inputs.writes.is_empty() && !self.replaying {
-            match input_log::encode(&inputs.writes) {
+        } else if (!inputs.writes.is_empty() || !inputs.watermarks.is_empty()) && !self.replaying {
+            match input_log::encode_entry(&inputs.writes, &inputs.watermarks) {
                 Ok(entry) => {
                     log_bytes = entry.len() as u64;
                     batch.put(input_log::entry_key(epoch), entry);
@@ -1262,6 +1457,19 @@ impl Runtime {
             }
             resolved.push(ins);
         }
+        if let Some(w) = &subgraph.watermark {
+            self.watermarked.insert(object_id);
+            if w.embedded {
+                let state: WatermarkState = match self.storage.get(&tracker_key(object_id))? {
+                    Some(v) if restore => serde_json::from_slice(&v).map_err(|e| {
+                        Error::Storage(format!("corrupt watermark state of {object_id}: {e}"))
+                    })?,
+                    _ => WatermarkState::default(),
+                };
+                self.trackers
+                    .insert(object_id, WatermarkTracker::new(&w.def, w.column, state));
+            }
+        }
         let mut ids = vec![];
         for (i, (spec, inputs)) in subgraph.nodes.into_iter().zip(resolved).enumerate() {
             let id = base + i as u64;
@@ -1275,6 +1483,16 @@ impl Runtime {
                     up.outputs.push((id, port));
                 }
             }
+            let mut wm_sources: Vec<u32> = inputs
+                .iter()
+                .filter_map(|i| self.nodes.get(i))
+                .flat_map(|n| n.wm_sources.iter().copied())
+                .collect();
+            if inputs.is_empty() && self.watermarked.contains(&object_id) {
+                wm_sources.push(object_id);
+            }
+            wm_sources.sort_unstable();
+            wm_sources.dedup();
             let mut node = Node {
                 op,
                 object_id,
@@ -1285,6 +1503,8 @@ impl Runtime {
                 failed: None,
                 busy_ns: 0,
                 rows_in: 0,
+                wm_sources,
+                wm_seen: None,
             };
             if !restore {
                 // Backfill: a new operator first sees the current contents of the
@@ -1369,7 +1589,24 @@ impl Runtime {
             .map(|(id, _)| *id)
             .collect();
         ready.extend(fresh);
+        // Nodes whose input watermark rose run even without input.
+        ready.extend(
+            self.nodes
+                .iter()
+                .filter(|(_, n)| n.op.wants_watermark() && n.failed.is_none())
+                .filter(|(_, n)| {
+                    self.node_watermark(n)
+                        .is_some_and(|w| n.wm_seen.is_none_or(|s| w > s))
+                })
+                .map(|(id, _)| *id),
+        );
         while let Some(id) = ready.pop_first() {
+            let watermark = match self.nodes.get(&id) {
+                Some(n) if n.op.wants_watermark() => self
+                    .node_watermark(n)
+                    .filter(|w| n.wm_seen.is_none_or(|s| *w > s)),
+                _ => None,
+            };
             let Some(node) = self.nodes.get_mut(&id) else {
                 continue;
             };
@@ -1389,6 +1626,10 @@ impl Runtime {
             }
             if result.is_ok() {
                 result = node.op.end_epoch(&mut out);
+            }
+            if let (Ok(()), Some(w)) = (&result, watermark) {
+                result = node.op.on_watermark(w, &mut out);
+                node.wm_seen = Some(w);
             }
             node.busy_ns += t0.elapsed().as_nanos() as u64;
             ran.insert(id);

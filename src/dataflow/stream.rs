@@ -25,6 +25,48 @@ pub struct StreamOperator {
     unsaved: Vec<RecordBatch>,
     next_seq: u64,
     rows: usize,
+    /// `retention`: rows whose event time is this far below the watermark are
+    /// forgotten (column index, microseconds).
+    retention: Option<(usize, i64)>,
+    /// With a retention: the largest event time of each batch (same order as
+    /// `batches`), of the rows not yet saved, and of each saved chunk.
+    batch_max: std::collections::VecDeque<i64>,
+    unsaved_max: i64,
+    saved: std::collections::VecDeque<(u64, i64)>,
+    /// Saved chunks that expired, deleted at the next checkpoint.
+    expired: Vec<u64>,
+}
+
+/// Which rows of `batch` have an event time at or above `cutoff` (µs), or none.
+fn keep_from(
+    batch: &RecordBatch,
+    column: usize,
+    cutoff: i64,
+) -> Result<datafusion::arrow::array::BooleanArray> {
+    use datafusion::arrow::array::{Array, AsArray};
+    use datafusion::arrow::datatypes::{DataType, TimeUnit, TimestampMicrosecondType};
+    let micros = datafusion::arrow::compute::cast(
+        batch.column(column),
+        &DataType::Timestamp(TimeUnit::Microsecond, None),
+    )?;
+    let ts = micros.as_primitive::<TimestampMicrosecondType>();
+    Ok((0..ts.len())
+        .map(|i| Some(ts.is_null(i) || ts.value(i) >= cutoff))
+        .collect())
+}
+
+/// The largest event time in `column` of `batch` (µs; `i64::MIN` when none).
+fn max_time(batch: &RecordBatch, column: usize) -> Result<i64> {
+    use datafusion::arrow::array::AsArray;
+    use datafusion::arrow::datatypes::{DataType, TimeUnit, TimestampMicrosecondType};
+    let micros = datafusion::arrow::compute::cast(
+        batch.column(column),
+        &DataType::Timestamp(TimeUnit::Microsecond, None),
+    )?;
+    Ok(
+        datafusion::arrow::compute::max(micros.as_primitive::<TimestampMicrosecondType>())
+            .unwrap_or(i64::MIN),
+    )
 }
 
 impl StreamOperator {
@@ -36,18 +78,40 @@ impl StreamOperator {
             unsaved: vec![],
             next_seq: 0,
             rows: 0,
+            retention: None,
+            batch_max: Default::default(),
+            unsaved_max: i64::MIN,
+            saved: Default::default(),
+            expired: vec![],
         }
+    }
+
+    /// Forget rows whose event time (column `column`) is more than `retention_us`
+    /// below the watermark. Pull queries and new views then see only the rest.
+    pub fn with_retention(mut self, column: usize, retention_us: i64) -> Self {
+        self.retention = Some((column, retention_us));
+        self
     }
 
     fn append(&mut self, batch: RecordBatch) -> Result<()> {
         self.rows += batch.num_rows();
+        let max = match self.retention {
+            Some((c, _)) => max_time(&batch, c)?,
+            None => i64::MIN,
+        };
         match self.batches.back() {
             Some(last) if last.num_rows() + batch.num_rows() <= COALESCE_ROWS => {
                 let merged = concat_batches(&self.schema, [last, &batch])?;
                 self.batches.pop_back();
                 self.batches.push_back(merged);
+                if let Some(m) = self.batch_max.back_mut() {
+                    *m = (*m).max(max);
+                }
             }
-            _ => self.batches.push_back(batch),
+            _ => {
+                self.batches.push_back(batch);
+                self.batch_max.push_back(max);
+            }
         }
         Ok(())
     }
@@ -87,13 +151,58 @@ impl Operator for StreamOperator {
         // The rows take this relation's column names (a view's input names its columns
         // as DataFusion does).
         let data = RecordBatch::try_new(self.schema.clone(), batch.data.columns().to_vec())?;
+        if let Some((c, _)) = self.retention {
+            self.unsaved_max = self.unsaved_max.max(max_time(&data, c)?);
+        }
         self.unsaved.push(data.clone());
         self.append(data.clone())?;
         out.push(ChangeBatch::new(data, batch.diffs));
         Ok(())
     }
 
+    fn wants_watermark(&self) -> bool {
+        self.retention.is_some()
+    }
+
+    fn on_watermark(&mut self, watermark: i64, _out: &mut Output) -> Result<()> {
+        let Some((_, retention)) = self.retention else {
+            return Ok(());
+        };
+        let cutoff = watermark.saturating_sub(retention);
+        // Oldest batches first: a batch whose newest row is below the cutoff goes whole;
+        // one with some rows below it keeps the others, and the walk stops at the first
+        // batch with nothing to forget (rows arrive roughly in event-time order).
+        while let (Some(max), Some((c, _))) = (self.batch_max.front().copied(), self.retention) {
+            let Some(front) = self.batches.front().cloned() else {
+                break;
+            };
+            if max < cutoff {
+                self.batch_max.pop_front();
+                self.batches.pop_front();
+                self.rows -= front.num_rows();
+                continue;
+            }
+            let keep = keep_from(&front, c, cutoff)?;
+            if keep.true_count() == front.num_rows() {
+                break;
+            }
+            let kept = datafusion::arrow::compute::filter_record_batch(&front, &keep)?;
+            self.rows -= front.num_rows() - kept.num_rows();
+            self.batches.pop_front();
+            self.batches.push_front(kept);
+            break;
+        }
+        while let Some((seq, _)) = self.saved.front().filter(|(_, m)| *m < cutoff) {
+            self.expired.push(*seq);
+            self.saved.pop_front();
+        }
+        Ok(())
+    }
+
     fn checkpoint(&mut self, state: &mut StateWriter) -> Result<()> {
+        for seq in self.expired.drain(..) {
+            state.delete(&seq.to_be_bytes());
+        }
         if self.unsaved.is_empty() {
             return Ok(());
         }
@@ -109,6 +218,10 @@ impl Operator for StreamOperator {
             w.finish()?;
         }
         self.unsaved.clear();
+        if self.retention.is_some() {
+            self.saved.push_back((self.next_seq, self.unsaved_max));
+            self.unsaved_max = i64::MIN;
+        }
         state.put_vec(&self.next_seq.to_be_bytes(), buf);
         self.next_seq += 1;
         Ok(())
@@ -121,10 +234,19 @@ impl Operator for StreamOperator {
             let seq: [u8; 8] = k
                 .try_into()
                 .map_err(|_| Error::Storage("corrupt stream key".into()))?;
-            last_seq = Some(u64::from_be_bytes(seq));
+            let seq = u64::from_be_bytes(seq);
+            last_seq = Some(seq);
             let reader = StreamReader::try_new(Cursor::new(v), None)?;
+            let mut max = i64::MIN;
             for b in reader {
-                loaded.push(b?);
+                let b = b?;
+                if let Some((c, _)) = self.retention {
+                    max = max.max(max_time(&b, c)?);
+                }
+                loaded.push(b);
+            }
+            if self.retention.is_some() {
+                self.saved.push_back((seq, max));
             }
             Ok(())
         })?;
@@ -185,6 +307,34 @@ mod tests {
         let mut again = StreamOperator::new("s", schema.clone());
         again.restore(&StateReader::new(5, &storage)).unwrap();
         assert_eq!(contents(&again), vec!["1 a +2", "2 b +1", "3 c +1"]);
+    }
+
+    #[test]
+    fn retention_forgets_rows_below_the_watermark_in_memory_and_on_disk() {
+        let schema = schema(&[("k", I64), ("ts", TS)]);
+        let storage = crate::storage::MemoryStorage::new();
+        let mut op = StreamOperator::new("s", schema.clone()).with_retention(1, 10_000_000);
+        assert!(op.wants_watermark());
+        let mut out = vec![];
+        op.process(0, changes(&schema, "1 5 +1\n2 8 +1"), &mut out).unwrap();
+        checkpoint(&mut op, &storage, 5);
+        // Enough rows for a batch of its own (small batches are merged).
+        let many: String = (0..COALESCE_ROWS).map(|i| format!("{i} 50 +1\n")).collect();
+        op.process(0, changes(&schema, &many), &mut out).unwrap();
+        checkpoint(&mut op, &storage, 5);
+        assert_eq!(op.state_entries(), COALESCE_ROWS + 2);
+        // Watermark 18 s, retention 10 s: rows before 8 s go (5 s), 8 s stays.
+        op.on_watermark(18_000_000, &mut out).unwrap();
+        assert_eq!(op.state_entries(), COALESCE_ROWS + 1);
+        op.on_watermark(19_000_000, &mut out).unwrap();
+        assert_eq!(op.state_entries(), COALESCE_ROWS);
+        assert!(out.iter().all(|b| b.diffs.values().iter().all(|d| *d > 0)));
+        checkpoint(&mut op, &storage, 5);
+        let mut back = StreamOperator::new("s", schema.clone()).with_retention(1, 10_000_000);
+        back.restore(&StateReader::new(5, &storage)).unwrap();
+        assert_eq!(back.state_entries(), COALESCE_ROWS);
+        back.on_watermark(61_000_000, &mut out).unwrap();
+        assert_eq!(back.state_entries(), 0);
     }
 
     #[test]

@@ -18,6 +18,18 @@ pub const I64: DataType = DataType::Int64;
 pub const STR: DataType = DataType::Utf8;
 pub const F64: DataType = DataType::Float64;
 pub const BOOL: DataType = DataType::Boolean;
+/// Timestamps (microseconds, no zone), written in fixtures as whole seconds.
+pub const TS: DataType =
+    DataType::Timestamp(datafusion::arrow::datatypes::TimeUnit::Microsecond, None);
+
+/// How a TS fixture value of `secs` seconds prints in `to_sorted_strings`.
+pub fn ts(secs: i64) -> String {
+    chrono::DateTime::from_timestamp(secs, 0)
+        .unwrap()
+        .naive_utc()
+        .format("%Y-%m-%dT%H:%M:%S")
+        .to_string()
+}
 
 pub fn schema(cols: &[(&str, DataType)]) -> SchemaRef {
     Arc::new(Schema::new(
@@ -68,6 +80,11 @@ pub fn changes(schema: &SchemaRef, text: &str) -> ChangeBatch {
                     .collect::<BooleanArray>(),
             ),
             DataType::Utf8 => Arc::new(vals.iter().cloned().collect::<StringArray>()),
+            DataType::Timestamp(_, None) => Arc::new(
+                vals.iter()
+                    .map(|v| v.map(|v| v.parse::<i64>().unwrap() * 1_000_000))
+                    .collect::<datafusion::arrow::array::TimestampMicrosecondArray>(),
+            ),
             t => panic!("fixture type {t} not supported"),
         };
         cols.push(arr);

@@ -11,11 +11,12 @@ use super::session::{ExecResult, Session};
 use super::Database;
 use crate::catalog::{CatalogEntry, Column, ObjectKind, SqlType};
 use crate::dataflow::expr::EvalErrors;
+use crate::dataflow::watermark::{parse_duration, WatermarkDef, DEFAULT_IDLE_TIMEOUT};
+use datafusion::arrow::datatypes::DataType;
 use crate::dataflow::runtime::Subgraph;
-use crate::dataflow::stream::StreamOperator;
 use crate::error::{Error, Result};
-use crate::plan::{Lowering, PlanContext};
-use crate::sql::{normalize_ident, CreateRelation, CreateView, DropStatement};
+use crate::plan::{Lowering, PlanContext, ViewWindow};
+use crate::sql::{normalize_ident, CreateRelation, CreateView, DropStatement, EmitMode};
 use crate::storage::WriteBatch;
 
 /// A planned view: its operators, columns, the objects it reads, and warnings.
@@ -95,7 +96,13 @@ impl Database {
             .options
             .get("connector")
             .is_some_and(|v| v.eq_ignore_ascii_case("nexmark"));
-        if let Some((k, _)) = c.options.iter().next().filter(|_| !kafka && !nexmark) {
+        let event_time_option = |k: &str| k == "idle_timeout" || k == "retention";
+        if let Some((k, _)) = c
+            .options
+            .iter()
+            .find(|(k, _)| !event_time_option(k))
+            .filter(|_| !kafka && !nexmark)
+        {
             return Err(Error::invalid_with(
                 "22023",
                 format!(
@@ -107,6 +114,7 @@ impl Database {
             ));
         }
         let (columns, primary_key) = columns_of(c)?;
+        let watermark = watermark_of(c, &columns)?;
         let mut catalog = (*self.catalog()).clone();
         let mut batch = WriteBatch::new();
         let id = catalog.allocate_id(&mut batch);
@@ -120,6 +128,7 @@ impl Database {
             depends_on: vec![],
             options: c.options.clone(),
             append_only: c.kind == ObjectKind::Stream,
+            watermark,
         };
         if nexmark {
             crate::connector::nexmark::NexmarkOptions::from_entry(&entry)?;
@@ -132,15 +141,12 @@ impl Database {
                 .ensure_topic(&options.topic, options.partitions)
                 .await?;
         }
-        let op: Box<dyn crate::dataflow::Operator> = match c.kind {
-            ObjectKind::Stream => Box::new(StreamOperator::new(&entry.name, entry.schema())),
-            _ => super::table_operator(&entry)?,
-        };
+        let subgraph = super::relation_subgraph(&entry)?;
         let source_entry = kafka.then(|| entry.clone());
         let generator_entry = nexmark.then(|| entry.clone());
         catalog.insert(entry, &mut batch)?;
         self.dataflow
-            .install(Subgraph::single(id, op), false, batch)
+            .install(subgraph, false, batch)
             .await?;
         self.set_catalog(catalog);
         if let Some(entry) = source_entry {
@@ -197,6 +203,7 @@ impl Database {
             depends_on: vec![from.id],
             options: s.options.clone(),
             append_only: from.append_only,
+            watermark: None,
         };
         catalog.insert(entry.clone(), &mut batch)?;
         // A sink has no operators: its catalog entry is all there is to commit.
@@ -250,8 +257,9 @@ impl Database {
             primary_key: vec![],
             sql: sql.to_string(),
             depends_on,
-            options: Default::default(),
+            options: v.options.clone(),
             append_only: subgraph.append_only,
+            watermark: None,
         };
         catalog.insert(entry, &mut batch)?;
         self.dataflow.install(subgraph, false, batch).await?;
@@ -303,10 +311,12 @@ impl Database {
             });
         }
         let names: Vec<String> = columns.iter().map(|c| c.name.clone()).collect();
+        let used = ctx.used_objects();
         let subgraph = Lowering::new(&self.state, errors)
             .with_append_only_relations(catalog.append_only_ids())
+            .with_window(view_window(v, catalog, &used)?)
             .lower_view(id, &v.name, &plan, &names)?;
-        Ok((subgraph, columns, ctx.used_objects(), warnings))
+        Ok((subgraph, columns, used, warnings))
     }
 
     pub(crate) fn explain_create_view(&self, v: &CreateView) -> Result<ExecResult> {
@@ -447,6 +457,122 @@ impl Database {
 }
 
 /// Columns and primary key of a CREATE TABLE / CREATE STREAM.
+/// How a view emits and keeps its windows (`EMIT ON WINDOW CLOSE`, `WITH (retention)`),
+/// checked: both need a watermark upstream.
+pub(crate) fn view_window(
+    v: &CreateView,
+    catalog: &crate::catalog::Catalog,
+    used: &[u32],
+) -> Result<Option<ViewWindow>> {
+    crate::connector::kafka::check_known_options(&v.options, &["retention"], "a materialized view")?;
+    let retention_us = match v.options.get("retention") {
+        Some(r) => Some(
+            parse_duration(r)?
+                .ok_or_else(|| {
+                    Error::invalid_with("22023", "retention must be a duration such as '1 hour'")
+                })?
+                .as_micros() as i64,
+        ),
+        None => None,
+    };
+    let on_close = v.emit == EmitMode::OnWindowClose;
+    if !on_close && retention_us.is_none() {
+        return Ok(None);
+    }
+    // Is there a watermarked table or stream under the view?
+    let mut stack: Vec<u32> = used.to_vec();
+    let mut seen = HashSet::new();
+    let mut watermarked = false;
+    while let Some(id) = stack.pop() {
+        if !seen.insert(id) {
+            continue;
+        }
+        if let Some(e) = catalog.get_by_id(id) {
+            watermarked |= e.watermark.is_some();
+            stack.extend(e.depends_on.iter().copied());
+        }
+    }
+    if !watermarked {
+        return Err(Error::invalid_with(
+            "22023",
+            format!(
+                "{} needs event time: none of the relations under this view has a watermark \
+                 (declare one with WATERMARK FOR column AS column - INTERVAL '...')",
+                if on_close { "EMIT ON WINDOW CLOSE" } else { "retention" }
+            ),
+        ));
+    }
+    Ok(Some(ViewWindow {
+        on_close,
+        retention_us,
+    }))
+}
+
+/// Check a `WATERMARK FOR` clause and the event-time options (`idle_timeout`,
+/// `retention`) against the relation's columns.
+fn watermark_of(c: &CreateRelation, columns: &[Column]) -> Result<Option<WatermarkDef>> {
+    let Some(w) = &c.watermark else {
+        if let Some(k) = ["idle_timeout", "retention"]
+            .into_iter()
+            .find(|k| c.options.contains_key(*k))
+        {
+            return Err(Error::invalid_with(
+                "22023",
+                format!("option \"{k}\" needs an event-time column: add WATERMARK FOR column AS column - INTERVAL '...'"),
+            ));
+        }
+        return Ok(None);
+    };
+    let col = columns.iter().find(|x| x.name == w.column).ok_or_else(|| {
+        Error::UndefinedColumn {
+            message: format!(
+                "column \"{}\" named in WATERMARK FOR does not exist",
+                w.column
+            ),
+            position: None,
+        }
+    })?;
+    if !matches!(col.data_type, DataType::Timestamp(_, _)) {
+        return Err(Error::invalid_with(
+            "42804",
+            format!(
+                "the watermark column \"{}\" must be a timestamp, not {}",
+                w.column,
+                col.type_name()
+            ),
+        ));
+    }
+    let duration = |name: &str| -> Result<Option<Option<std::time::Duration>>> {
+        c.options
+            .get(name)
+            .map(|v| parse_duration(v))
+            .transpose()
+    };
+    let idle = match duration("idle_timeout")? {
+        None => Some(DEFAULT_IDLE_TIMEOUT),
+        Some(d) => d,
+    };
+    if let Some(r) = duration("retention")? {
+        if c.kind != ObjectKind::Stream {
+            return Err(Error::invalid_with(
+                "22023",
+                "retention applies to streams only (a table keeps one row per key)",
+            ));
+        }
+        if r.is_none() {
+            return Err(Error::invalid_with(
+                "22023",
+                "retention must be a duration such as '1 hour'",
+            ));
+        }
+    }
+    Ok(Some(WatermarkDef {
+        column: w.column.clone(),
+        lateness_us: w.lateness_us,
+        idle_timeout_ms: idle.map(|d| d.as_millis() as u64),
+    }))
+}
+
 fn columns_of(c: &CreateRelation) -> Result<(Vec<Column>, Vec<usize>)> {
     if c.columns.is_empty() {
         return Err(Error::invalid_with(

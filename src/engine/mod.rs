@@ -93,6 +93,22 @@ pub(crate) fn table_operator(entry: &CatalogEntry) -> Result<Box<dyn crate::data
     )?))
 }
 
+/// The operator of a table or stream, with its watermark and retention.
+pub(crate) fn relation_subgraph(entry: &CatalogEntry) -> Result<Subgraph> {
+    let op: Box<dyn crate::dataflow::Operator> = match entry.kind {
+        ObjectKind::Stream => {
+            let op = StreamOperator::new(&entry.name, entry.schema());
+            let watermark = entry.watermark_install();
+            match (entry.retention_us(), watermark) {
+                (Some(r), Some(w)) => Box::new(op.with_retention(w.column, r)),
+                _ => Box::new(op),
+            }
+        }
+        _ => table_operator(entry)?,
+    };
+    Ok(Subgraph::single(entry.id, op).with_watermark(entry.watermark_install()))
+}
+
 impl Database {
     /// Open (or create) the database and restore every object's dataflow.
     pub async fn open(config: DatabaseConfig) -> Result<Arc<Self>> {
@@ -220,11 +236,7 @@ impl Database {
     /// The operators of a catalog object, rebuilt from its definition.
     fn build_subgraph(&self, entry: &CatalogEntry, catalog: &Catalog) -> Result<Subgraph> {
         match entry.kind {
-            ObjectKind::Table => Ok(Subgraph::single(entry.id, table_operator(entry)?)),
-            ObjectKind::Stream => Ok(Subgraph::single(
-                entry.id,
-                Box::new(StreamOperator::new(&entry.name, entry.schema())),
-            )),
+            ObjectKind::Table | ObjectKind::Stream => relation_subgraph(entry),
             ObjectKind::MaterializedView => match sql::parse_one(&entry.sql)? {
                 Statement::CreateView(v) => {
                     let ctx = PlanContext::new(&self.state, catalog, None);
@@ -236,6 +248,7 @@ impl Database {
                     let names: Vec<String> = entry.columns.iter().map(|c| c.name.clone()).collect();
                     Lowering::new(&self.state, errors)
                         .with_append_only_relations(catalog.append_only_ids())
+                        .with_window(ddl::view_window(&v, catalog, &entry.depends_on)?)
                         .lower_view(entry.id, &entry.name, &plan, &names)
                 }
                 _ => Err(Error::Storage(format!(

@@ -346,6 +346,52 @@ impl Database {
         })
     }
 
+    /// `SHOW WATERMARKS`: each relation with an event-time column and each view fed
+    /// by one: its watermark, and the rows that came too late for it (dropped).
+    pub(crate) async fn show_watermarks(&self) -> Result<ExecResult> {
+        use datafusion::arrow::array::{Int64Array, TimestampMicrosecondArray};
+        let report = self.dataflow.watermarks().await?;
+        let catalog = self.catalog();
+        let seconds = |us: u64| format!("{} s", us as f64 / 1e6);
+        let mut rows = vec![];
+        for (id, wm, late) in report {
+            let Some(e) = catalog.get_by_id(id) else {
+                continue;
+            };
+            let w = e.watermark.as_ref();
+            rows.push((
+                e.name.clone(),
+                e.kind.noun().to_string(),
+                wm,
+                late as i64,
+                w.map(|w| w.column.clone()),
+                w.map(|w| seconds(w.lateness_us as u64)),
+                w.map(|w| match w.idle_timeout_ms {
+                    Some(ms) => seconds(ms * 1000),
+                    None => "never".into(),
+                }),
+            ));
+        }
+        rows.sort_by(|a, b| a.0.cmp(&b.0));
+        let schema = watermarks_schema();
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(StringArray::from_iter_values(rows.iter().map(|r| &r.0))),
+                Arc::new(StringArray::from_iter_values(rows.iter().map(|r| &r.1))),
+                Arc::new(TimestampMicrosecondArray::from_iter(rows.iter().map(|r| r.2))),
+                Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.3))),
+                Arc::new(StringArray::from_iter(rows.iter().map(|r| r.4.clone()))),
+                Arc::new(StringArray::from_iter(rows.iter().map(|r| r.5.clone()))),
+                Arc::new(StringArray::from_iter(rows.iter().map(|r| r.6.clone()))),
+            ],
+        )?;
+        Ok(ExecResult::Rows {
+            schema,
+            batches: vec![batch],
+        })
+    }
+
     /// `SHOW SOURCE ERRORS [FOR name]`: the most recent records each source skipped.
     pub(crate) fn show_source_errors(&self, only: Option<&str>) -> Result<ExecResult> {
         use datafusion::arrow::array::{Int32Array, Int64Array, TimestampMillisecondArray};
@@ -532,6 +578,22 @@ pub(crate) fn source_errors_schema() -> SchemaRef {
             DataType::Timestamp(datafusion::arrow::datatypes::TimeUnit::Millisecond, None),
             false,
         ),
+    ]))
+}
+
+pub(crate) fn watermarks_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("name", DataType::Utf8, false),
+        Field::new("kind", DataType::Utf8, false),
+        Field::new(
+            "watermark",
+            DataType::Timestamp(datafusion::arrow::datatypes::TimeUnit::Microsecond, None),
+            true,
+        ),
+        Field::new("late_rows", DataType::Int64, false),
+        Field::new("event_time", DataType::Utf8, true),
+        Field::new("lateness", DataType::Utf8, true),
+        Field::new("idle_timeout", DataType::Utf8, true),
     ]))
 }
 

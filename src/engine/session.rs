@@ -248,6 +248,7 @@ impl Session {
             Statement::Show(ShowTarget::Sources) => db.show_sources(),
             Statement::Show(ShowTarget::SourceErrors(name)) => db.show_source_errors(name.as_deref()),
             Statement::Show(ShowTarget::Checkpoints) => db.show_checkpoints(),
+            Statement::Show(ShowTarget::Watermarks) => db.show_watermarks().await,
             Statement::Describe { name } => db.describe(name),
             Statement::Flush => {
                 db.dataflow().sync().await?;
@@ -568,6 +569,9 @@ impl Session {
             }
             Statement::Show(ShowTarget::Checkpoints) => {
                 Ok((vec![], Some(super::query::checkpoints_schema())))
+            }
+            Statement::Show(ShowTarget::Watermarks) => {
+                Ok((vec![], Some(super::query::watermarks_schema())))
             }
             Statement::Show(ShowTarget::Objects(crate::catalog::ObjectKind::Sink)) => {
                 Ok((vec![], Some(super::query::sinks_schema())))

@@ -100,6 +100,8 @@ pub struct Decoded {
     /// Rows (+1) and, for upsert tables, tombstones (−1, only key columns set).
     pub changes: ChangeBatch,
     pub bad: Vec<BadRecord>,
+    /// The partition each row came from.
+    pub partitions: Vec<i32>,
 }
 
 /// Decodes records into rows of one relation.
@@ -260,6 +262,12 @@ impl Decoder {
             columns.push(arr);
         }
         let all_good = failure.iter().all(Option::is_none);
+        let partitions: Vec<i32> = origin
+            .iter()
+            .zip(&failure)
+            .filter(|(_, f)| f.is_none())
+            .map(|(o, _)| records[*o].partition)
+            .collect();
         let keep: datafusion::arrow::array::BooleanArray =
             failure.iter().map(|f| Some(f.is_none())).collect();
         for (row, f) in failure.into_iter().enumerate() {
@@ -293,6 +301,7 @@ impl Decoder {
         Ok(Decoded {
             changes: ChangeBatch::new(data, diffs),
             bad,
+            partitions,
         })
     }
 
@@ -702,6 +711,7 @@ mod tests {
             depends_on: vec![],
             options: Default::default(),
             append_only: false,
+            watermark: None,
         }
     }
 

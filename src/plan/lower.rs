@@ -34,6 +34,7 @@ use crate::dataflow::stream::StreamOperator;
 use crate::dataflow::top_n::TopNOperator;
 use crate::dataflow::union::UnionOperator;
 use crate::dataflow::values::ValuesOperator;
+use crate::dataflow::window::WindowOperator;
 use crate::dataflow::Operator;
 use crate::error::{Error, Result};
 use crate::storage::rowcodec::{self, SortOrder};
@@ -47,6 +48,17 @@ pub struct Lowering<'a> {
     append_only_relations: std::collections::HashSet<u32>,
     /// Whether each node of the subgraph emits only insertions.
     node_append_only: Vec<bool>,
+    /// EMIT ON WINDOW CLOSE / retention of the view's windows.
+    window: Option<ViewWindow>,
+}
+
+/// How a windowed view emits and keeps its windows.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ViewWindow {
+    /// EMIT ON WINDOW CLOSE: a window's rows appear once, final, when it closes.
+    pub on_close: bool,
+    /// Windows ending more than this (µs) below the watermark leave the view.
+    pub retention_us: Option<i64>,
 }
 
 impl<'a> Lowering<'a> {
@@ -57,7 +69,14 @@ impl<'a> Lowering<'a> {
             errors,
             append_only_relations: Default::default(),
             node_append_only: vec![],
+            window: None,
         }
+    }
+
+    /// Emit the view's windows on close and/or drop them after a retention.
+    pub fn with_window(mut self, window: Option<ViewWindow>) -> Self {
+        self.window = window;
+        self
     }
 
     /// Lower `plan` into the subgraph of view `object_id` called `name`, ending in a
@@ -82,6 +101,23 @@ impl<'a> Lowering<'a> {
                 .map(|(f, n)| f.as_ref().clone().with_name(n))
                 .collect::<Vec<_>>(),
         ));
+        let input = match self.window {
+            Some(w) => {
+                let end = column_names
+                    .iter()
+                    .position(|n| n == "window_end")
+                    .ok_or_else(|| {
+                        Error::invalid_with(
+                            "42P10",
+                            "EMIT ON WINDOW CLOSE and retention need the view to output the window's \
+                             end: add window_end to the SELECT list (and to GROUP BY)",
+                        )
+                    })?;
+                let op = WindowOperator::new(schema.clone(), end, w.on_close, w.retention_us)?;
+                self.push(Box::new(op), vec![input])
+            }
+            None => input,
+        };
         // A view whose rows can only be added (it filters and projects streams) keeps
         // them like a stream: Arrow batches, one write per checkpoint, no per-row keys.
         let op: Box<dyn Operator> = if self.is_append_only(&input) {
@@ -105,6 +141,7 @@ impl<'a> Lowering<'a> {
             nodes: self.nodes,
             append_only,
             transient: false,
+            watermark: None,
         })
     }
 
@@ -268,6 +305,10 @@ impl<'a> Lowering<'a> {
                         .join(", ")
                 );
                 let append_only = self.is_append_only(&input);
+                // A window_end key lets the aggregate free closed windows' groups.
+                let window_end_key = a.group_expr.iter().position(
+                    |g| matches!(g, Expr::Column(c) if c.name == "window_end"),
+                );
                 let op = HashAggOperator::new(
                     out_schema.clone(),
                     keys,
@@ -275,7 +316,8 @@ impl<'a> Lowering<'a> {
                     display,
                     self.errors.clone(),
                 )?
-                .with_append_only(append_only);
+                .with_append_only(append_only)
+                .with_window_end_key(window_end_key);
                 Ok((self.push(Box::new(op), vec![input]), out_schema))
             }
             LogicalPlan::Distinct(Distinct::All(inner)) => {

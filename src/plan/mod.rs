@@ -12,4 +12,4 @@ pub mod rewrite;
 pub mod windows;
 
 pub use context::{base_session_state, PlanContext, RelationTable};
-pub use lower::Lowering;
+pub use lower::{Lowering, ViewWindow};

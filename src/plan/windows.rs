@@ -162,12 +162,25 @@ fn expand(tf: &TableFactor) -> Result<Option<TableFactor>> {
     }))
 }
 
-/// The length of an interval literal in microseconds; months are refused.
+/// The length of a window's interval literal in microseconds; months are refused.
 fn interval_micros(e: &Expr, what: &str) -> Result<i64> {
+    let micros = interval_literal_micros(e, &format!("window {what}"))?;
+    if micros <= 0 {
+        return Err(Error::invalid_with(
+            "22023",
+            format!("the window {what} must be positive"),
+        ));
+    }
+    Ok(micros)
+}
+
+/// The length of an interval literal (`INTERVAL '5 seconds'`, `INTERVAL '5' SECOND`) in
+/// microseconds. `what` names it in errors ("window size"); months are refused.
+pub(crate) fn interval_literal_micros(e: &Expr, what: &str) -> Result<i64> {
     let bad = || {
         Error::invalid_with(
             "22023",
-            format!("the window {what} must be an interval literal such as INTERVAL '1 minute', not {e}"),
+            format!("the {what} must be an interval literal such as INTERVAL '1 minute', not {e}"),
         )
     };
     let Expr::Interval(iv) = e else {
@@ -187,19 +200,10 @@ fn interval_micros(e: &Expr, what: &str) -> Result<i64> {
     if p.months != 0 {
         return Err(Error::invalid_with(
             "22023",
-            format!(
-                "window {what}s in months or years are not supported (a month has no fixed length)"
-            ),
+            format!("a {what} in months or years is not supported (a month has no fixed length)"),
         ));
     }
-    let micros = p.days as i64 * 86_400_000_000 + p.nanoseconds / 1000;
-    if micros <= 0 {
-        return Err(Error::invalid_with(
-            "22023",
-            format!("the window {what} must be positive"),
-        ));
-    }
-    Ok(micros)
+    Ok(p.days as i64 * 86_400_000_000 + p.nanoseconds / 1000)
 }
 
 #[cfg(test)]

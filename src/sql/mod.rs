@@ -152,6 +152,14 @@ fn parse_statement(p: &mut Parser) -> std::result::Result<Statement, StmtError> 
             options,
         }));
     }
+    if peek_is(p, 0, "CREATE") && peek_is(p, 1, "TABLE") && create_table_has_watermark(p) {
+        p.next_token();
+        p.next_token();
+        return Ok(Statement::CreateTable(parse_create_relation_rest(
+            p,
+            ObjectKind::Table,
+        )?));
+    }
     if peek_is(p, 0, "SHOW") {
         if let Some(s) = parse_show(p)? {
             return Ok(s);
@@ -259,6 +267,27 @@ fn parse_statement(p: &mut Parser) -> std::result::Result<Statement, StmtError> 
     }
 
     let stmt = p.parse_statement()?;
+    if let ast::Statement::CreateView(v) = stmt {
+        let mut view = create_view(v)?;
+        if peek_is(p, 0, "EMIT") {
+            p.next_token();
+            view.emit = if p.parse_keywords(&[Keyword::ON, Keyword::WINDOW, Keyword::CLOSE]) {
+                EmitMode::OnWindowClose
+            } else if peek_is(p, 0, "FINAL") {
+                p.next_token();
+                EmitMode::OnWindowClose
+            } else if peek_is(p, 0, "CHANGES") {
+                p.next_token();
+                EmitMode::Changes
+            } else {
+                return Err(p
+                    .expected::<()>("ON WINDOW CLOSE, FINAL or CHANGES after EMIT", p.peek_token())
+                    .unwrap_err()
+                    .into());
+            };
+        }
+        return Ok(Statement::CreateView(view));
+    }
     // ksqlDB's push query: `SELECT ... EMIT CHANGES` is a subscription to the query.
     if let ast::Statement::Query(q) = &stmt {
         if peek_is(p, 0, "EMIT") && peek_is(p, 1, "CHANGES") {
@@ -539,6 +568,7 @@ fn parse_show(p: &mut Parser) -> std::result::Result<Option<Statement>, StmtErro
         t if word_is(t, "SUBSCRIPTIONS") => Some((2, ShowTarget::Subscriptions)),
         t if word_is(t, "SOURCES") => Some((2, ShowTarget::Sources)),
         t if word_is(t, "CHECKPOINTS") => Some((2, ShowTarget::Checkpoints)),
+        t if word_is(t, "WATERMARKS") => Some((2, ShowTarget::Watermarks)),
         t if word_is(t, "SOURCE") && peek_is(p, 2, "ERRORS") => {
             p.next_token();
             p.next_token();
@@ -669,7 +699,7 @@ fn parse_create_relation_rest(
 ) -> std::result::Result<CreateRelation, StmtError> {
     let if_not_exists = p.parse_keywords(&[Keyword::IF, Keyword::NOT, Keyword::EXISTS]);
     let name = object_name(&p.parse_object_name(false)?)?;
-    let (columns, constraints) = p.parse_columns()?;
+    let (columns, constraints, watermark) = parse_columns_and_watermark(p)?;
     let options = if p.parse_keyword(Keyword::WITH) {
         p.prev_token();
         options_map(&p.parse_options(Keyword::WITH)?)?
@@ -683,7 +713,119 @@ fn parse_create_relation_rest(
         columns,
         constraints,
         options,
+        watermark,
     })
+}
+
+/// Does the CREATE TABLE ahead declare a watermark? (Then eddy parses it itself:
+/// sqlparser does not know `WATERMARK FOR`.)
+fn create_table_has_watermark(p: &Parser) -> bool {
+    let mut depth = 0usize;
+    for n in 2..100_000 {
+        match p.peek_nth_token(n).token {
+            Token::EOF | Token::SemiColon => return false,
+            Token::LParen => depth += 1,
+            Token::RParen => {
+                depth = depth.saturating_sub(1);
+                if depth == 0 {
+                    return false;
+                }
+            }
+            Token::Word(w) if depth == 1 && w.value.eq_ignore_ascii_case("WATERMARK") => {
+                return peek_is(p, n + 1, "FOR");
+            }
+            _ => {}
+        }
+    }
+    false
+}
+
+/// `(column definitions, constraints [, WATERMARK FOR col AS col - INTERVAL '...'])`,
+/// as sqlparser's `parse_columns` plus the watermark clause.
+fn parse_columns_and_watermark(
+    p: &mut Parser,
+) -> std::result::Result<
+    (
+        Vec<ast::ColumnDef>,
+        Vec<ast::TableConstraint>,
+        Option<WatermarkClause>,
+    ),
+    StmtError,
+> {
+    let mut columns = vec![];
+    let mut constraints = vec![];
+    let mut watermark = None;
+    if !p.consume_token(&Token::LParen) || p.consume_token(&Token::RParen) {
+        return Ok((columns, constraints, watermark));
+    }
+    loop {
+        if peek_is(p, 0, "WATERMARK") && peek_is(p, 1, "FOR") {
+            p.next_token();
+            p.next_token();
+            let column = normalize_ident(&p.parse_identifier()?);
+            p.expect_keyword(Keyword::AS)?;
+            let expr = p.parse_expr()?;
+            if watermark.is_some() {
+                return Err(Error::invalid_with("42601", "only one WATERMARK clause is allowed").into());
+            }
+            watermark = Some(WatermarkClause {
+                lateness_us: watermark_lateness(&column, &expr)?,
+                column,
+            });
+        } else if let Some(c) = p.parse_optional_table_constraint()? {
+            constraints.push(c);
+        } else if let Token::Word(_) = p.peek_token().token {
+            columns.push(p.parse_column_def()?);
+        } else {
+            return Err(p
+                .expected::<()>("column name or constraint definition", p.peek_token())
+                .unwrap_err()
+                .into());
+        }
+        let comma = p.consume_token(&Token::Comma);
+        if p.consume_token(&Token::RParen) {
+            break;
+        }
+        if !comma {
+            return Err(p
+                .expected::<()>("',' or ')' after column definition", p.peek_token())
+                .unwrap_err()
+                .into());
+        }
+    }
+    Ok((columns, constraints, watermark))
+}
+
+/// The lateness of `WATERMARK FOR col AS <expr>`: `col` (none) or
+/// `col - INTERVAL '...'`.
+fn watermark_lateness(column: &str, expr: &ast::Expr) -> Result<i64> {
+    let usage = || {
+        Error::invalid_with(
+            "42601",
+            format!(
+                "a watermark is written WATERMARK FOR {column} AS {column} - INTERVAL '5 seconds' \
+                 (the event-time column minus the allowed lateness), not {expr}"
+            ),
+        )
+    };
+    let is_column = |e: &ast::Expr| matches!(e, ast::Expr::Identifier(i) if normalize_ident(i) == column);
+    match expr {
+        e if is_column(e) => Ok(0),
+        ast::Expr::Nested(inner) => watermark_lateness(column, inner),
+        ast::Expr::BinaryOp {
+            left,
+            op: ast::BinaryOperator::Minus,
+            right,
+        } if is_column(left) => {
+            let us = crate::plan::windows::interval_literal_micros(right, "watermark lateness")
+                .map_err(|_| usage())?;
+            if us < 0 {
+                return Err(Error::invalid_with("22023", "the watermark lateness cannot be negative"));
+            }
+            Ok(us)
+        }
+        _ => Err(usage()),
+    }
 }
 
 fn create_table(ct: ast::CreateTable) -> Result<CreateRelation> {
@@ -707,6 +849,7 @@ fn create_table(ct: ast::CreateTable) -> Result<CreateRelation> {
         columns: ct.columns,
         constraints: ct.constraints,
         options,
+        watermark: None,
     })
 }
 
@@ -721,11 +864,18 @@ fn create_view(v: ast::CreateView) -> Result<CreateView> {
             "a column list in CREATE MATERIALIZED VIEW; alias the columns in the SELECT",
         ));
     }
+    let options = match &v.options {
+        ast::CreateTableOptions::With(opts) => options_map(opts)?,
+        ast::CreateTableOptions::None => Default::default(),
+        _ => return Err(Error::not_supported("view options other than WITH (...)")),
+    };
     Ok(CreateView {
         name: object_name(&v.name)?,
         if_not_exists: v.if_not_exists,
         or_replace: v.or_replace,
         query: v.query,
+        emit: EmitMode::Changes,
+        options,
     })
 }
 

@@ -123,6 +123,15 @@ pub struct CreateRelation {
     pub columns: Vec<ast::ColumnDef>,
     pub constraints: Vec<ast::TableConstraint>,
     pub options: BTreeMap<String, String>,
+    /// `WATERMARK FOR col AS col - INTERVAL '...'`.
+    pub watermark: Option<WatermarkClause>,
+}
+
+/// The event-time column and its allowed lateness.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WatermarkClause {
+    pub column: String,
+    pub lateness_us: i64,
 }
 
 /// CREATE SINK name FROM relation WITH (...).
@@ -141,6 +150,20 @@ pub struct CreateView {
     pub if_not_exists: bool,
     pub or_replace: bool,
     pub query: Box<ast::Query>,
+    /// `EMIT ON WINDOW CLOSE` / `EMIT FINAL` after the query.
+    pub emit: EmitMode,
+    /// WITH (...) options (`retention`).
+    pub options: BTreeMap<String, String>,
+}
+
+/// When a windowed view's rows appear.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EmitMode {
+    /// A window's row is updated as its events arrive (the default).
+    #[default]
+    Changes,
+    /// A window's row appears once, final, when the watermark passes its end.
+    OnWindowClose,
 }
 
 #[derive(Debug, Clone)]
@@ -164,6 +187,8 @@ pub enum ShowTarget {
     SourceErrors(Option<String>),
     /// The most recent checkpoints: epoch, time, size, source offsets.
     Checkpoints,
+    /// Watermarks of event-time relations and the views they feed.
+    Watermarks,
     Variable(String),
     AllVariables,
 }
