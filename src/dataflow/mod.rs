@@ -15,8 +15,10 @@
 //!   atomic commit as everything else of that epoch.
 //!
 //! The operator catalogue is the file listing: `filter`, `project`, `hash_agg`,
-//! `hash_join`, `union`, `top_n`, `values`, and the relation operators
-//! `table`, `stream`, `materialize`.
+//! `hash_join`, `union`, `top_n`, `values`, `window` (emit on window close, retention),
+//! and the relation operators `table`, `stream`, `materialize`. `watermark` tracks event
+//! time where rows enter; operators that act on it say so with
+//! [`Operator::wants_watermark`].
 
 pub mod accumulators;
 pub mod changes;
