@@ -110,6 +110,12 @@ pub struct HashJoinOperator {
     sides: [Side; 2],
     display: String,
     errors: Arc<EvalErrors>,
+    /// A lookup join: rows of this side (a stream) are joined with the other side as it
+    /// is at the end of their epoch, and are not kept — later changes of the other side
+    /// never revise them.
+    lookup: Option<usize>,
+    /// The lookup side's rows of the current epoch, joined at its end.
+    probes: Vec<ChangeBatch>,
 }
 
 /// Output row under construction: left row, right row (None = NULLs), multiplicity.
@@ -164,7 +170,16 @@ impl HashJoinOperator {
             sides: [Side::default(), Side::default()],
             display,
             errors,
+            lookup: None,
+            probes: vec![],
         })
+    }
+
+    /// Make this a lookup join probed by `side` (see the `lookup` field). Only inner
+    /// joins and outer joins that preserve the probing side mean anything here.
+    pub fn with_lookup(mut self, side: Option<usize>) -> Self {
+        self.lookup = side;
+        self
     }
 
     /// Encoded join keys of a batch from `side`; `None` where a key is NULL and NULLs
@@ -298,8 +313,12 @@ impl HashJoinOperator {
             if delta != 0 {
                 out.push(solo(side, row.clone(), delta));
             }
-            // A row whose key can never match needs no state: its output is final.
+            // A row whose key can never match needs no state: its output is final. Nor
+            // does a lookup join's probing row: it is never revised.
             let Some(key) = key else { continue };
+            if self.lookup == Some(side) {
+                continue;
+            }
             let s = &mut self.sides[side];
             let bucket = s.index.entry(key.clone()).or_default();
             let st = bucket.entry(row.clone()).or_insert(RowState {
@@ -408,10 +427,21 @@ impl Operator for HashJoinOperator {
     }
 
     fn describe(&self) -> String {
-        self.display.clone()
+        match self.lookup {
+            Some(side) => format!(
+                "{} (lookup: {} rows probe the {} side)",
+                self.display,
+                ["left", "right"][side],
+                ["left", "right"][1 - side]
+            ),
+            None => self.display.clone(),
+        }
     }
 
     fn state_description(&self) -> Option<String> {
+        if let Some(side) = self.lookup {
+            return Some(format!("{} rows by key only", ["left", "right"][1 - side]));
+        }
         let track = |s| {
             if self.kind.tracks(s) {
                 " with match counts"
@@ -441,8 +471,33 @@ impl Operator for HashJoinOperator {
                 "join input has the wrong number of columns",
             ));
         };
+        if self.lookup == Some(port) {
+            if batch.diffs.values().iter().any(|d| *d < 0) {
+                return Err(Error::internal(
+                    "a retraction reached the probing side of a lookup join",
+                ));
+            }
+            self.probes.push(batch);
+            return Ok(());
+        }
         let mut rows = vec![];
         self.process_side(port, &batch, &mut rows)?;
+        if !rows.is_empty() {
+            out.push(self.build_output(&rows)?);
+        }
+        Ok(())
+    }
+
+    /// A lookup join joins the epoch's probing rows with the other side as the epoch
+    /// left it (so a table row and the stream rows of the same epoch always meet).
+    fn end_epoch(&mut self, out: &mut Output) -> Result<()> {
+        let Some(side) = self.lookup else {
+            return Ok(());
+        };
+        let mut rows = vec![];
+        for batch in std::mem::take(&mut self.probes) {
+            self.process_side(side, &batch, &mut rows)?;
+        }
         if !rows.is_empty() {
             out.push(self.build_output(&rows)?);
         }
@@ -534,6 +589,37 @@ mod tests {
         )
         .unwrap();
         (op, l, r)
+    }
+
+    /// stream LEFT JOIN table FOR SYSTEM_TIME AS OF PROCTIME(): stream rows meet the
+    /// table as their epoch leaves it, are not stored, and are never revised.
+    #[test]
+    fn lookup_join_never_revises_and_keeps_only_the_table() {
+        let (op, l, r) = join(JoinKind::Left, false);
+        let mut op = op.with_lookup(Some(0));
+        // The table row and a stream row in the same epoch meet, whatever their order.
+        let out = run_epoch(
+            &mut op,
+            vec![(0, changes(&l, "1 10 +1\n2 20 +1")), (1, changes(&r, "1 100 +1"))],
+        );
+        assert_eq!(out, vec!["1 10 1 100 +1", "2 20 NULL NULL +1"]);
+        // Table changes (an update, a new key) emit nothing: earlier rows stand.
+        let out = run_epoch(
+            &mut op,
+            vec![(1, changes(&r, "1 100 -1\n1 111 +1\n2 200 +1"))],
+        );
+        assert!(out.is_empty());
+        // New stream rows see the new table.
+        let out = run_epoch(&mut op, vec![(0, changes(&l, "1 11 +1\n2 21 +1"))]);
+        assert_eq!(out, vec!["1 11 1 111 +1", "2 21 2 200 +1"]);
+        // Only the table is kept.
+        assert_eq!(op.state_entries(), 2);
+        // A deleted table row no longer matches.
+        run_epoch(&mut op, vec![(1, changes(&r, "2 200 -1"))]);
+        let out = run_epoch(&mut op, vec![(0, changes(&l, "2 22 +1"))]);
+        assert_eq!(out, vec!["2 22 NULL NULL +1"]);
+        // The probing side is a stream: a retraction there is a planning bug.
+        assert!(op.process(0, changes(&l, "1 10 -1"), &mut vec![]).is_err());
     }
 
     #[test]

@@ -51,8 +51,13 @@ fn unbounded_stream_joins(
     let mut streams: Vec<String> = vec![];
     let _ = plan.apply(|n| {
         if let LogicalPlan::Join(j) = n {
-            streams.extend(streams_under(&j.left));
-            streams.extend(streams_under(&j.right));
+            // A lookup join keeps only the looked-up side.
+            let lookup = crate::plan::lower::reads_for_lookup(&j.left)
+                || crate::plan::lower::reads_for_lookup(&j.right);
+            if !lookup {
+                streams.extend(streams_under(&j.left));
+                streams.extend(streams_under(&j.right));
+            }
         }
         Ok(TreeNodeRecursion::Continue)
     });
@@ -64,7 +69,10 @@ fn unbounded_stream_joins(
             format!(
                 "this view joins stream \"{s}\": eddy keeps every row of it, so that matches \
                  stay right when the other side changes, and the view's state grows with the \
-                 stream (lookup joins and time-bounded joins are not supported yet)"
+                 stream; to join each stream row with a table as it is when the row arrives \
+                 (never revised, no stream state), write the table as \
+                 `t FOR SYSTEM_TIME AS OF PROCTIME()` (time-bounded stream-stream joins are \
+                 not supported yet)"
             )
         })
         .collect()

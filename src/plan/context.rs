@@ -157,6 +157,7 @@ impl<'a> PlanContext<'a> {
             schema: entry.schema(),
             primary_key: entry.primary_key.clone(),
             snapshot,
+            lookup: false,
         })
     }
 }
@@ -423,18 +424,28 @@ impl ContextProvider for PlanContext<'_> {
     ) -> datafusion::common::Result<Arc<dyn TableSource>> {
         let schema_ok = name.schema().is_none_or(|s| s == "public");
         let catalog_ok = name.catalog().is_none_or(|c| c == "eddy");
+        let (table, lookup) = match name.table().strip_prefix(crate::sql::LOOKUP_PREFIX) {
+            Some(t) => (t, true),
+            None => (name.table(), false),
+        };
         let entry = self
             .catalog
-            .get(name.table())
+            .get(table)
             .filter(|e| e.kind.is_relation() && schema_ok && catalog_ok);
         match entry {
             Some(e) => {
                 self.used.borrow_mut().push(e.id);
-                Ok(provider_as_source(self.table_for(e)))
+                let mut t = self.table_for(e);
+                if lookup {
+                    if let Some(t) = Arc::get_mut(&mut t) {
+                        t.lookup = true;
+                    }
+                }
+                Ok(provider_as_source(t))
             }
             None => Err(DataFusionError::External(Box::new(
                 Error::UndefinedRelation {
-                    name: name.table().to_string(),
+                    name: table.to_string(),
                     position: None,
                 },
             ))),
@@ -519,6 +530,8 @@ pub struct RelationTable {
     /// Primary-key columns: equality filters on all of them become point lookups.
     primary_key: Vec<usize>,
     snapshot: Option<Arc<RelationSnapshot>>,
+    /// Read by a lookup join (`FOR SYSTEM_TIME AS OF PROCTIME()`).
+    pub lookup: bool,
 }
 
 impl std::fmt::Debug for RelationSnapshot {

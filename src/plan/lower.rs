@@ -52,6 +52,24 @@ pub struct Lowering<'a> {
     window: Option<ViewWindow>,
 }
 
+/// Does `plan` read one relation marked for a lookup join (through projections,
+/// filters and aliases)?
+pub(crate) fn reads_for_lookup(plan: &LogicalPlan) -> bool {
+    match plan {
+        LogicalPlan::TableScan(scan) => source_as_provider(&scan.source)
+            .ok()
+            .and_then(|p| {
+                let any: &dyn std::any::Any = p.as_ref();
+                any.downcast_ref::<RelationTable>().map(|t| t.lookup)
+            })
+            .unwrap_or(false),
+        LogicalPlan::Projection(p) => reads_for_lookup(&p.input),
+        LogicalPlan::Filter(f) => reads_for_lookup(&f.input),
+        LogicalPlan::SubqueryAlias(s) => reads_for_lookup(&s.input),
+        _ => false,
+    }
+}
+
 /// How a windowed view emits and keeps its windows.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct ViewWindow {
@@ -363,6 +381,26 @@ impl<'a> Lowering<'a> {
                 };
                 let (left, lschema) = self.lower(&j.left)?;
                 let (right, rschema) = self.lower(&j.right)?;
+                // `t FOR SYSTEM_TIME AS OF PROCTIME()`: the other side probes t.
+                let lookup = match (reads_for_lookup(&j.left), reads_for_lookup(&j.right)) {
+                    (false, false) => None,
+                    (false, true) if matches!(kind, JoinKind::Inner | JoinKind::Left) => Some(0),
+                    (true, false) if matches!(kind, JoinKind::Inner | JoinKind::Right) => Some(1),
+                    _ => {
+                        return Err(Error::not_supported(
+                            "this lookup join: FOR SYSTEM_TIME AS OF PROCTIME() needs an inner \
+                             or LEFT join whose other side is a stream",
+                        ))
+                    }
+                };
+                if let Some(side) = lookup {
+                    if !self.is_append_only(if side == 0 { &left } else { &right }) {
+                        return Err(Error::not_supported(
+                            "a lookup join probed by a table or a view that retracts rows: \
+                             the rows probing FOR SYSTEM_TIME AS OF PROCTIME() must come from a stream",
+                        ));
+                    }
+                }
                 let mut lkeys = vec![];
                 let mut rkeys = vec![];
                 for (l, r) in &j.on {
@@ -400,7 +438,8 @@ impl<'a> Lowering<'a> {
                     j.null_equality == NullEquality::NullEqualsNull,
                     display,
                     self.errors.clone(),
-                )?;
+                )?
+                .with_lookup(lookup);
                 Ok((self.push(Box::new(op), vec![left, right]), out_schema))
             }
             LogicalPlan::Union(u) => {

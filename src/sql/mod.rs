@@ -35,6 +35,87 @@ pub struct ParsedStatement {
     pub offset: usize,
 }
 
+/// The prefix that marks a relation read by a lookup join (see [`rewrite_lookup_joins`]).
+pub const LOOKUP_PREFIX: &str = "__lookup__";
+
+/// `t FOR SYSTEM_TIME AS OF PROCTIME()` (Flink's and RisingWave's spelling of a lookup
+/// join: each row of the other side is joined with `t` as it is when the row arrives, and
+/// never revised) becomes `"__lookup__t" AS t`: the planner resolves the marked name to
+/// `t` flagged for lookup. sqlparser's Postgres dialect does not parse the clause itself.
+fn rewrite_lookup_joins(tokens: &mut Vec<datafusion::sql::sqlparser::tokenizer::TokenWithSpan>) {
+    use datafusion::sql::sqlparser::tokenizer::{TokenWithSpan, Whitespace, Word};
+    let is_word = |t: &Token, w: &str| matches!(t, Token::Word(x) if x.quote_style.is_none() && x.value.eq_ignore_ascii_case(w));
+    let significant = |tokens: &[TokenWithSpan], from: usize, n: usize| -> Option<Vec<usize>> {
+        let mut out = vec![];
+        let mut i = from;
+        while out.len() < n {
+            let t = tokens.get(i)?;
+            if !matches!(t.token, Token::Whitespace(_)) {
+                out.push(i);
+            }
+            i += 1;
+        }
+        Some(out)
+    };
+    let mut i = 0;
+    while i < tokens.len() {
+        if !is_word(&tokens[i].token, "FOR") {
+            i += 1;
+            continue;
+        }
+        let Some(at) = significant(tokens, i, 7) else {
+            break;
+        };
+        let pattern = ["FOR", "SYSTEM_TIME", "AS", "OF", "PROCTIME"];
+        let matches = pattern
+            .iter()
+            .zip(&at)
+            .all(|(w, j)| is_word(&tokens[*j].token, w))
+            && tokens[at[5]].token == Token::LParen
+            && tokens[at[6]].token == Token::RParen;
+        // The relation name right before it.
+        let name_at = (0..i)
+            .rev()
+            .find(|j| !matches!(tokens[*j].token, Token::Whitespace(_)));
+        let name = name_at.and_then(|j| match &tokens[j].token {
+            Token::Word(w) => Some((j, w.clone())),
+            _ => None,
+        });
+        let (true, Some((name_at, word))) = (matches, name) else {
+            i += 1;
+            continue;
+        };
+        let table = if word.quote_style.is_some() {
+            word.value.clone()
+        } else {
+            word.value.to_lowercase()
+        };
+        let span = tokens[i].span;
+        tokens[name_at].token = Token::Word(Word {
+            value: format!("{LOOKUP_PREFIX}{table}"),
+            quote_style: Some('"'),
+            keyword: Keyword::NoKeyword,
+        });
+        let end = at[6] + 1;
+        // Keep the name usable as a qualifier: alias it unless an alias follows.
+        let next = tokens[end..]
+            .iter()
+            .find(|t| !matches!(t.token, Token::Whitespace(_)))
+            .map(|t| t.token.clone());
+        let has_alias = matches!(&next, Some(Token::Word(w)) if w.keyword == Keyword::AS || w.keyword == Keyword::NoKeyword || w.quote_style.is_some());
+        let mut replacement = vec![TokenWithSpan::new(Token::Whitespace(Whitespace::Space), span)];
+        if !has_alias {
+            replacement.push(TokenWithSpan::new(Token::make_keyword("AS"), span));
+            replacement.push(TokenWithSpan::new(Token::Whitespace(Whitespace::Space), span));
+            replacement.push(TokenWithSpan::new(Token::Word(word), span));
+            replacement.push(TokenWithSpan::new(Token::Whitespace(Whitespace::Space), span));
+        }
+        let n = replacement.len();
+        tokens.splice(i..end, replacement);
+        i += n;
+    }
+}
+
 /// Parse every statement of `sql`.
 pub fn parse(sql: &str) -> Result<Vec<ParsedStatement>> {
     let lines = LineIndex::new(sql);
@@ -46,6 +127,7 @@ pub fn parse(sql: &str) -> Result<Vec<ParsedStatement>> {
         .with_unescape(true)
         .tokenize_with_location_into_buf(&mut tokens)
         .map_err(|e| parse_error_in(ParserError::TokenizerError(e.to_string()), &lines))?;
+    rewrite_lookup_joins(&mut tokens);
     let mut parser = Parser::new(&dialect)
         .with_recursion_limit(RECURSION_LIMIT)
         .with_tokens_with_locations(tokens);

@@ -12,3 +12,9 @@ INSERT INTO sj_t VALUES (2, 'two');
 SELECT * FROM sj_ab;
 SELECT * FROM sj_at;
 CREATE MATERIALIZED VIEW sj_count AS SELECT k, count(*) AS n FROM sj_a GROUP BY k;
+-- A lookup join keeps only the table (no warning): each sj_a row meets sj_t as it is
+-- when the row arrives, and is never revised.
+CREATE MATERIALIZED VIEW sj_lookup AS SELECT sj_a.k, v, name FROM sj_a JOIN sj_t FOR SYSTEM_TIME AS OF PROCTIME() ON sj_a.k = sj_t.k;
+UPDATE sj_t SET name = 'TWO' WHERE k = 2;
+INSERT INTO sj_a VALUES (2, 21);
+SELECT * FROM sj_lookup ORDER BY v;
