@@ -35,12 +35,12 @@ use tracing::{info, warn};
 
 use crate::catalog::{CatalogEntry, ObjectKind};
 use crate::dataflow::runtime::DataflowHandle;
-use crate::dataflow::watermark::{WatermarkState, WatermarkTracker};
-use datafusion::arrow::datatypes::SchemaRef;
 use crate::dataflow::subscribe::{SubscriptionEvent, SubscriptionReceiver};
+use crate::dataflow::watermark::{WatermarkState, WatermarkTracker};
 use crate::error::{Error, Result};
 use crate::format::{BadRecord, Decoder, KeyFormat, RawRecord, ValueFormat};
 use crate::storage::{keys, Storage, WriteBatch};
+use datafusion::arrow::datatypes::SchemaRef;
 
 /// How eddy reaches Kafka (`--kafka-brokers`, `--kafka-option`).
 #[derive(Clone, Debug, Default)]
@@ -332,7 +332,10 @@ pub struct SourceProgress {
 }
 
 /// A source relation's watermark tracker, resumed from its committed progress.
-pub(crate) fn tracker_for(entry: &CatalogEntry, progress: &SourceProgress) -> Option<WatermarkTracker> {
+pub(crate) fn tracker_for(
+    entry: &CatalogEntry,
+    progress: &SourceProgress,
+) -> Option<WatermarkTracker> {
     let w = entry.watermark_install()?;
     Some(WatermarkTracker::new(
         &w.def,
@@ -856,7 +859,9 @@ pub(crate) fn commit_rows(
         rollback = Some((t, before));
     }
     let extra = progress_extra(object_id, &next)?;
-    if let Err(e) = futures::executor::block_on(dataflow.write_source(object_id, changes, extra, time)) {
+    if let Err(e) =
+        futures::executor::block_on(dataflow.write_source(object_id, changes, extra, time))
+    {
         // Not applied: the same rows come again, and must meet the same watermark.
         if let Some((t, before)) = rollback {
             t.reset(before);

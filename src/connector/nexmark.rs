@@ -29,9 +29,9 @@ use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit};
 use super::kafka::{
     apply_batch, commit_rows, idle_tick, KafkaSource, SourceProgress, SourceStatus,
 };
-use crate::dataflow::watermark::WatermarkTracker;
 use crate::catalog::{CatalogEntry, ObjectKind};
 use crate::dataflow::runtime::DataflowHandle;
+use crate::dataflow::watermark::WatermarkTracker;
 use crate::dataflow::ChangeBatch;
 use crate::error::{Error, Result};
 use crate::format::{Decoder, KeyFormat, RawRecord, ValueFormat};
@@ -134,7 +134,11 @@ pub fn start(
     let tracker = super::kafka::tracker_for(entry, &progress);
     let thread = std::thread::Builder::new()
         .name(format!("eddy-nexmark-{}", entry.name))
-        .spawn(move || run(id, &name, opts, decoder, progress, dataflow, st, sp, tracker))
+        .spawn(move || {
+            run(
+                id, &name, opts, decoder, progress, dataflow, st, sp, tracker,
+            )
+        })
         .map_err(|e| Error::internal(format!("cannot start nexmark thread: {e}")))?;
     Ok(KafkaSource::from_parts(stop, status, thread))
 }

@@ -12,8 +12,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use datafusion::arrow::array::{ArrayRef, Int64Array, RecordBatch, RecordBatchOptions};
 use datafusion::arrow::array::{Array, AsArray};
+use datafusion::arrow::array::{ArrayRef, Int64Array, RecordBatch, RecordBatchOptions};
 use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit, TimestampMicrosecondType};
 use datafusion::common::ScalarValue;
 use datafusion::physical_plan::PhysicalExpr;
@@ -451,21 +451,39 @@ mod tests {
         let input = schema(&[("k", I64), ("window_end", TS), ("v", I64)]);
         let output = schema(&[("k", I64), ("window_end", TS), ("s", I64)]);
         let aggs = vec![agg(AggKind::Sum, false, Some("v"), &input, DataType::Int64)];
-        let keys = vec![col("k", &input).unwrap(), col("window_end", &input).unwrap()];
+        let keys = vec![
+            col("k", &input).unwrap(),
+            col("window_end", &input).unwrap(),
+        ];
         let mut op = HashAggOperator::new(output, keys, aggs, String::new(), EvalErrors::new())
             .unwrap()
             .with_window_end_key(Some(1));
         assert!(op.wants_watermark());
         let out = run_epoch(
             &mut op,
-            vec![(0, changes(&input, "1 60 5 +1
+            vec![(
+                0,
+                changes(
+                    &input,
+                    "1 60 5 +1
 1 120 7 +1
-2 60 1 +1"))],
+2 60 1 +1",
+                ),
+            )],
         );
         assert_eq!(out.len(), 3);
         // A retraction inside an open window still updates it.
-        let out = run_epoch(&mut op, vec![(0, changes(&input, "1 60 5 -1
-1 60 2 +1"))]);
+        let out = run_epoch(
+            &mut op,
+            vec![(
+                0,
+                changes(
+                    &input,
+                    "1 60 5 -1
+1 60 2 +1",
+                ),
+            )],
+        );
         assert_eq!(
             out,
             vec![format!("1 {} 2 +1", ts(60)), format!("1 {} 5 -1", ts(60))]
@@ -480,7 +498,10 @@ mod tests {
         let out = run_epoch(&mut op, vec![(0, changes(&input, "1 60 3 +1\n1 120 3 +1"))]);
         assert_eq!(
             out,
-            vec![format!("1 {} 10 +1", ts(120)), format!("1 {} 7 -1", ts(120))]
+            vec![
+                format!("1 {} 10 +1", ts(120)),
+                format!("1 {} 7 -1", ts(120))
+            ]
         );
         assert_eq!(op.late_rows(), 1);
         assert_eq!(op.state_entries(), 1);
@@ -490,11 +511,21 @@ mod tests {
         checkpoint(&mut op, &storage, 3);
         let input2 = schema(&[("k", I64), ("window_end", TS), ("v", I64)]);
         let output2 = schema(&[("k", I64), ("window_end", TS), ("s", I64)]);
-        let aggs2 = vec![agg(AggKind::Sum, false, Some("v"), &input2, DataType::Int64)];
-        let keys2 = vec![col("k", &input2).unwrap(), col("window_end", &input2).unwrap()];
-        let mut back = HashAggOperator::new(output2, keys2, aggs2, String::new(), EvalErrors::new())
-            .unwrap()
-            .with_window_end_key(Some(1));
+        let aggs2 = vec![agg(
+            AggKind::Sum,
+            false,
+            Some("v"),
+            &input2,
+            DataType::Int64,
+        )];
+        let keys2 = vec![
+            col("k", &input2).unwrap(),
+            col("window_end", &input2).unwrap(),
+        ];
+        let mut back =
+            HashAggOperator::new(output2, keys2, aggs2, String::new(), EvalErrors::new())
+                .unwrap()
+                .with_window_end_key(Some(1));
         back.restore(&StateReader::new(3, &storage)).unwrap();
         assert_eq!(back.state_entries(), 1);
         back.on_watermark(120_000_000, &mut vec![]).unwrap();

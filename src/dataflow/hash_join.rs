@@ -600,7 +600,10 @@ mod tests {
         // The table row and a stream row in the same epoch meet, whatever their order.
         let out = run_epoch(
             &mut op,
-            vec![(0, changes(&l, "1 10 +1\n2 20 +1")), (1, changes(&r, "1 100 +1"))],
+            vec![
+                (0, changes(&l, "1 10 +1\n2 20 +1")),
+                (1, changes(&r, "1 100 +1")),
+            ],
         );
         assert_eq!(out, vec!["1 10 1 100 +1", "2 20 NULL NULL +1"]);
         // Table changes (an update, a new key) emit nothing: earlier rows stand.

@@ -46,7 +46,10 @@ pub fn encode(writes: &[(u32, ChangeBatch)]) -> Result<Vec<u8>> {
 
 /// Encode one epoch's writes and the watermarks it raised (a trailer after the writes;
 /// entries without one decode with no watermarks).
-pub fn encode_entry(writes: &[(u32, ChangeBatch)], watermarks: &[(u32, SourceTime)]) -> Result<Vec<u8>> {
+pub fn encode_entry(
+    writes: &[(u32, ChangeBatch)],
+    watermarks: &[(u32, SourceTime)],
+) -> Result<Vec<u8>> {
     let mut out = encode_writes(writes)?;
     if !watermarks.is_empty() {
         out.extend_from_slice(&(watermarks.len() as u32).to_le_bytes());
@@ -191,7 +194,8 @@ mod tests {
             late_rows: 3,
         };
         let none = SourceTime::default();
-        let (w, marks) = decode_entry(&encode_entry(&writes, &[(7, t), (9, none)]).unwrap()).unwrap();
+        let (w, marks) =
+            decode_entry(&encode_entry(&writes, &[(7, t), (9, none)]).unwrap()).unwrap();
         assert_eq!(w.len(), 2);
         assert_eq!(marks, vec![(7, t), (9, none)]);
         let (w, marks) = decode_entry(&encode_entry(&[], &[(7, t)]).unwrap()).unwrap();

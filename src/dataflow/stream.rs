@@ -316,7 +316,8 @@ mod tests {
         let mut op = StreamOperator::new("s", schema.clone()).with_retention(1, 10_000_000);
         assert!(op.wants_watermark());
         let mut out = vec![];
-        op.process(0, changes(&schema, "1 5 +1\n2 8 +1"), &mut out).unwrap();
+        op.process(0, changes(&schema, "1 5 +1\n2 8 +1"), &mut out)
+            .unwrap();
         checkpoint(&mut op, &storage, 5);
         // Enough rows for a batch of its own (small batches are merged).
         let many: String = (0..COALESCE_ROWS).map(|i| format!("{i} 50 +1\n")).collect();

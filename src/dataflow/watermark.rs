@@ -397,7 +397,10 @@ mod tests {
         // max 100 -> wm 95; 94 is late, 96 is not; 110 -> wm 105; 104 late.
         let out = t
             .filter(
-                batch(&[Some(100), Some(94), Some(96), Some(110), Some(104), None], &[1; 6]),
+                batch(
+                    &[Some(100), Some(94), Some(96), Some(110), Some(104), None],
+                    &[1; 6],
+                ),
                 |_| 0,
             )
             .unwrap();
@@ -405,7 +408,9 @@ mod tests {
         assert_eq!(t.watermark(), Some(105_000_000));
         assert_eq!(t.state().late_rows, 2);
         // A later batch continues from there; the watermark never goes back.
-        let out = t.filter(batch(&[Some(105), Some(50)], &[1, 1]), |_| 0).unwrap();
+        let out = t
+            .filter(batch(&[Some(105), Some(50)], &[1, 1]), |_| 0)
+            .unwrap();
         assert_eq!(seconds(&out), vec![Some(105)]);
         assert_eq!(t.watermark(), Some(105_000_000));
         assert_eq!(t.state().late_rows, 3);
@@ -472,20 +477,32 @@ mod tests {
     #[test]
     fn state_survives_a_restart() {
         let mut t = WatermarkTracker::new(&def(5, None), 0, WatermarkState::default());
-        t.filter(batch(&[Some(100), Some(1)], &[1, 1]), |_| 0).unwrap();
+        t.filter(batch(&[Some(100), Some(1)], &[1, 1]), |_| 0)
+            .unwrap();
         let saved = serde_json::to_vec(t.state()).unwrap();
         let mut t2 =
             WatermarkTracker::new(&def(5, None), 0, serde_json::from_slice(&saved).unwrap());
-        let out = t2.filter(batch(&[Some(94), Some(95)], &[1, 1]), |_| 0).unwrap();
+        let out = t2
+            .filter(batch(&[Some(94), Some(95)], &[1, 1]), |_| 0)
+            .unwrap();
         assert_eq!(seconds(&out), vec![Some(95)]);
         assert_eq!(t2.state().late_rows, 2);
     }
 
     #[test]
     fn durations_parse() {
-        assert_eq!(parse_duration("5 seconds").unwrap(), Some(Duration::from_secs(5)));
-        assert_eq!(parse_duration("250ms").unwrap(), Some(Duration::from_millis(250)));
-        assert_eq!(parse_duration("1 minute").unwrap(), Some(Duration::from_secs(60)));
+        assert_eq!(
+            parse_duration("5 seconds").unwrap(),
+            Some(Duration::from_secs(5))
+        );
+        assert_eq!(
+            parse_duration("250ms").unwrap(),
+            Some(Duration::from_millis(250))
+        );
+        assert_eq!(
+            parse_duration("1 minute").unwrap(),
+            Some(Duration::from_secs(60))
+        );
         assert_eq!(parse_duration("never").unwrap(), None);
         assert!(parse_duration("soon").is_err());
         assert!(parse_duration("").is_err());

@@ -51,7 +51,13 @@ impl WindowOperator {
         on_close: bool,
         retention_us: Option<i64>,
     ) -> Result<Self> {
-        let codec = RowCodec::new(schema.fields().iter().map(|f| f.data_type().clone()).collect())?;
+        let codec = RowCodec::new(
+            schema
+                .fields()
+                .iter()
+                .map(|f| f.data_type().clone())
+                .collect(),
+        )?;
         Ok(Self {
             schema,
             end_col,
@@ -71,7 +77,9 @@ impl WindowOperator {
         let col = batch.data.column(self.end_col);
         let micros = match col.data_type() {
             DataType::Timestamp(TimeUnit::Microsecond, _) => col.clone(),
-            DataType::Timestamp(_, _) => cast(col, &DataType::Timestamp(TimeUnit::Microsecond, None))?,
+            DataType::Timestamp(_, _) => {
+                cast(col, &DataType::Timestamp(TimeUnit::Microsecond, None))?
+            }
             other => {
                 return Err(Error::internal(format!(
                     "window_end has type {other}, not a timestamp"
@@ -85,7 +93,10 @@ impl WindowOperator {
             groups.entry(e).or_default().push(i as u32);
         }
         if groups.len() == 1 {
-            let (e, _) = groups.into_iter().next().ok_or_else(|| Error::internal("empty"))?;
+            let (e, _) = groups
+                .into_iter()
+                .next()
+                .ok_or_else(|| Error::internal("empty"))?;
             return Ok(vec![(e, batch.clone())]);
         }
         groups
@@ -316,9 +327,15 @@ mod tests {
         let mut w = op(false, Some(100));
         let b = input(&w, "1 60 1 +1\n2 200 5 +1");
         // EMIT CHANGES: rows pass through at once.
-        assert_eq!(run_epoch(&mut w, vec![(0, b)]), vec![format!("1 {} 1 +1", ts(60)), format!("2 {} 5 +1", ts(200))]);
+        assert_eq!(
+            run_epoch(&mut w, vec![(0, b)]),
+            vec![format!("1 {} 1 +1", ts(60)), format!("2 {} 5 +1", ts(200))]
+        );
         let b = input(&w, "1 60 1 -1\n1 60 4 +1");
-        assert_eq!(run_epoch(&mut w, vec![(0, b)]), vec![format!("1 {} 1 -1", ts(60)), format!("1 {} 4 +1", ts(60))]);
+        assert_eq!(
+            run_epoch(&mut w, vec![(0, b)]),
+            vec![format!("1 {} 1 -1", ts(60)), format!("1 {} 4 +1", ts(60))]
+        );
         // Watermark 160: windows ending before 60 go; 60 stays (not strictly below).
         assert!(watermark(&mut w, 160).is_empty());
         assert_eq!(watermark(&mut w, 161), vec![format!("1 {} 4 -1", ts(60))]);
@@ -329,7 +346,10 @@ mod tests {
     fn rows_without_a_window_pass_through() {
         let mut w = op(true, None);
         let b = input(&w, "1 NULL 1 +1");
-        assert_eq!(run_epoch(&mut w, vec![(0, b)]), vec!["1 NULL 1 +1".to_string()]);
+        assert_eq!(
+            run_epoch(&mut w, vec![(0, b)]),
+            vec!["1 NULL 1 +1".to_string()]
+        );
     }
 
     #[test]
@@ -342,7 +362,13 @@ mod tests {
         checkpoint(&mut w, &storage, 1);
         let mut back = op(true, Some(1000));
         back.restore(&StateReader::new(1, &storage)).unwrap();
-        assert_eq!(watermark(&mut back, 120), vec![format!("1 {} 7 +1", ts(120))]);
-        assert_eq!(watermark(&mut back, 1061), vec![format!("1 {} 1 -1", ts(60))]);
+        assert_eq!(
+            watermark(&mut back, 120),
+            vec![format!("1 {} 7 +1", ts(120))]
+        );
+        assert_eq!(
+            watermark(&mut back, 1061),
+            vec![format!("1 {} 1 -1", ts(60))]
+        );
     }
 }

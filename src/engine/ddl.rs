@@ -11,13 +11,13 @@ use super::session::{ExecResult, Session};
 use super::Database;
 use crate::catalog::{CatalogEntry, Column, ObjectKind, SqlType};
 use crate::dataflow::expr::EvalErrors;
-use crate::dataflow::watermark::{parse_duration, WatermarkDef, DEFAULT_IDLE_TIMEOUT};
-use datafusion::arrow::datatypes::DataType;
 use crate::dataflow::runtime::Subgraph;
+use crate::dataflow::watermark::{parse_duration, WatermarkDef, DEFAULT_IDLE_TIMEOUT};
 use crate::error::{Error, Result};
 use crate::plan::{Lowering, PlanContext, ViewWindow};
 use crate::sql::{normalize_ident, CreateRelation, CreateView, DropStatement, EmitMode};
 use crate::storage::WriteBatch;
+use datafusion::arrow::datatypes::DataType;
 
 /// A planned view: its operators, columns, the objects it reads, and warnings.
 type PlannedView = (Subgraph, Vec<Column>, Vec<u32>, Vec<String>);
@@ -153,9 +153,7 @@ impl Database {
         let source_entry = kafka.then(|| entry.clone());
         let generator_entry = nexmark.then(|| entry.clone());
         catalog.insert(entry, &mut batch)?;
-        self.dataflow
-            .install(subgraph, false, batch)
-            .await?;
+        self.dataflow.install(subgraph, false, batch).await?;
         self.set_catalog(catalog);
         if let Some(entry) = source_entry {
             self.kafka
@@ -472,7 +470,11 @@ pub(crate) fn view_window(
     catalog: &crate::catalog::Catalog,
     used: &[u32],
 ) -> Result<Option<ViewWindow>> {
-    crate::connector::kafka::check_known_options(&v.options, &["retention"], "a materialized view")?;
+    crate::connector::kafka::check_known_options(
+        &v.options,
+        &["retention"],
+        "a materialized view",
+    )?;
     let retention_us = match v.options.get("retention") {
         Some(r) => Some(
             parse_duration(r)?
@@ -506,7 +508,11 @@ pub(crate) fn view_window(
             format!(
                 "{} needs event time: none of the relations under this view has a watermark \
                  (declare one with WATERMARK FOR column AS column - INTERVAL '...')",
-                if on_close { "EMIT ON WINDOW CLOSE" } else { "retention" }
+                if on_close {
+                    "EMIT ON WINDOW CLOSE"
+                } else {
+                    "retention"
+                }
             ),
         ));
     }
@@ -531,15 +537,17 @@ fn watermark_of(c: &CreateRelation, columns: &[Column]) -> Result<Option<Waterma
         }
         return Ok(None);
     };
-    let col = columns.iter().find(|x| x.name == w.column).ok_or_else(|| {
-        Error::UndefinedColumn {
-            message: format!(
-                "column \"{}\" named in WATERMARK FOR does not exist",
-                w.column
-            ),
-            position: None,
-        }
-    })?;
+    let col =
+        columns
+            .iter()
+            .find(|x| x.name == w.column)
+            .ok_or_else(|| Error::UndefinedColumn {
+                message: format!(
+                    "column \"{}\" named in WATERMARK FOR does not exist",
+                    w.column
+                ),
+                position: None,
+            })?;
     if !matches!(col.data_type, DataType::Timestamp(_, _)) {
         return Err(Error::invalid_with(
             "42804",
@@ -551,10 +559,7 @@ fn watermark_of(c: &CreateRelation, columns: &[Column]) -> Result<Option<Waterma
         ));
     }
     let duration = |name: &str| -> Result<Option<Option<std::time::Duration>>> {
-        c.options
-            .get(name)
-            .map(|v| parse_duration(v))
-            .transpose()
+        c.options.get(name).map(|v| parse_duration(v)).transpose()
     };
     let idle = match duration("idle_timeout")? {
         None => Some(DEFAULT_IDLE_TIMEOUT),

@@ -379,7 +379,9 @@ impl Database {
             vec![
                 Arc::new(StringArray::from_iter_values(rows.iter().map(|r| &r.0))),
                 Arc::new(StringArray::from_iter_values(rows.iter().map(|r| &r.1))),
-                Arc::new(TimestampMicrosecondArray::from_iter(rows.iter().map(|r| r.2))),
+                Arc::new(TimestampMicrosecondArray::from_iter(
+                    rows.iter().map(|r| r.2),
+                )),
                 Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.3))),
                 Arc::new(StringArray::from_iter(rows.iter().map(|r| r.4.clone()))),
                 Arc::new(StringArray::from_iter(rows.iter().map(|r| r.5.clone()))),

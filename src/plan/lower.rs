@@ -324,9 +324,10 @@ impl<'a> Lowering<'a> {
                 );
                 let append_only = self.is_append_only(&input);
                 // A window_end key lets the aggregate free closed windows' groups.
-                let window_end_key = a.group_expr.iter().position(
-                    |g| matches!(g, Expr::Column(c) if c.name == "window_end"),
-                );
+                let window_end_key = a
+                    .group_expr
+                    .iter()
+                    .position(|g| matches!(g, Expr::Column(c) if c.name == "window_end"));
                 let op = HashAggOperator::new(
                     out_schema.clone(),
                     keys,

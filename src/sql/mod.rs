@@ -103,12 +103,21 @@ fn rewrite_lookup_joins(tokens: &mut Vec<datafusion::sql::sqlparser::tokenizer::
             .find(|t| !matches!(t.token, Token::Whitespace(_)))
             .map(|t| t.token.clone());
         let has_alias = matches!(&next, Some(Token::Word(w)) if w.keyword == Keyword::AS || w.keyword == Keyword::NoKeyword || w.quote_style.is_some());
-        let mut replacement = vec![TokenWithSpan::new(Token::Whitespace(Whitespace::Space), span)];
+        let mut replacement = vec![TokenWithSpan::new(
+            Token::Whitespace(Whitespace::Space),
+            span,
+        )];
         if !has_alias {
             replacement.push(TokenWithSpan::new(Token::make_keyword("AS"), span));
-            replacement.push(TokenWithSpan::new(Token::Whitespace(Whitespace::Space), span));
+            replacement.push(TokenWithSpan::new(
+                Token::Whitespace(Whitespace::Space),
+                span,
+            ));
             replacement.push(TokenWithSpan::new(Token::Word(word), span));
-            replacement.push(TokenWithSpan::new(Token::Whitespace(Whitespace::Space), span));
+            replacement.push(TokenWithSpan::new(
+                Token::Whitespace(Whitespace::Space),
+                span,
+            ));
         }
         let n = replacement.len();
         tokens.splice(i..end, replacement);
@@ -363,7 +372,10 @@ fn parse_statement(p: &mut Parser) -> std::result::Result<Statement, StmtError> 
                 EmitMode::Changes
             } else {
                 return Err(p
-                    .expected::<()>("ON WINDOW CLOSE, FINAL or CHANGES after EMIT", p.peek_token())
+                    .expected::<()>(
+                        "ON WINDOW CLOSE, FINAL or CHANGES after EMIT",
+                        p.peek_token(),
+                    )
                     .unwrap_err()
                     .into());
             };
@@ -822,18 +834,18 @@ fn create_table_has_watermark(p: &Parser) -> bool {
     false
 }
 
+/// Column definitions, table constraints and the watermark clause of a CREATE.
+type ColumnsAndWatermark = (
+    Vec<ast::ColumnDef>,
+    Vec<ast::TableConstraint>,
+    Option<WatermarkClause>,
+);
+
 /// `(column definitions, constraints [, WATERMARK FOR col AS col - INTERVAL '...'])`,
 /// as sqlparser's `parse_columns` plus the watermark clause.
 fn parse_columns_and_watermark(
     p: &mut Parser,
-) -> std::result::Result<
-    (
-        Vec<ast::ColumnDef>,
-        Vec<ast::TableConstraint>,
-        Option<WatermarkClause>,
-    ),
-    StmtError,
-> {
+) -> std::result::Result<ColumnsAndWatermark, StmtError> {
     let mut columns = vec![];
     let mut constraints = vec![];
     let mut watermark = None;
@@ -848,7 +860,9 @@ fn parse_columns_and_watermark(
             p.expect_keyword(Keyword::AS)?;
             let expr = p.parse_expr()?;
             if watermark.is_some() {
-                return Err(Error::invalid_with("42601", "only one WATERMARK clause is allowed").into());
+                return Err(
+                    Error::invalid_with("42601", "only one WATERMARK clause is allowed").into(),
+                );
             }
             watermark = Some(WatermarkClause {
                 lateness_us: watermark_lateness(&column, &expr)?,
@@ -890,7 +904,8 @@ fn watermark_lateness(column: &str, expr: &ast::Expr) -> Result<i64> {
             ),
         )
     };
-    let is_column = |e: &ast::Expr| matches!(e, ast::Expr::Identifier(i) if normalize_ident(i) == column);
+    let is_column =
+        |e: &ast::Expr| matches!(e, ast::Expr::Identifier(i) if normalize_ident(i) == column);
     match expr {
         e if is_column(e) => Ok(0),
         ast::Expr::Nested(inner) => watermark_lateness(column, inner),
@@ -902,7 +917,10 @@ fn watermark_lateness(column: &str, expr: &ast::Expr) -> Result<i64> {
             let us = crate::plan::windows::interval_literal_micros(right, "watermark lateness")
                 .map_err(|_| usage())?;
             if us < 0 {
-                return Err(Error::invalid_with("22023", "the watermark lateness cannot be negative"));
+                return Err(Error::invalid_with(
+                    "22023",
+                    "the watermark lateness cannot be negative",
+                ));
             }
             Ok(us)
         }
