@@ -33,7 +33,7 @@ cargo build --bins --tests
 
 run "unit tests" cargo test --lib
 run "sqllogictest (sql-tests/**/*.slt)" cargo test --test sqllogictest
-run "protocol, durability and subscriptions" cargo test --test protocol --test durability --test subscribe
+run "protocol, durability, subscriptions and event time" cargo test --test protocol --test durability --test subscribe --test event_time
 kafka() { EDDY_TANSU_BIN=$(scripts/lib/ensure-tansu.sh) && export EDDY_TANSU_BIN && cargo test --test kafka; }
 run "Kafka (a real broker: Tansu)" kafka
 recovery() { EDDY_TANSU_BIN=$(scripts/lib/ensure-tansu.sh) && export EDDY_TANSU_BIN && scripts/lib/ensure-postgres.sh && cargo test --test recovery; }

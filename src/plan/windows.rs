@@ -11,7 +11,8 @@
 //!   projections, the k-th shifted back by k slides. `size` must be a multiple of
 //!   `slide` (at most 100 windows per row).
 //!
-//! Sizes in months or years are rejected: a month has no fixed length.
+//! Sizes in months or years are rejected: a month has no fixed length. A row whose time
+//! is NULL belongs to no window.
 
 use std::ops::ControlFlow;
 
@@ -121,7 +122,7 @@ fn expand(tf: &TableFactor) -> Result<Option<TableFactor>> {
                 format!(
                     "SELECT *, date_bin(INTERVAL '{slide} microseconds', {ts}) - INTERVAL '{} microseconds' AS window_start, \
                      date_bin(INTERVAL '{slide} microseconds', {ts}) - INTERVAL '{} microseconds' + INTERVAL '{size} microseconds' AS window_end \
-                     FROM {relation}",
+                     FROM {relation} WHERE {ts} IS NOT NULL",
                     k * slide,
                     k * slide
                 )
@@ -133,7 +134,7 @@ fn expand(tf: &TableFactor) -> Result<Option<TableFactor>> {
         format!(
             "SELECT *, date_bin(INTERVAL '{size} microseconds', {ts}) AS window_start, \
              date_bin(INTERVAL '{size} microseconds', {ts}) + INTERVAL '{size} microseconds' AS window_end \
-             FROM {relation}"
+             FROM {relation} WHERE {ts} IS NOT NULL"
         )
     };
     let subquery = Parser::new(&PostgreSqlDialect {})
@@ -229,7 +230,7 @@ mod tests {
             s.contains("date_bin(INTERVAL '60000000 microseconds', at) AS window_start"),
             "{s}"
         );
-        assert!(s.contains("FROM bids) AS bids"), "{s}");
+        assert!(s.contains("FROM bids WHERE at IS NOT NULL) AS bids"), "{s}");
     }
 
     #[test]
