@@ -14,7 +14,7 @@
 //! So transient states inside an epoch cancel out and the output is exact under any
 //! interleaving of insertions and retractions.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -91,6 +91,20 @@ struct Side {
     index: HashMap<Bytes, HashMap<Bytes, RowState>>,
     dirty: HashSet<(Bytes, Bytes)>,
     rows: usize,
+    /// With a time bound: stored rows by event time (µs), to expire them.
+    by_time: BTreeMap<i64, Vec<(Bytes, Bytes)>>,
+}
+
+/// A time-bounded (interval) join: `lo <= left.t - right.t <= hi` (µs; either bound
+/// may be open). Once the watermark W is passed, a left row with `t < W + lo` and a
+/// right row with `t < W - hi` can meet no future row, so they leave the state; what
+/// they emitted stays (an outer row that never matched stays NULL-padded).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct TimeBound {
+    /// Index of the event-time column in each input.
+    pub columns: [usize; 2],
+    pub lo: Option<i64>,
+    pub hi: Option<i64>,
 }
 
 pub struct HashJoinOperator {
@@ -116,6 +130,8 @@ pub struct HashJoinOperator {
     lookup: Option<usize>,
     /// The lookup side's rows of the current epoch, joined at its end.
     probes: Vec<ChangeBatch>,
+    /// An interval join's bound: rows expire with the watermark.
+    time_bound: Option<TimeBound>,
 }
 
 /// Output row under construction: left row, right row (None = NULLs), multiplicity.
@@ -172,7 +188,34 @@ impl HashJoinOperator {
             errors,
             lookup: None,
             probes: vec![],
+            time_bound: None,
         })
+    }
+
+    /// Expire stored rows with the watermark (see [`TimeBound`]). Both inputs must be
+    /// append-only: an expired row can never be retracted.
+    pub fn with_time_bound(mut self, bound: Option<TimeBound>) -> Self {
+        self.time_bound = bound;
+        self
+    }
+
+    /// Event times (µs) of a side's column in `data`, when the join is time-bounded.
+    fn event_times(&self, side: usize, data: &RecordBatch) -> Result<Option<Vec<Option<i64>>>> {
+        use datafusion::arrow::array::AsArray;
+        use datafusion::arrow::datatypes::{TimeUnit, TimestampMicrosecondType};
+        let Some(b) = self.time_bound else {
+            return Ok(None);
+        };
+        let micros = cast(
+            data.column(b.columns[side]),
+            &DataType::Timestamp(TimeUnit::Microsecond, None),
+        )?;
+        let t = micros.as_primitive::<TimestampMicrosecondType>();
+        Ok(Some(
+            (0..t.len())
+                .map(|i| (!t.is_null(i)).then(|| t.value(i)))
+                .collect(),
+        ))
     }
 
     /// Make this a lookup join probed by `side` (see the `lookup` field). Only inner
@@ -306,6 +349,7 @@ impl HashJoinOperator {
         }
 
         // Apply this side's changes to its state, and its own solo outputs.
+        let times = self.event_times(side, &batch.data)?;
         for (i, (key, row)) in keys.into_iter().zip(rows).enumerate() {
             let d = batch.diff(i);
             let m = my_matches[i];
@@ -335,6 +379,12 @@ impl HashJoinOperator {
                 }
             } else if st.count == d {
                 s.rows += 1;
+                if let Some(t) = times.as_ref().and_then(|t| t[i]) {
+                    s.by_time
+                        .entry(t)
+                        .or_default()
+                        .push((key.clone(), row.clone()));
+                }
             }
             s.dirty.insert((key, row));
         }
@@ -427,6 +477,17 @@ impl Operator for HashJoinOperator {
     }
 
     fn describe(&self) -> String {
+        if let Some(b) = self.time_bound {
+            let s = |v: Option<i64>| {
+                v.map_or("unbounded".to_string(), |v| format!("{} s", v as f64 / 1e6))
+            };
+            return format!(
+                "{} (interval: left.t - right.t in [{}, {}], state expires with the watermark)",
+                self.display,
+                s(b.lo),
+                s(b.hi)
+            );
+        }
         match self.lookup {
             Some(side) => format!(
                 "{} (lookup: {} rows probe the {} side)",
@@ -542,11 +603,78 @@ impl Operator for HashJoinOperator {
                 .insert(Bytes::copy_from_slice(row), RowState { count, matches });
             sides[side].rows += 1;
             Ok(())
-        })
+        })?;
+        // An interval join finds its rows' times again, to keep expiring them.
+        if self.time_bound.is_some() {
+            for side in 0..2 {
+                let entries: Vec<(Bytes, Bytes)> = self.sides[side]
+                    .index
+                    .iter()
+                    .flat_map(|(k, rows)| rows.keys().map(move |r| (k.clone(), r.clone())))
+                    .collect();
+                if entries.is_empty() {
+                    continue;
+                }
+                let refs: Vec<&[u8]> = entries.iter().map(|(_, r)| r.as_ref()).collect();
+                let cols = self.row_codecs[side].decode(&refs)?;
+                let data = RecordBatch::try_new_with_options(
+                    self.input_schemas[side].clone(),
+                    cols,
+                    &RecordBatchOptions::new().with_row_count(Some(entries.len())),
+                )?;
+                if let Some(times) = self.event_times(side, &data)? {
+                    for ((key, row), t) in entries.into_iter().zip(times) {
+                        if let Some(t) = t {
+                            self.sides[side]
+                                .by_time
+                                .entry(t)
+                                .or_default()
+                                .push((key, row));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     fn state_entries(&self) -> usize {
         self.sides[0].rows + self.sides[1].rows
+    }
+
+    fn wants_watermark(&self) -> bool {
+        self.time_bound.is_some()
+    }
+
+    fn on_watermark(&mut self, watermark: i64, _out: &mut Output) -> Result<()> {
+        let Some(b) = self.time_bound else {
+            return Ok(());
+        };
+        // Left rows before W + lo, right rows before W - hi, can match nothing new.
+        let cutoffs = [
+            b.lo.map(|lo| watermark.saturating_add(lo)),
+            b.hi.map(|hi| watermark.saturating_sub(hi)),
+        ];
+        for (side, cutoff) in cutoffs.into_iter().enumerate() {
+            let Some(cutoff) = cutoff else { continue };
+            let s = &mut self.sides[side];
+            let keep = s.by_time.split_off(&cutoff);
+            for (_, rows) in std::mem::replace(&mut s.by_time, keep) {
+                for (key, row) in rows {
+                    let Some(bucket) = s.index.get_mut(&key) else {
+                        continue;
+                    };
+                    if bucket.remove(&row).is_some() {
+                        s.rows = s.rows.saturating_sub(1);
+                        s.dirty.insert((key.clone(), row));
+                    }
+                    if bucket.is_empty() {
+                        s.index.remove(&key);
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -589,6 +717,71 @@ mod tests {
         )
         .unwrap();
         (op, l, r)
+    }
+
+    /// a LEFT JOIN b ON a.k = b.k AND a.t BETWEEN b.t - 10 s AND b.t + 5 s: rows leave
+    /// the state as the watermark passes, outputs stay.
+    #[test]
+    fn interval_join_expires_rows_with_the_watermark() {
+        let l = schema(&[("k", I64), ("t", TS)]);
+        let r = schema(&[("k2", I64), ("u", TS)]);
+        let out = schema(&[("k", I64), ("t", TS), ("k2", I64), ("u", TS)]);
+        let bound = TimeBound {
+            columns: [1, 1],
+            lo: Some(-10_000_000),
+            hi: Some(5_000_000),
+        };
+        let make = || {
+            HashJoinOperator::new(
+                JoinKind::Left,
+                out.clone(),
+                l.clone(),
+                r.clone(),
+                vec![col("k", &l).unwrap()],
+                vec![col("k2", &r).unwrap()],
+                None,
+                false,
+                String::new(),
+                EvalErrors::new(),
+            )
+            .unwrap()
+            .with_time_bound(Some(bound))
+        };
+        let mut op = make();
+        assert!(op.wants_watermark());
+        let got = run_epoch(
+            &mut op,
+            vec![
+                (0, changes(&l, "1 100 +1\n2 100 +1")),
+                (1, changes(&r, "1 105 +1")),
+            ],
+        );
+        assert_eq!(
+            got,
+            vec![
+                format!("1 {} 1 {} +1", ts(100), ts(105)),
+                format!("2 {} NULL NULL +1", ts(100)),
+            ]
+        );
+        assert_eq!(op.state_entries(), 3);
+        // W = 109: left rows need t >= 99 (kept); right rows need u >= 104 (kept).
+        op.on_watermark(109_000_000, &mut vec![]).unwrap();
+        assert_eq!(op.state_entries(), 3);
+        // W = 111: left rows before 101 go, right rows before 106 go; nothing is emitted
+        // and the unmatched left row stays NULL-padded in the output.
+        let mut emitted = vec![];
+        op.on_watermark(111_000_000, &mut emitted).unwrap();
+        assert!(emitted.is_empty());
+        assert_eq!(op.state_entries(), 0);
+        // Deleted from storage at the next checkpoint; a restore finds the times again.
+        let storage = crate::storage::memory::MemoryStorage::new();
+        run_epoch(&mut op, vec![(0, changes(&l, "3 200 +1"))]);
+        checkpoint(&mut op, &storage, 9);
+        let mut back = make();
+        back.restore(&StateReader::new(9, &storage)).unwrap();
+        assert_eq!(back.state_entries(), 1);
+        back.on_watermark(300_000_000, &mut vec![]).unwrap();
+        assert_eq!(back.state_entries(), 0);
     }
 
     /// stream LEFT JOIN table FOR SYSTEM_TIME AS OF PROCTIME(): stream rows meet the

@@ -24,9 +24,10 @@ type PlannedView = (Subgraph, Vec<Column>, Vec<u32>, Vec<String>);
 
 /// A warning for each stream joined in `plan`: eddy's joins are fully incremental, so
 /// they keep every row of a stream input (a later change on the other side may match
-/// it), and without lookup or time-bounded joins (not implemented yet) that state grows
-/// with the stream. Accepted, not refused: over bounded or slowly growing streams it is
-/// what the user wants, and the warning says what it costs.
+/// it), and that state grows with the stream — unless the join is a lookup join or a
+/// time-bounded join of watermarked streams, whose state stays bounded. Accepted, not
+/// refused: over bounded or slowly growing streams it is what the user wants, and the
+/// warning says what it costs and how to bound it.
 fn unbounded_stream_joins(
     plan: &datafusion::logical_expr::LogicalPlan,
     catalog: &crate::catalog::Catalog,
@@ -54,7 +55,9 @@ fn unbounded_stream_joins(
             // A lookup join keeps only the looked-up side.
             let lookup = crate::plan::lower::reads_for_lookup(&j.left)
                 || crate::plan::lower::reads_for_lookup(&j.right);
-            if !lookup {
+            // So does a time-bounded join of watermarked streams (its state expires).
+            let bounded = crate::plan::lower::join_time_bound(j).is_some();
+            if !lookup && !bounded {
                 streams.extend(streams_under(&j.left));
                 streams.extend(streams_under(&j.right));
             }
@@ -71,8 +74,9 @@ fn unbounded_stream_joins(
                  stay right when the other side changes, and the view's state grows with the \
                  stream; to join each stream row with a table as it is when the row arrives \
                  (never revised, no stream state), write the table as \
-                 `t FOR SYSTEM_TIME AS OF PROCTIME()` (time-bounded stream-stream joins are \
-                 not supported yet)"
+                 `t FOR SYSTEM_TIME AS OF PROCTIME()`; to join two streams with bounded state, \
+                 give both a WATERMARK and bound the join in event time \
+                 (`a.t BETWEEN b.t - INTERVAL '1 minute' AND b.t`)"
             )
         })
         .collect()

@@ -158,6 +158,7 @@ impl<'a> PlanContext<'a> {
             primary_key: entry.primary_key.clone(),
             snapshot,
             lookup: false,
+            event_time: entry.watermark.as_ref().map(|w| w.column.clone()),
         })
     }
 }
@@ -532,6 +533,8 @@ pub struct RelationTable {
     snapshot: Option<Arc<RelationSnapshot>>,
     /// Read by a lookup join (`FOR SYSTEM_TIME AS OF PROCTIME()`).
     pub lookup: bool,
+    /// The event-time column (`WATERMARK FOR`), if any.
+    pub event_time: Option<String>,
 }
 
 impl std::fmt::Debug for RelationSnapshot {
