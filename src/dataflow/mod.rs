@@ -16,6 +16,7 @@
 //!
 //! The operator catalogue is the file listing: `filter`, `project`, `hash_agg`,
 //! `hash_join`, `union`, `top_n`, `values`, `window` (emit on window close, retention),
+//! `session` (SESSION windows),
 //! and the relation operators `table`, `stream`, `materialize`. `watermark` tracks event
 //! time where rows enter; operators that act on it say so with
 //! [`Operator::wants_watermark`].
@@ -31,6 +32,7 @@ pub mod materialize;
 pub mod project;
 pub mod row_store;
 pub mod runtime;
+pub mod session;
 pub mod snapshot;
 pub mod stream;
 pub mod subscribe;

@@ -628,7 +628,55 @@ pub fn all(version: &'static str) -> Vec<ScalarUDF> {
         PgTypeof::udf(),
         Mod::udf(),
         Length::udf(),
+        SessionBound::udf(SESSION_START),
+        SessionBound::udf(SESSION_END),
     ]
+}
+
+/// The placeholders `SESSION(rel, ts, gap)` expands into: `eddy_session_start(ts,
+/// gap_us, keys...)` and `eddy_session_end(...)`. A session depends on the other rows of
+/// its key, so no row-by-row function can compute it: materialized views replace the
+/// placeholders with a `SessionWindowOperator`; anywhere else they are an error.
+pub const SESSION_START: &str = "eddy_session_start";
+pub const SESSION_END: &str = "eddy_session_end";
+
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct SessionBound {
+    name: &'static str,
+    signature: Signature,
+}
+
+impl SessionBound {
+    pub fn udf(name: &'static str) -> ScalarUDF {
+        ScalarUDF::new_from_impl(Self {
+            name,
+            signature: Signature::variadic_any(Volatility::Immutable),
+        })
+    }
+}
+
+impl ScalarUDFImpl for SessionBound {
+    fn name(&self) -> &str {
+        self.name
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, arg_types: &[DataType]) -> DFResult<DataType> {
+        Ok(arg_types.first().cloned().unwrap_or(DataType::Timestamp(
+            datafusion::arrow::datatypes::TimeUnit::Microsecond,
+            None,
+        )))
+    }
+
+    fn invoke_with_args(&self, _args: ScalarFunctionArgs) -> DFResult<ColumnarValue> {
+        Err(DataFusionError::External(Box::new(Error::not_supported(
+            "SESSION windows in a one-off query: they are maintained in materialized views \
+             and SUBSCRIBE (SELECT ...); create a view and read it",
+        ))))
+    }
 }
 
 /// Strings that are not valid text of a type are errors, never NULL.

@@ -30,6 +30,7 @@ use crate::dataflow::hash_join::{HashJoinOperator, JoinKind, TimeBound};
 use crate::dataflow::materialize::MaterializeOperator;
 use crate::dataflow::project::ProjectOperator;
 use crate::dataflow::runtime::{NodeInput, NodeSpec, Subgraph};
+use crate::dataflow::session::SessionWindowOperator;
 use crate::dataflow::stream::StreamOperator;
 use crate::dataflow::top_n::TopNOperator;
 use crate::dataflow::union::UnionOperator;
@@ -326,6 +327,116 @@ impl<'a> Lowering<'a> {
         )?)
     }
 
+    /// A projection computing `eddy_session_start/end(ts, gap, keys...)` (SESSION
+    /// windows): push a SessionWindowOperator over `input` and return it, its schema
+    /// (the input's plus the session bounds), and the projection's expressions reading
+    /// the bounds as columns.
+    fn session_window(
+        &mut self,
+        p: &datafusion::logical_expr::Projection,
+        input: NodeInput,
+        in_schema: &SchemaRef,
+    ) -> Result<Option<(NodeInput, DFSchema, Vec<Expr>)>> {
+        use datafusion::common::tree_node::Transformed;
+        use datafusion::common::ScalarValue;
+        let mut call: Option<Vec<Expr>> = None;
+        for e in &p.expr {
+            let _ = e.apply(|x| {
+                if let Expr::ScalarFunction(f) = x {
+                    if f.name() == super::functions::SESSION_START
+                        || f.name() == super::functions::SESSION_END
+                    {
+                        call.get_or_insert_with(|| f.args.clone());
+                    }
+                }
+                Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
+            });
+        }
+        let Some(args) = call else {
+            return Ok(None);
+        };
+        let in_df = p.input.schema();
+        let ts_col = match args.first() {
+            Some(Expr::Column(c)) => in_df.index_of_column(c)?,
+            _ => return Err(Error::not_supported("SESSION over a computed time column")),
+        };
+        let gap = match args.get(1) {
+            Some(Expr::Literal(ScalarValue::Int64(Some(g)), _)) => *g,
+            _ => return Err(Error::internal("SESSION without its gap")),
+        };
+        let keys = args[2..]
+            .iter()
+            .map(|k| self.physical(k, in_df))
+            .collect::<Result<Vec<_>>>()?;
+        let ts_field = in_schema.field(ts_col).clone();
+        let mut fields: Vec<Field> = in_schema
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
+        fields.push(
+            ts_field
+                .clone()
+                .with_name("__session_start")
+                .with_nullable(true),
+        );
+        fields.push(ts_field.with_name("__session_end").with_nullable(true));
+        let out: SchemaRef = Arc::new(Schema::new(fields));
+        let display = format!(
+            "gap {} s, per [{}]",
+            gap as f64 / 1e6,
+            args[2..]
+                .iter()
+                .map(|k| k.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let op = SessionWindowOperator::new(
+            in_schema.clone(),
+            out.clone(),
+            ts_col,
+            gap,
+            keys,
+            display,
+            self.errors.clone(),
+        )?;
+        let node = self.push(Box::new(op), vec![input]);
+        // The input's columns keep their qualified names; the bounds are two more.
+        let mut qualified: Vec<(Option<datafusion::common::TableReference>, Arc<Field>)> =
+            in_df.iter().map(|(q, f)| (q.cloned(), f.clone())).collect();
+        qualified.push((None, Arc::new(out.field(out.fields().len() - 2).clone())));
+        qualified.push((None, Arc::new(out.field(out.fields().len() - 1).clone())));
+        let df = DFSchema::new_with_metadata(qualified, Default::default())?;
+        let exprs = p
+            .expr
+            .iter()
+            .map(|e| {
+                e.clone()
+                    .transform(|x| {
+                        Ok(match &x {
+                            Expr::ScalarFunction(f)
+                                if f.name() == super::functions::SESSION_START =>
+                            {
+                                Transformed::yes(Expr::Column(
+                                    datafusion::common::Column::from_name("__session_start"),
+                                ))
+                            }
+                            Expr::ScalarFunction(f)
+                                if f.name() == super::functions::SESSION_END =>
+                            {
+                                Transformed::yes(Expr::Column(
+                                    datafusion::common::Column::from_name("__session_end"),
+                                ))
+                            }
+                            _ => Transformed::no(x),
+                        })
+                    })
+                    .map(|t| t.data)
+            })
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        Ok(Some((node, df, exprs)))
+    }
+
     /// Lower a plan node; returns where its changes come from and their schema.
     fn lower(&mut self, plan: &LogicalPlan) -> Result<(NodeInput, SchemaRef)> {
         let out_schema = nullable(plan.schema().as_arrow());
@@ -394,10 +505,16 @@ impl<'a> Lowering<'a> {
                 if identity {
                     return Ok((input, out_schema));
                 }
-                let exprs = p
-                    .expr
+                // SESSION windows: a SessionWindowOperator computes the placeholders'
+                // values (it needs every row of a key), then the projection reads them.
+                let (input, in_df, exprs) =
+                    match self.session_window(p, input.clone(), &in_schema)? {
+                        Some((input, df, exprs)) => (input, df, exprs),
+                        None => (input, p.input.schema().as_ref().clone(), p.expr.clone()),
+                    };
+                let exprs = exprs
                     .iter()
-                    .map(|e| self.physical(e, p.input.schema()))
+                    .map(|e| self.physical(e, &in_df))
                     .collect::<Result<Vec<_>>>()?;
                 let display = p
                     .expr

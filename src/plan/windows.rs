@@ -27,13 +27,25 @@ use crate::error::{Error, Result};
 /// Most windows `HOP` may put one row into.
 const MAX_HOPS: i64 = 100;
 
-/// Replace every `TUMBLE(...)` / `HOP(...)` in FROM with the subquery it stands for.
+/// Replace every `TUMBLE(...)` / `HOP(...)` / `SESSION(...)` in FROM with the subquery
+/// it stands for.
 pub fn expand_window_functions(statement: &mut ast::Statement) -> Result<()> {
     struct Expand {
         failure: Option<Error>,
     }
     impl VisitorMut for Expand {
         type Break = ();
+        // SESSION needs its SELECT's GROUP BY (sessions are per key): expanded here,
+        // before the table factors are visited.
+        fn pre_visit_query(&mut self, q: &mut ast::Query) -> ControlFlow<()> {
+            if let ast::SetExpr::Select(select) = q.body.as_mut() {
+                if let Err(e) = expand_sessions(select) {
+                    self.failure = Some(e);
+                    return ControlFlow::Break(());
+                }
+            }
+            ControlFlow::Continue(())
+        }
         fn pre_visit_table_factor(&mut self, tf: &mut TableFactor) -> ControlFlow<()> {
             match expand(tf) {
                 Ok(Some(new)) => *tf = new,
@@ -52,6 +64,118 @@ pub fn expand_window_functions(statement: &mut ast::Statement) -> Result<()> {
         Some(e) => Err(e),
         None => Ok(()),
     }
+}
+
+/// `SESSION(rel, ts, gap)` in this SELECT's FROM: sessions per GROUP BY key (the
+/// grouping columns other than window_start and window_end).
+fn expand_sessions(select: &mut ast::Select) -> Result<()> {
+    let usage = "SESSION(relation, time_column, gap)";
+    let keys: Vec<String> = match &select.group_by {
+        ast::GroupByExpr::Expressions(exprs, _) => exprs
+            .iter()
+            .filter_map(|e| {
+                let name = match e {
+                    Expr::Identifier(i) => Some(i.clone()),
+                    Expr::CompoundIdentifier(parts) => parts.last().cloned(),
+                    _ => None,
+                };
+                match name {
+                    Some(i)
+                        if i.value.eq_ignore_ascii_case("window_start")
+                            || i.value.eq_ignore_ascii_case("window_end") =>
+                    {
+                        None
+                    }
+                    Some(i) => Some(Ok(i.to_string())),
+                    None => Some(Err(e.to_string())),
+                }
+            })
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| {
+                Error::not_supported(format!(
+                    "grouping a SESSION window by {e}: sessions are per key column; group by columns of the relation"
+                ))
+            })?,
+        _ => vec![],
+    };
+    for twj in select.from.iter_mut() {
+        let mut factors: Vec<&mut TableFactor> = vec![&mut twj.relation];
+        factors.extend(twj.joins.iter_mut().map(|j| &mut j.relation));
+        for tf in factors {
+            let TableFactor::Table {
+                name,
+                alias,
+                args: Some(args),
+                ..
+            } = tf
+            else {
+                continue;
+            };
+            if !name.to_string().eq_ignore_ascii_case("session") {
+                continue;
+            }
+            let exprs: Vec<&Expr> = args
+                .args
+                .iter()
+                .map(|a| match a {
+                    FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => Ok(e),
+                    _ => Err(Error::invalid_with("42601", format!("usage: {usage}"))),
+                })
+                .collect::<Result<_>>()?;
+            if exprs.len() != 3 {
+                return Err(Error::invalid_with(
+                    "42601",
+                    format!("SESSION takes 3 arguments: {usage}"),
+                ));
+            }
+            let relation = match exprs[0] {
+                Expr::Identifier(_) | Expr::CompoundIdentifier(_) => exprs[0].to_string(),
+                _ => return Err(Error::invalid_with(
+                    "42601",
+                    format!(
+                        "the first argument of SESSION must name a stream, table or view: {usage}"
+                    ),
+                )),
+            };
+            let ts = exprs[1].to_string();
+            let gap = interval_micros(exprs[2], "gap")?;
+            let args: Vec<String> = [ts.clone(), gap.to_string()]
+                .into_iter()
+                .chain(keys.iter().cloned())
+                .collect();
+            let args = args.join(", ");
+            let sql = format!(
+                "SELECT *, {start}({args}) AS window_start, {end}({args}) AS window_end \
+                 FROM {relation} WHERE {ts} IS NOT NULL",
+                start = super::functions::SESSION_START,
+                end = super::functions::SESSION_END,
+            );
+            let subquery = Parser::new(&PostgreSqlDialect {})
+                .try_with_sql(&sql)
+                .and_then(|mut p| p.parse_query())
+                .map_err(|e| Error::internal(format!("window expansion did not parse: {e}")))?;
+            let alias = alias.clone().or_else(|| {
+                let last = match exprs[0] {
+                    Expr::Identifier(i) => Some(i.clone()),
+                    Expr::CompoundIdentifier(parts) => parts.last().cloned(),
+                    _ => None,
+                };
+                last.map(|name| ast::TableAlias {
+                    explicit: true,
+                    name,
+                    columns: vec![],
+                    at: None,
+                })
+            });
+            *tf = TableFactor::Derived {
+                lateral: false,
+                subquery,
+                alias,
+                sample: None,
+            };
+        }
+    }
+    Ok(())
 }
 
 fn expand(tf: &TableFactor) -> Result<Option<TableFactor>> {
