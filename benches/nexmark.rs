@@ -307,15 +307,19 @@ async fn run(query: &str, events: u64, broker: Option<&str>) -> Run {
     let cpu = common::cpu_seconds(pid) - cpu0;
     let peak = common::peak_rss(pid);
     let rows = count(&c, &format!("SELECT count(*) FROM {query}")).await;
-    let batch = count(
-        &c,
-        &format!("SELECT count(*) FROM ({}) AS batch", select_of(&sql)),
-    )
-    .await;
-    assert_eq!(
-        rows, batch,
-        "{query}: the view has {rows} rows, the same query in batch {batch}"
-    );
+    // SESSION windows only exist in views (a one-off query refuses them); q11 is
+    // checked against a gaps-and-islands query in sql-tests/nexmark/queries.slt.
+    if !sql.contains("SESSION(") {
+        let batch = count(
+            &c,
+            &format!("SELECT count(*) FROM ({}) AS batch", select_of(&sql)),
+        )
+        .await;
+        assert_eq!(
+            rows, batch,
+            "{query}: the view has {rows} rows, the same query in batch {batch}"
+        );
+    }
     let disk = common::dir_size(&data);
     Run {
         query: query.to_string(),

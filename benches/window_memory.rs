@@ -225,6 +225,7 @@ async fn main() {
     let mut last_change = Instant::now();
     let mut stalled = false;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     for i in 0u64.. {
         tick.tick().await;
         assert!(!eddy.exited(), "eddy exited");

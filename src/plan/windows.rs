@@ -70,6 +70,17 @@ pub fn expand_window_functions(statement: &mut ast::Statement) -> Result<()> {
 /// grouping columns other than window_start and window_end).
 fn expand_sessions(select: &mut ast::Select) -> Result<()> {
     let usage = "SESSION(relation, time_column, gap)";
+    let has_session = select.from.iter().any(|twj| {
+        std::iter::once(&twj.relation)
+            .chain(twj.joins.iter().map(|j| &j.relation))
+            .any(|tf| {
+                matches!(tf, TableFactor::Table { name, args: Some(_), .. }
+                    if name.to_string().eq_ignore_ascii_case("session"))
+            })
+    });
+    if !has_session {
+        return Ok(());
+    }
     let keys: Vec<String> = match &select.group_by {
         ast::GroupByExpr::Expressions(exprs, _) => exprs
             .iter()
@@ -130,12 +141,14 @@ fn expand_sessions(select: &mut ast::Select) -> Result<()> {
             }
             let relation = match exprs[0] {
                 Expr::Identifier(_) | Expr::CompoundIdentifier(_) => exprs[0].to_string(),
-                _ => return Err(Error::invalid_with(
-                    "42601",
-                    format!(
+                _ => {
+                    return Err(Error::invalid_with(
+                        "42601",
+                        format!(
                         "the first argument of SESSION must name a stream, table or view: {usage}"
                     ),
-                )),
+                    ))
+                }
             };
             let ts = exprs[1].to_string();
             let gap = interval_micros(exprs[2], "gap")?;
