@@ -35,9 +35,34 @@ pub struct TopNOperator {
     dirty: HashSet<(Bytes, Vec<u8>)>,
     display: String,
     errors: Arc<EvalErrors>,
+    /// `ROW_NUMBER() OVER (PARTITION BY ... ORDER BY ...) <= n`: each row comes out with
+    /// its position in its partition (a last UInt64 column, from 1); a row whose position
+    /// changes is retracted and emitted again.
+    out_schema: Option<SchemaRef>,
+    /// The input only inserts: a row that falls out of the top can never come back, so
+    /// only the top rows are kept.
+    append_only: bool,
 }
 
 impl TopNOperator {
+    /// Append each row's position in its partition (ROW_NUMBER) as the last column of
+    /// `out_schema` (the input's columns plus one UInt64).
+    pub fn with_row_number(mut self, out_schema: SchemaRef) -> Self {
+        self.out_schema = Some(out_schema);
+        self
+    }
+
+    /// The rows of a top list, one per copy, with their position (from 1).
+    fn numbered(list: &[(Bytes, i64)]) -> Vec<(Bytes, u64)> {
+        let mut out = vec![];
+        for (row, count) in list {
+            for _ in 0..(*count).max(0) {
+                let n = out.len() as u64 + 1;
+                out.push((row.clone(), n));
+            }
+        }
+        out
+    }
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         schema: SchemaRef,
@@ -76,7 +101,40 @@ impl TopNOperator {
             dirty: HashSet::new(),
             display,
             errors,
+            out_schema: None,
+            append_only: false,
         })
+    }
+
+    /// Declare the input insert-only (see the `append_only` field).
+    pub fn with_append_only(mut self, append_only: bool) -> Self {
+        self.append_only = append_only;
+        self
+    }
+
+    /// Append-only input: forget the rows of `parts` below their top.
+    fn trim(&mut self, parts: &[Bytes]) {
+        if !self.append_only {
+            return;
+        }
+        let keep = self.offset.saturating_add(self.limit);
+        for part in parts {
+            let Some(p) = self.partitions.get_mut(part) else {
+                continue;
+            };
+            let mut seen: usize = 0;
+            let mut drop: Vec<Vec<u8>> = vec![];
+            for (key, (_, count)) in p.iter() {
+                if seen >= keep {
+                    drop.push(key.clone());
+                }
+                seen = seen.saturating_add((*count).max(0) as usize);
+            }
+            for key in drop {
+                p.remove(&key);
+                self.dirty.insert((part.clone(), key));
+            }
+        }
     }
 
     fn top(&self, part: Option<&Partition>) -> Vec<(Bytes, i64)> {
@@ -117,6 +175,69 @@ impl TopNOperator {
             .collect::<Result<Vec<_>>>()?;
         Ok(codec.encode_rows(&cols, batch.num_rows()))
     }
+
+    fn end_epoch_inner(&mut self, out: &mut Output) -> Result<()> {
+        if let Some(out_schema) = self.out_schema.clone() {
+            let mut net: HashMap<(Bytes, u64), i64> = HashMap::new();
+            for (part, before) in std::mem::take(&mut self.touched) {
+                for r in Self::numbered(&before) {
+                    *net.entry(r).or_default() -= 1;
+                }
+                for r in Self::numbered(&self.top(self.partitions.get(&part))) {
+                    *net.entry(r).or_default() += 1;
+                }
+            }
+            let mut rows: Vec<((Bytes, u64), i64)> =
+                net.into_iter().filter(|(_, d)| *d != 0).collect();
+            if rows.is_empty() {
+                return Ok(());
+            }
+            rows.sort_by_key(|(_, d)| *d);
+            let bytes: Vec<&[u8]> = rows.iter().map(|((r, _), _)| r.as_ref()).collect();
+            let mut cols = self.row_codec.decode(&bytes)?;
+            cols.push(Arc::new(
+                datafusion::arrow::array::UInt64Array::from_iter_values(
+                    rows.iter().map(|((_, n), _)| *n),
+                ),
+            ));
+            let data = RecordBatch::try_new_with_options(
+                out_schema,
+                cols,
+                &RecordBatchOptions::new().with_row_count(Some(rows.len())),
+            )?;
+            out.push(ChangeBatch::new(
+                data,
+                Int64Array::from(rows.iter().map(|(_, d)| *d).collect::<Vec<_>>()),
+            ));
+            return Ok(());
+        }
+        let mut net: HashMap<Bytes, i64> = HashMap::new();
+        for (part, before) in std::mem::take(&mut self.touched) {
+            for (r, c) in before {
+                *net.entry(r).or_default() -= c;
+            }
+            for (r, c) in self.top(self.partitions.get(&part)) {
+                *net.entry(r).or_default() += c;
+            }
+        }
+        let mut rows: Vec<(Bytes, i64)> = net.into_iter().filter(|(_, d)| *d != 0).collect();
+        if rows.is_empty() {
+            return Ok(());
+        }
+        rows.sort_by_key(|(_, d)| *d);
+        let bytes: Vec<&[u8]> = rows.iter().map(|(r, _)| r.as_ref()).collect();
+        let cols = self.row_codec.decode(&bytes)?;
+        let data = RecordBatch::try_new_with_options(
+            self.schema.clone(),
+            cols,
+            &RecordBatchOptions::new().with_row_count(Some(rows.len())),
+        )?;
+        out.push(ChangeBatch::new(
+            data,
+            Int64Array::from(rows.iter().map(|(_, d)| *d).collect::<Vec<_>>()),
+        ));
+        Ok(())
+    }
 }
 
 impl Operator for TopNOperator {
@@ -133,7 +254,9 @@ impl Operator for TopNOperator {
     }
 
     fn output_schema(&self) -> SchemaRef {
-        self.schema.clone()
+        self.out_schema
+            .clone()
+            .unwrap_or_else(|| self.schema.clone())
     }
 
     fn process(&mut self, _port: usize, batch: ChangeBatch, _out: &mut Output) -> Result<()> {
@@ -166,31 +289,9 @@ impl Operator for TopNOperator {
     }
 
     fn end_epoch(&mut self, out: &mut Output) -> Result<()> {
-        let mut net: HashMap<Bytes, i64> = HashMap::new();
-        for (part, before) in std::mem::take(&mut self.touched) {
-            for (r, c) in before {
-                *net.entry(r).or_default() -= c;
-            }
-            for (r, c) in self.top(self.partitions.get(&part)) {
-                *net.entry(r).or_default() += c;
-            }
-        }
-        let mut rows: Vec<(Bytes, i64)> = net.into_iter().filter(|(_, d)| *d != 0).collect();
-        if rows.is_empty() {
-            return Ok(());
-        }
-        rows.sort_by_key(|(_, d)| *d);
-        let bytes: Vec<&[u8]> = rows.iter().map(|(r, _)| r.as_ref()).collect();
-        let cols = self.row_codec.decode(&bytes)?;
-        let data = RecordBatch::try_new_with_options(
-            self.schema.clone(),
-            cols,
-            &RecordBatchOptions::new().with_row_count(Some(rows.len())),
-        )?;
-        out.push(ChangeBatch::new(
-            data,
-            Int64Array::from(rows.iter().map(|(_, d)| *d).collect::<Vec<_>>()),
-        ));
+        let parts: Vec<Bytes> = self.touched.keys().cloned().collect();
+        self.end_epoch_inner(out)?;
+        self.trim(&parts);
         Ok(())
     }
 
@@ -257,6 +358,67 @@ mod tests {
             .unwrap(),
             s,
         )
+    }
+
+    /// ROW_NUMBER() OVER (PARTITION BY g ORDER BY v DESC) <= 2, over (g, v).
+    fn numbered(append_only: bool) -> (TopNOperator, SchemaRef) {
+        let s = schema(&[("g", I64), ("v", I64)]);
+        let out = Arc::new(datafusion::arrow::datatypes::Schema::new(vec![
+            datafusion::arrow::datatypes::Field::new("g", I64, true),
+            datafusion::arrow::datatypes::Field::new("v", I64, true),
+            datafusion::arrow::datatypes::Field::new(
+                "rn",
+                datafusion::arrow::datatypes::DataType::UInt64,
+                true,
+            ),
+        ]));
+        let sort = vec![(col("v", &s).unwrap(), SortOrder::new(true, false))];
+        let op = TopNOperator::new(
+            s.clone(),
+            sort,
+            vec![col("g", &s).unwrap()],
+            2,
+            0,
+            String::new(),
+            EvalErrors::new(),
+        )
+        .unwrap()
+        .with_row_number(out)
+        .with_append_only(append_only);
+        (op, s)
+    }
+
+    #[test]
+    fn row_numbers_follow_rows_that_move_within_their_partition() {
+        let (mut op, s) = numbered(false);
+        let out = run_epoch(&mut op, vec![(0, changes(&s, "1 10 +1\n1 20 +1\n2 5 +1"))]);
+        assert_eq!(out, vec!["1 10 2 +1", "1 20 1 +1", "2 5 1 +1"]);
+        // A new best row pushes the others down; the third falls out.
+        let out = run_epoch(&mut op, vec![(0, changes(&s, "1 30 +1"))]);
+        assert_eq!(
+            out,
+            vec!["1 10 2 -1", "1 20 1 -1", "1 20 2 +1", "1 30 1 +1"]
+        );
+        // Deleting the best brings the third back, renumbered.
+        let out = run_epoch(&mut op, vec![(0, changes(&s, "1 30 -1"))]);
+        assert_eq!(
+            out,
+            vec!["1 10 2 +1", "1 20 1 +1", "1 20 2 -1", "1 30 1 -1"]
+        );
+        assert_eq!(op.state_entries(), 3);
+    }
+
+    #[test]
+    fn append_only_input_keeps_only_the_top_rows() {
+        let (mut op, s) = numbered(true);
+        run_epoch(
+            &mut op,
+            vec![(0, changes(&s, "1 10 +1\n1 20 +1\n1 30 +1\n1 5 +1"))],
+        );
+        assert_eq!(op.state_entries(), 2);
+        let out = run_epoch(&mut op, vec![(0, changes(&s, "1 25 +1\n1 1 +1"))]);
+        assert_eq!(out, vec!["1 20 2 -1", "1 25 2 +1"]);
+        assert_eq!(op.state_entries(), 2);
     }
 
     #[test]

@@ -437,6 +437,129 @@ impl<'a> Lowering<'a> {
         Ok(Some((node, df, exprs)))
     }
 
+    /// `WHERE rn <= n` over `ROW_NUMBER() OVER (PARTITION BY p ORDER BY o) AS rn` (top-N
+    /// per group, e.g. per window): a TopNOperator per partition that also numbers its
+    /// rows. Other conditions of the WHERE apply after it.
+    fn top_n_per_partition(
+        &mut self,
+        f: &datafusion::logical_expr::Filter,
+        out_schema: SchemaRef,
+    ) -> Result<Option<(NodeInput, SchemaRef)>> {
+        use datafusion::common::ScalarValue;
+        use datafusion::logical_expr::{BinaryExpr, Operator as Op, WindowFunctionDefinition};
+        let LogicalPlan::Window(w) = f.input.as_ref() else {
+            return Ok(None);
+        };
+        let [Expr::WindowFunction(wf)] = w.window_expr.as_slice() else {
+            return Ok(None);
+        };
+        let is_row_number =
+            matches!(&wf.fun, WindowFunctionDefinition::WindowUDF(u) if u.name() == "row_number");
+        if !is_row_number || !wf.params.args.is_empty() {
+            return Ok(None);
+        }
+        let rn_name = w
+            .schema
+            .field(w.input.schema().fields().len())
+            .name()
+            .clone();
+        let is_rn = |e: &Expr| matches!(e, Expr::Column(c) if c.name == rn_name);
+        let bound = |e: &Expr| match e {
+            Expr::Literal(v, _) => match v {
+                ScalarValue::UInt64(Some(n)) => Some(*n as i128),
+                ScalarValue::Int64(Some(n)) => Some(*n as i128),
+                ScalarValue::Int32(Some(n)) => Some(*n as i128),
+                _ => None,
+            },
+            _ => None,
+        };
+        let mut limit: Option<usize> = None;
+        let mut rest: Vec<Expr> = vec![];
+        for c in datafusion::logical_expr::utils::split_conjunction(&f.predicate) {
+            let n = match c {
+                Expr::BinaryExpr(BinaryExpr { left, op, right }) if is_rn(left) => {
+                    match (op, bound(right)) {
+                        (Op::LtEq, Some(n)) => Some(n),
+                        (Op::Lt, Some(n)) => Some(n - 1),
+                        (Op::Eq, Some(1)) => Some(1),
+                        _ => None,
+                    }
+                }
+                Expr::BinaryExpr(BinaryExpr { left, op, right }) if is_rn(right) => {
+                    match (op, bound(left)) {
+                        (Op::GtEq, Some(n)) => Some(n),
+                        (Op::Gt, Some(n)) => Some(n - 1),
+                        (Op::Eq, Some(1)) => Some(1),
+                        _ => None,
+                    }
+                }
+                _ => None,
+            };
+            match n {
+                Some(n) => {
+                    let n = usize::try_from(n.max(0)).unwrap_or(usize::MAX);
+                    limit = Some(limit.map_or(n, |l| l.min(n)));
+                }
+                None => rest.push(c.clone()),
+            }
+        }
+        let Some(limit) = limit else {
+            return Ok(None);
+        };
+        let (input, in_schema) = self.lower(&w.input)?;
+        let df = w.input.schema();
+        let partition = wf
+            .params
+            .partition_by
+            .iter()
+            .map(|e| self.physical(e, df))
+            .collect::<Result<Vec<_>>>()?;
+        let mut keys = vec![];
+        for s in &wf.params.order_by {
+            keys.push((
+                self.physical(&s.expr, df)?,
+                SortOrder::new(!s.asc, s.nulls_first),
+            ));
+        }
+        let display = format!(
+            "row_number() per [{}] order=[{}] <= {limit}",
+            wf.params
+                .partition_by
+                .iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+            wf.params
+                .order_by
+                .iter()
+                .map(|s| s.to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+        );
+        let numbered = nullable(w.schema.as_arrow());
+        let append_only = self.is_append_only(&input);
+        let op = TopNOperator::new(
+            in_schema,
+            keys,
+            partition,
+            limit,
+            0,
+            display,
+            self.errors.clone(),
+        )?
+        .with_row_number(numbered.clone())
+        .with_append_only(append_only);
+        let mut node = self.push(Box::new(op), vec![input]);
+        if let Some(pred) = datafusion::logical_expr::utils::conjunction(rest) {
+            reject_subqueries(&pred)?;
+            let p = self.physical(&pred, &w.schema)?;
+            let op =
+                FilterOperator::new(out_schema.clone(), p, pred.to_string(), self.errors.clone());
+            node = self.push(Box::new(op), vec![node]);
+        }
+        Ok(Some((node, out_schema)))
+    }
+
     /// Lower a plan node; returns where its changes come from and their schema.
     fn lower(&mut self, plan: &LogicalPlan) -> Result<(NodeInput, SchemaRef)> {
         let out_schema = nullable(plan.schema().as_arrow());
@@ -528,6 +651,9 @@ impl<'a> Lowering<'a> {
             }
             LogicalPlan::Filter(f) => {
                 reject_subqueries(&f.predicate)?;
+                if let Some(lowered) = self.top_n_per_partition(f, out_schema.clone())? {
+                    return Ok(lowered);
+                }
                 let (input, _) = self.lower(&f.input)?;
                 let pred = self.physical(&f.predicate, f.input.schema())?;
                 let op = FilterOperator::new(
