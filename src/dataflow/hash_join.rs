@@ -192,6 +192,19 @@ impl HashJoinOperator {
         })
     }
 
+    /// Does `side` hold back its unmatched (NULL-padded, anti) rows until they expire?
+    /// In an interval join a side whose rows expire emits them once the watermark
+    /// proves no match can come, instead of at once and retracted on a match.
+    fn holds_back(&self, side: usize) -> bool {
+        self.time_bound.is_some_and(|b| {
+            if side == 0 {
+                b.lo.is_some()
+            } else {
+                b.hi.is_some()
+            }
+        })
+    }
+
     /// Expire stored rows with the watermark (see [`TimeBound`]). Both inputs must be
     /// append-only: an expired row can never be retracted.
     pub fn with_time_bound(mut self, bound: Option<TimeBound>) -> Self {
@@ -341,7 +354,8 @@ impl HashJoinOperator {
                 let before = self.kind.solo(other, st.count, st.matches);
                 st.matches += d;
                 let after = self.kind.solo(other, st.count, st.matches);
-                if after != before {
+                // An interval join's unmatched rows come out when they expire.
+                if after != before && !self.holds_back(other) {
                     out.push(solo(other, their_row.clone(), after - before));
                 }
                 self.sides[other].dirty.insert((key, their_row.clone()));
@@ -354,12 +368,17 @@ impl HashJoinOperator {
             let d = batch.diff(i);
             let m = my_matches[i];
             let delta = self.kind.solo(side, d, m);
-            if delta != 0 {
+            // In an interval join a row without an event time matches nothing: final.
+            let timeless = times.as_ref().is_some_and(|t| t[i].is_none());
+            if delta != 0 && (!self.holds_back(side) || key.is_none() || timeless) {
                 out.push(solo(side, row.clone(), delta));
             }
             // A row whose key can never match needs no state: its output is final. Nor
             // does a lookup join's probing row: it is never revised.
             let Some(key) = key else { continue };
+            if timeless {
+                continue;
+            }
             if self.lookup == Some(side) {
                 continue;
             }
@@ -646,10 +665,12 @@ impl Operator for HashJoinOperator {
         self.time_bound.is_some()
     }
 
-    fn on_watermark(&mut self, watermark: i64, _out: &mut Output) -> Result<()> {
+    fn on_watermark(&mut self, watermark: i64, out: &mut Output) -> Result<()> {
         let Some(b) = self.time_bound else {
             return Ok(());
         };
+        let kind = self.kind;
+        let mut released: Vec<OutRow> = vec![];
         // Left rows before W + lo, right rows before W - hi, can match nothing new.
         let cutoffs = [
             b.lo.map(|lo| watermark.saturating_add(lo)),
@@ -664,8 +685,14 @@ impl Operator for HashJoinOperator {
                     let Some(bucket) = s.index.get_mut(&key) else {
                         continue;
                     };
-                    if bucket.remove(&row).is_some() {
+                    if let Some(st) = bucket.remove(&row) {
                         s.rows = s.rows.saturating_sub(1);
+                        // Held back until now: the row never matched (or matched, for
+                        // a semi join) and never will change.
+                        let n = kind.solo(side, st.count, st.matches);
+                        if n != 0 {
+                            released.push(solo(side, row.clone(), n));
+                        }
                         s.dirty.insert((key.clone(), row));
                     }
                     if bucket.is_empty() {
@@ -673,6 +700,9 @@ impl Operator for HashJoinOperator {
                     }
                 }
             }
+        }
+        if !released.is_empty() {
+            out.push(self.build_output(&released)?);
         }
         Ok(())
     }
@@ -756,22 +786,24 @@ mod tests {
                 (1, changes(&r, "1 105 +1")),
             ],
         );
-        assert_eq!(
-            got,
-            vec![
-                format!("1 {} 1 {} +1", ts(100), ts(105)),
-                format!("2 {} NULL NULL +1", ts(100)),
-            ]
-        );
+        // The unmatched left row (key 2) is held back: a match may still come.
+        assert_eq!(got, vec![format!("1 {} 1 {} +1", ts(100), ts(105))]);
         assert_eq!(op.state_entries(), 3);
         // W = 109: left rows need t >= 99 (kept); right rows need u >= 104 (kept).
         op.on_watermark(109_000_000, &mut vec![]).unwrap();
         assert_eq!(op.state_entries(), 3);
-        // W = 111: left rows before 101 go, right rows before 106 go; nothing is emitted
-        // and the unmatched left row stays NULL-padded in the output.
+        // W = 111: left rows before 101 go, right rows before 106 go. Now no match can
+        // come for key 2: its NULL-padded row comes out, once; the matched row does not.
         let mut emitted = vec![];
         op.on_watermark(111_000_000, &mut emitted).unwrap();
-        assert!(emitted.is_empty());
+        assert_eq!(
+            consolidate(&emitted),
+            vec![format!("2 {} NULL NULL +1", ts(100))]
+        );
+        assert_eq!(op.state_entries(), 0);
+        // A left row without an event time can match nothing: NULL-padded at once.
+        let out = run_epoch(&mut op, vec![(0, changes(&l, "5 NULL +1"))]);
+        assert_eq!(out, vec!["5 NULL NULL NULL +1"]);
         assert_eq!(op.state_entries(), 0);
         // Deleted from storage at the next checkpoint; a restore finds the times again.
         let storage = crate::storage::memory::MemoryStorage::new();
