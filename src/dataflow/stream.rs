@@ -139,7 +139,7 @@ impl Operator for StreamOperator {
     }
 
     fn process(&mut self, _port: usize, batch: ChangeBatch, out: &mut Output) -> Result<()> {
-        if batch.diffs.values().iter().any(|d| *d != 1) {
+        if batch.diffs.values().iter().any(|d| *d < 1) {
             return Err(Error::internal(format!(
                 "stream {} received a retraction; streams are append-only",
                 self.name
@@ -148,6 +148,20 @@ impl Operator for StreamOperator {
         if batch.is_empty() {
             return Ok(());
         }
+        // A row inserted n times at once (a join with duplicate partners) is n rows.
+        let batch = if batch.diffs.values().iter().any(|d| *d > 1) {
+            let idx: Vec<u32> = batch
+                .diffs
+                .values()
+                .iter()
+                .enumerate()
+                .flat_map(|(i, d)| std::iter::repeat_n(i as u32, *d as usize))
+                .collect();
+            let expanded = batch.take(&datafusion::arrow::array::UInt32Array::from(idx))?;
+            ChangeBatch::inserts(expanded.data)
+        } else {
+            batch
+        };
         // The rows take this relation's column names (a view's input names its columns
         // as DataFusion does).
         let data = RecordBatch::try_new(self.schema.clone(), batch.data.columns().to_vec())?;
@@ -336,6 +350,18 @@ mod tests {
         assert_eq!(back.state_entries(), COALESCE_ROWS);
         back.on_watermark(61_000_000, &mut out).unwrap();
         assert_eq!(back.state_entries(), 0);
+    }
+
+    #[test]
+    fn a_row_inserted_twice_at_once_is_two_rows() {
+        let schema = schema(&[("k", I64)]);
+        let mut op = StreamOperator::new("s", schema.clone());
+        let mut out = vec![];
+        op.process(0, changes(&schema, "1 +2\n2 +1"), &mut out)
+            .unwrap();
+        assert_eq!(contents(&op), vec!["1 +2", "2 +1"]);
+        assert_eq!(op.state_entries(), 3);
+        assert!(out.iter().all(|b| b.diffs.values().iter().all(|d| *d == 1)));
     }
 
     #[test]
