@@ -478,6 +478,8 @@ pub struct Runtime {
     /// Watermarks raised between epochs (idle sources), applied by the next epoch.
     pending_time: Vec<(u32, SourceTime)>,
     last_idle_check: Instant,
+    /// Relations that stopped updating because an operator (theirs or upstream) failed.
+    stale: HashMap<u32, String>,
 }
 
 const EPOCH_KEY: &str = "epoch";
@@ -602,6 +604,7 @@ impl Runtime {
             trackers: HashMap::new(),
             pending_time: vec![],
             last_idle_check: Instant::now(),
+            stale: HashMap::new(),
         };
         std::thread::Builder::new()
             .name("eddy-dataflow".into())
@@ -1166,6 +1169,7 @@ impl Runtime {
                     }
                     self.watermarked.remove(&object_id);
                     self.source_time.remove(&object_id);
+                    self.stale.remove(&object_id);
                     for s in self.subscribers.remove(&object_id).unwrap_or_default() {
                         s.shared.relation_dropped.store(true, Ordering::Relaxed);
                     }
@@ -1381,7 +1385,40 @@ impl Runtime {
                     self.objects.get(&node.object_id).and_then(|n| n.last()) == Some(id);
                 if is_output {
                     if let Some(s) = node.op.snapshot() {
+                        let s = match self.stale.get(&node.object_id) {
+                            Some(why) => s.with_failure(why.clone()),
+                            None => s,
+                        };
                         self.published.insert(node.object_id, Arc::new(s));
+                        changed = true;
+                    }
+                }
+            }
+        }
+        // A node that failed in this epoch: its relation and every one downstream are
+        // stale from now on, and say so when read.
+        let failed: Vec<(u64, String)> = processed
+            .iter()
+            .filter_map(|id| Some((*id, self.nodes.get(id)?.failed.clone()?)))
+            .collect();
+        for (start, why) in failed {
+            let mut stack = vec![start];
+            let mut seen = BTreeSet::new();
+            while let Some(id) = stack.pop() {
+                if !seen.insert(id) {
+                    continue;
+                }
+                let Some(node) = self.nodes.get(&id) else {
+                    continue;
+                };
+                stack.extend(node.outputs.iter().map(|(d, _)| *d));
+                let is_output =
+                    self.objects.get(&node.object_id).and_then(|n| n.last()) == Some(&id);
+                if is_output {
+                    self.stale.insert(node.object_id, why.clone());
+                    if let Some(s) = node.op.snapshot() {
+                        self.published
+                            .insert(node.object_id, Arc::new(s.with_failure(why.clone())));
                         changed = true;
                     }
                 }
@@ -1746,5 +1783,94 @@ impl Runtime {
                 out.push_str(&format!("{indent}  Read {name}\n"));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dataflow::stream::StreamOperator;
+    use crate::dataflow::testing::*;
+
+    /// Passes rows through until it sees a negative value, then fails (a stand-in for
+    /// an operator with a bug).
+    struct Fragile(datafusion::arrow::datatypes::SchemaRef);
+
+    impl Operator for Fragile {
+        fn name(&self) -> &'static str {
+            "Fragile"
+        }
+        fn output_schema(&self) -> datafusion::arrow::datatypes::SchemaRef {
+            self.0.clone()
+        }
+        fn process(
+            &mut self,
+            _port: usize,
+            batch: ChangeBatch,
+            out: &mut super::super::Output,
+        ) -> Result<()> {
+            if batch.to_sorted_strings().iter().any(|r| r.starts_with('-')) {
+                return Err(Error::internal("fragile operator met a negative value"));
+            }
+            out.push(batch);
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_operator_makes_its_relation_and_those_downstream_refuse_reads() {
+        let storage: Arc<dyn Storage> = Arc::new(crate::storage::MemoryStorage::new());
+        let (rt, _) = Runtime::start(storage, RuntimeConfig::default()).unwrap();
+        let s = schema(&[("v", I64)]);
+        rt.install(
+            Subgraph::single(1, Box::new(StreamOperator::new("src", s.clone()))),
+            false,
+            WriteBatch::new(),
+        )
+        .await
+        .unwrap();
+        let view = Subgraph {
+            object_id: 2,
+            nodes: vec![
+                NodeSpec {
+                    op: Box::new(Fragile(s.clone())),
+                    inputs: vec![NodeInput::Relation(1)],
+                },
+                NodeSpec {
+                    op: Box::new(StreamOperator::new("v", s.clone())),
+                    inputs: vec![NodeInput::Local(0)],
+                },
+            ],
+            append_only: true,
+            transient: false,
+            watermark: None,
+        };
+        rt.install(view, false, WriteBatch::new()).await.unwrap();
+        let on_view = Subgraph {
+            object_id: 3,
+            nodes: vec![NodeSpec {
+                op: Box::new(StreamOperator::new("w", s.clone())),
+                inputs: vec![NodeInput::Relation(2)],
+            }],
+            append_only: true,
+            transient: false,
+            watermark: None,
+        };
+        rt.install(on_view, false, WriteBatch::new()).await.unwrap();
+        rt.write(1, changes(&s, "1 +1")).await.unwrap();
+        let snap = rt.snapshots().current();
+        assert_eq!(snap.get(2).unwrap().batches().unwrap()[0].num_rows(), 1);
+        rt.write(1, changes(&s, "-5 +1")).await.unwrap();
+        let snap = rt.snapshots().current();
+        // The source is fine; the view and the view on it say they are stale.
+        assert!(snap.get(1).unwrap().batches().is_ok());
+        for id in [2, 3] {
+            let e = snap.get(id).unwrap().batches().unwrap_err();
+            assert!(e.to_string().contains("stopped updating"), "{e}");
+        }
+        // Later writes do not make them look healthy again.
+        rt.write(1, changes(&s, "2 +1")).await.unwrap();
+        let snap = rt.snapshots().current();
+        assert!(snap.get(3).unwrap().batches().is_err());
     }
 }

@@ -35,6 +35,9 @@ pub struct RelationSnapshot {
     pub schema: SchemaRef,
     data: SnapshotData,
     decoded: OnceLock<std::result::Result<Arc<Vec<RecordBatch>>, Error>>,
+    /// Set when an operator of the relation (or upstream of it) failed: its contents
+    /// are stale, and reading them is an error rather than a silent old answer.
+    failure: Option<String>,
 }
 
 impl RelationSnapshot {
@@ -43,7 +46,14 @@ impl RelationSnapshot {
             schema,
             data,
             decoded: OnceLock::new(),
+            failure: None,
         }
+    }
+
+    /// Mark the snapshot as stale because an operator failed (`why`).
+    pub fn with_failure(mut self, why: String) -> Self {
+        self.failure = Some(why);
+        self
     }
 
     pub fn empty(schema: SchemaRef) -> Self {
@@ -64,6 +74,12 @@ impl RelationSnapshot {
 
     /// The contents as Arrow batches (decoded once, then shared).
     pub fn batches(&self) -> Result<Arc<Vec<RecordBatch>>> {
+        if let Some(why) = &self.failure {
+            return Err(Error::internal(format!(
+                "this relation stopped updating after an operator failed ({why}); \
+                 its contents are stale — drop and re-create it (EXPLAIN shows the operator)"
+            )));
+        }
         self.decoded.get_or_init(|| self.decode()).clone()
     }
 
