@@ -12,9 +12,9 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use datafusion::arrow::array::{Array, AsArray};
+
 use datafusion::arrow::array::{ArrayRef, Int64Array, RecordBatch, RecordBatchOptions};
-use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit, TimestampMicrosecondType};
+use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::ScalarValue;
 use datafusion::physical_plan::PhysicalExpr;
 
@@ -106,16 +106,7 @@ impl HashAggOperator {
         let col = key_cols
             .get(k)
             .ok_or_else(|| Error::internal("window_end key out of range"))?;
-        let micros = datafusion::arrow::compute::cast(
-            col,
-            &DataType::Timestamp(TimeUnit::Microsecond, None),
-        )?;
-        let ends = micros.as_primitive::<TimestampMicrosecondType>();
-        Ok(Some(
-            (0..ends.len())
-                .map(|i| (!ends.is_null(i)).then(|| ends.value(i)))
-                .collect(),
-        ))
+        Ok(Some(super::watermark::micros(col)?))
     }
 
     /// Declare the input append-only (see [`AggSpec::with_append_only`]).

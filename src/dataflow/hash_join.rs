@@ -214,21 +214,12 @@ impl HashJoinOperator {
 
     /// Event times (µs) of a side's column in `data`, when the join is time-bounded.
     fn event_times(&self, side: usize, data: &RecordBatch) -> Result<Option<Vec<Option<i64>>>> {
-        use datafusion::arrow::array::AsArray;
-        use datafusion::arrow::datatypes::{TimeUnit, TimestampMicrosecondType};
         let Some(b) = self.time_bound else {
             return Ok(None);
         };
-        let micros = cast(
+        Ok(Some(super::watermark::micros(
             data.column(b.columns[side]),
-            &DataType::Timestamp(TimeUnit::Microsecond, None),
-        )?;
-        let t = micros.as_primitive::<TimestampMicrosecondType>();
-        Ok(Some(
-            (0..t.len())
-                .map(|i| (!t.is_null(i)).then(|| t.value(i)))
-                .collect(),
-        ))
+        )?))
     }
 
     /// Make this a lookup join probed by `side` (see the `lookup` field). Only inner

@@ -16,11 +16,10 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, Int64Array, RecordBatch, RecordBatchOptions,
-    TimestampMicrosecondArray,
+    ArrayRef, Int64Array, RecordBatch, RecordBatchOptions, TimestampMicrosecondArray,
 };
 use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit, TimestampMicrosecondType};
+use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::physical_plan::PhysicalExpr;
 
 use super::expr::{evaluate, EvalErrors};
@@ -187,18 +186,14 @@ impl Operator for SessionWindowOperator {
                 self.key_codec.encode_rows(&key_cols, n)
             };
             let rows = self.row_codec.encode_rows(batch.columns(), n);
-            let micros = cast(
-                batch.data.column(self.ts_col),
-                &DataType::Timestamp(TimeUnit::Microsecond, None),
-            )?;
-            let ts = micros.as_primitive::<TimestampMicrosecondType>();
+            let ts = super::watermark::micros(batch.data.column(self.ts_col))?;
             for (i, (key, row)) in keys.into_iter().zip(rows).enumerate() {
                 // A row without an event time is in no session.
-                if ts.is_null(i) {
+                let Some(t) = ts[i] else {
                     continue;
-                }
+                };
                 changes.entry(Bytes::from(key)).or_default().push((
-                    ts.value(i),
+                    t,
                     Bytes::from(row),
                     batch.diff(i),
                 ));

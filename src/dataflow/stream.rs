@@ -43,30 +43,19 @@ fn keep_from(
     column: usize,
     cutoff: i64,
 ) -> Result<datafusion::arrow::array::BooleanArray> {
-    use datafusion::arrow::array::{Array, AsArray};
-    use datafusion::arrow::datatypes::{DataType, TimeUnit, TimestampMicrosecondType};
-    let micros = datafusion::arrow::compute::cast(
-        batch.column(column),
-        &DataType::Timestamp(TimeUnit::Microsecond, None),
-    )?;
-    let ts = micros.as_primitive::<TimestampMicrosecondType>();
-    Ok((0..ts.len())
-        .map(|i| Some(ts.is_null(i) || ts.value(i) >= cutoff))
+    Ok(super::watermark::micros(batch.column(column))?
+        .into_iter()
+        .map(|t| Some(t.is_none_or(|t| t >= cutoff)))
         .collect())
 }
 
 /// The largest event time in `column` of `batch` (µs; `i64::MIN` when none).
 fn max_time(batch: &RecordBatch, column: usize) -> Result<i64> {
-    use datafusion::arrow::array::AsArray;
-    use datafusion::arrow::datatypes::{DataType, TimeUnit, TimestampMicrosecondType};
-    let micros = datafusion::arrow::compute::cast(
-        batch.column(column),
-        &DataType::Timestamp(TimeUnit::Microsecond, None),
-    )?;
-    Ok(
-        datafusion::arrow::compute::max(micros.as_primitive::<TimestampMicrosecondType>())
-            .unwrap_or(i64::MIN),
-    )
+    Ok(super::watermark::micros(batch.column(column))?
+        .into_iter()
+        .flatten()
+        .max()
+        .unwrap_or(i64::MIN))
 }
 
 impl StreamOperator {

@@ -20,7 +20,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
-use datafusion::arrow::array::{Array, AsArray, BooleanArray};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray};
 use datafusion::arrow::compute::{cast, filter_record_batch};
 use datafusion::arrow::datatypes::{DataType, Int64Type, TimeUnit, TimestampMicrosecondType};
 use serde::{Deserialize, Serialize};
@@ -191,19 +191,7 @@ impl WatermarkTracker {
         if batch.is_empty() {
             return Ok(batch);
         }
-        let column = batch.data.column(self.column);
-        let micros = match column.data_type() {
-            DataType::Timestamp(TimeUnit::Microsecond, _) => column.clone(),
-            DataType::Timestamp(_, _) => {
-                cast(column, &DataType::Timestamp(TimeUnit::Microsecond, None))?
-            }
-            other => {
-                return Err(Error::internal(format!(
-                    "watermark column has type {other}, not a timestamp"
-                )))
-            }
-        };
-        let ts = micros.as_primitive::<TimestampMicrosecondType>();
+        let ts = micros(batch.data.column(self.column))?;
         let now = Instant::now();
         let mut idle: BTreeSet<i32> = self
             .known
@@ -216,11 +204,10 @@ impl WatermarkTracker {
         let mut late = 0u64;
         let diffs = batch.diffs.values();
         for (i, diff) in diffs.iter().enumerate() {
-            if *diff < 0 || ts.is_null(i) {
+            let Some(t) = ts[i].filter(|_| *diff > 0) else {
                 keep.push(true);
                 continue;
-            }
-            let t = ts.value(i);
+            };
             if self.state.watermark.is_some_and(|w| t < w) {
                 keep.push(false);
                 late += 1;
@@ -297,6 +284,27 @@ impl WatermarkTracker {
         self.last_idle_advance = Some(now);
         self.state.watermark
     }
+}
+
+/// A timestamp column (any unit, any time zone) as microseconds since 1970, `None` for
+/// NULL: how every event-time operator reads times. Other types are an internal error
+/// (the planner only hands timestamps to them).
+pub fn micros(column: &ArrayRef) -> Result<Vec<Option<i64>>> {
+    let as_micros = match column.data_type() {
+        DataType::Timestamp(TimeUnit::Microsecond, _) => column.clone(),
+        DataType::Timestamp(_, _) => {
+            cast(column, &DataType::Timestamp(TimeUnit::Microsecond, None))?
+        }
+        other => {
+            return Err(Error::internal(format!(
+                "an event-time column has type {other}, not a timestamp"
+            )))
+        }
+    };
+    let t = as_micros.as_primitive::<TimestampMicrosecondType>();
+    Ok((0..t.len())
+        .map(|i| (!t.is_null(i)).then(|| t.value(i)))
+        .collect())
 }
 
 /// Parse a lateness or timeout given as an interval (`'5 seconds'`, `'1 minute'`,

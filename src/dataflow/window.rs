@@ -15,9 +15,8 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use bytes::Bytes;
-use datafusion::arrow::array::{Array, AsArray, Int64Array, UInt32Array};
-use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit, TimestampMicrosecondType};
+use datafusion::arrow::array::{Int64Array, UInt32Array};
+use datafusion::arrow::datatypes::SchemaRef;
 
 use super::{ChangeBatch, Operator, Output, StateReader, StateWriter};
 use crate::error::{Error, Result};
@@ -74,22 +73,9 @@ impl WindowOperator {
 
     /// Split a batch by window end (`None`: rows without one).
     fn by_window(&self, batch: &ChangeBatch) -> Result<Vec<(Option<i64>, ChangeBatch)>> {
-        let col = batch.data.column(self.end_col);
-        let micros = match col.data_type() {
-            DataType::Timestamp(TimeUnit::Microsecond, _) => col.clone(),
-            DataType::Timestamp(_, _) => {
-                cast(col, &DataType::Timestamp(TimeUnit::Microsecond, None))?
-            }
-            other => {
-                return Err(Error::internal(format!(
-                    "window_end has type {other}, not a timestamp"
-                )))
-            }
-        };
-        let ends = micros.as_primitive::<TimestampMicrosecondType>();
+        let ends = super::watermark::micros(batch.data.column(self.end_col))?;
         let mut groups: BTreeMap<Option<i64>, Vec<u32>> = BTreeMap::new();
-        for i in 0..ends.len() {
-            let e = (!ends.is_null(i)).then(|| ends.value(i));
+        for (i, e) in ends.into_iter().enumerate() {
             groups.entry(e).or_default().push(i as u32);
         }
         if groups.len() == 1 {

@@ -125,31 +125,7 @@ fn expand_sessions(select: &mut ast::Select) -> Result<()> {
             if !name.to_string().eq_ignore_ascii_case("session") {
                 continue;
             }
-            let exprs: Vec<&Expr> = args
-                .args
-                .iter()
-                .map(|a| match a {
-                    FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => Ok(e),
-                    _ => Err(Error::invalid_with("42601", format!("usage: {usage}"))),
-                })
-                .collect::<Result<_>>()?;
-            if exprs.len() != 3 {
-                return Err(Error::invalid_with(
-                    "42601",
-                    format!("SESSION takes 3 arguments: {usage}"),
-                ));
-            }
-            let relation = match exprs[0] {
-                Expr::Identifier(_) | Expr::CompoundIdentifier(_) => exprs[0].to_string(),
-                _ => {
-                    return Err(Error::invalid_with(
-                        "42601",
-                        format!(
-                        "the first argument of SESSION must name a stream, table or view: {usage}"
-                    ),
-                    ))
-                }
-            };
+            let (exprs, relation) = window_args(&args.args, "SESSION", usage, 3)?;
             let ts = exprs[1].to_string();
             let gap = interval_micros(exprs[2], "gap")?;
             let args: Vec<String> = [ts.clone(), gap.to_string()]
@@ -163,29 +139,7 @@ fn expand_sessions(select: &mut ast::Select) -> Result<()> {
                 start = super::functions::SESSION_START,
                 end = super::functions::SESSION_END,
             );
-            let subquery = Parser::new(&PostgreSqlDialect {})
-                .try_with_sql(&sql)
-                .and_then(|mut p| p.parse_query())
-                .map_err(|e| Error::internal(format!("window expansion did not parse: {e}")))?;
-            let alias = alias.clone().or_else(|| {
-                let last = match exprs[0] {
-                    Expr::Identifier(i) => Some(i.clone()),
-                    Expr::CompoundIdentifier(parts) => parts.last().cloned(),
-                    _ => None,
-                };
-                last.map(|name| ast::TableAlias {
-                    explicit: true,
-                    name,
-                    columns: vec![],
-                    at: None,
-                })
-            });
-            *tf = TableFactor::Derived {
-                lateral: false,
-                subquery,
-                alias,
-                sample: None,
-            };
+            *tf = derived(&sql, alias.clone(), exprs[0])?;
         }
     }
     Ok(())
@@ -207,36 +161,12 @@ fn expand(tf: &TableFactor) -> Result<Option<TableFactor>> {
         "hop" => (true, "HOP(relation, time_column, slide, size)"),
         _ => return Ok(None),
     };
-    let exprs: Vec<&Expr> = args
-        .args
-        .iter()
-        .map(|a| match a {
-            FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => Ok(e),
-            _ => Err(Error::invalid_with("42601", format!("usage: {usage}"))),
-        })
-        .collect::<Result<_>>()?;
-    if exprs.len() != if hop { 4 } else { 3 } {
-        return Err(Error::invalid_with(
-            "42601",
-            format!(
-                "{} takes {} arguments: {usage}",
-                func.to_uppercase(),
-                if hop { 4 } else { 3 }
-            ),
-        ));
-    }
-    let relation = match exprs[0] {
-        Expr::Identifier(_) | Expr::CompoundIdentifier(_) => exprs[0].to_string(),
-        _ => {
-            return Err(Error::invalid_with(
-                "42601",
-                format!(
-                    "the first argument of {} must name a stream, table or view: {usage}",
-                    func.to_uppercase()
-                ),
-            ))
-        }
-    };
+    let (exprs, relation) = window_args(
+        &args.args,
+        &func.to_uppercase(),
+        usage,
+        if hop { 4 } else { 3 },
+    )?;
     let ts = exprs[1].to_string();
     let sql = if hop {
         let slide = interval_micros(exprs[2], "slide")?;
@@ -274,13 +204,51 @@ fn expand(tf: &TableFactor) -> Result<Option<TableFactor>> {
              FROM {relation} WHERE {ts} IS NOT NULL"
         )
     };
+    Ok(Some(derived(&sql, alias.clone(), exprs[0])?))
+}
+
+/// A window function's arguments (`n` of them, all plain expressions) and the relation
+/// its first one names.
+fn window_args<'a>(
+    args: &'a [FunctionArg],
+    func: &str,
+    usage: &str,
+    n: usize,
+) -> Result<(Vec<&'a Expr>, String)> {
+    let exprs: Vec<&Expr> = args
+        .iter()
+        .map(|a| match a {
+            FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => Ok(e),
+            _ => Err(Error::invalid_with("42601", format!("usage: {usage}"))),
+        })
+        .collect::<Result<_>>()?;
+    if exprs.len() != n {
+        return Err(Error::invalid_with(
+            "42601",
+            format!("{func} takes {n} arguments: {usage}"),
+        ));
+    }
+    let relation = match exprs[0] {
+        Expr::Identifier(_) | Expr::CompoundIdentifier(_) => exprs[0].to_string(),
+        _ => {
+            return Err(Error::invalid_with(
+                "42601",
+                format!("the first argument of {func} must name a stream, table or view: {usage}"),
+            ))
+        }
+    };
+    Ok((exprs, relation))
+}
+
+/// The subquery a window function stands for. Without an alias the window keeps the
+/// relation's name (`relation`, the function's first argument), so `rel.col` still works.
+fn derived(sql: &str, alias: Option<ast::TableAlias>, relation: &Expr) -> Result<TableFactor> {
     let subquery = Parser::new(&PostgreSqlDialect {})
-        .try_with_sql(&sql)
+        .try_with_sql(sql)
         .and_then(|mut p| p.parse_query())
         .map_err(|e| Error::internal(format!("window expansion did not parse: {e}")))?;
-    // Without an alias the window keeps the relation's name, so `rel.col` still works.
-    let alias = alias.clone().or_else(|| {
-        let last = match exprs[0] {
+    let alias = alias.or_else(|| {
+        let last = match relation {
             Expr::Identifier(i) => Some(i.clone()),
             Expr::CompoundIdentifier(parts) => parts.last().cloned(),
             _ => None,
@@ -292,12 +260,12 @@ fn expand(tf: &TableFactor) -> Result<Option<TableFactor>> {
             at: None,
         })
     });
-    Ok(Some(TableFactor::Derived {
+    Ok(TableFactor::Derived {
         lateral: false,
         subquery,
         alias,
         sample: None,
-    }))
+    })
 }
 
 /// The length of a window's interval literal in microseconds; months are refused.
