@@ -341,24 +341,34 @@ impl AggSpec {
     }
 
     fn evaluate_values(&self, m: &BTreeMap<Vec<u8>, i64>) -> Result<ScalarValue> {
+        // Between epochs every value's count is positive (a value leaves the map at 0,
+        // and an input never retracts more copies than it inserted): the map's size is
+        // the number of distinct values and its ends are the extremes. This runs twice
+        // per touched group per epoch, so it must not walk the whole set.
+        match self.kind {
+            AggKind::Count => return Ok(ScalarValue::Int64(Some(m.len() as i64))),
+            AggKind::Min | AggKind::Max => {
+                let pick = if self.kind == AggKind::Min {
+                    m.iter().find(|(_, c)| **c > 0)
+                } else {
+                    m.iter().rev().find(|(_, c)| **c > 0)
+                };
+                return match pick {
+                    Some((k, _)) => Ok(ScalarValue::try_from_array(&self.decode_values(&[k])?, 0)?),
+                    None => Ok(ScalarValue::Null),
+                };
+            }
+            _ => {}
+        }
         let live: Vec<&[u8]> = m
             .iter()
             .filter(|(_, c)| **c > 0)
             .map(|(k, _)| k.as_slice())
             .collect();
         match self.kind {
-            AggKind::Count => Ok(ScalarValue::Int64(Some(live.len() as i64))),
-            AggKind::Min | AggKind::Max => {
-                let pick = if self.kind == AggKind::Min {
-                    live.first()
-                } else {
-                    live.last()
-                };
-                match pick {
-                    Some(k) => Ok(ScalarValue::try_from_array(&self.decode_values(&[k])?, 0)?),
-                    None => Ok(ScalarValue::Null),
-                }
-            }
+            AggKind::Count | AggKind::Min | AggKind::Max => Err(Error::internal(
+                "count/min/max of a value set evaluated twice",
+            )),
             AggKind::StringAgg => {
                 if live.is_empty() {
                     return Ok(ScalarValue::Null);
