@@ -361,17 +361,20 @@ pub(crate) fn idle_tick(
     if t.idle_tick().is_none() {
         return Ok(None);
     }
-    let mut next = committed.clone();
-    next.watermark = Some(t.state().clone());
-    let time = Some(t.time());
-    let extra = progress_extra(object_id, &next)?;
+    // No rows: commit_rows commits just the raised watermark with the progress.
     let empty = crate::dataflow::ChangeBatch::empty(schema);
-    match futures::executor::block_on(dataflow.write_source(object_id, empty, extra, time)) {
-        Ok(_) => {
-            status.lock().progress = next.clone();
-            Ok(Some(next))
-        }
+    match commit_rows(
+        dataflow,
+        object_id,
+        empty,
+        &|_| 0,
+        committed.clone(),
+        status,
+        Some(&mut *t),
+    ) {
+        Ok(next) => Ok(Some(next)),
         Err(e) => {
+            // Not committed: the next tick tries again from where the source was.
             t.reset(before);
             Err(e)
         }

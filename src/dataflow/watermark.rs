@@ -202,6 +202,9 @@ impl WatermarkTracker {
             .collect();
         let mut keep: Vec<bool> = Vec::with_capacity(batch.num_rows());
         let mut late = 0u64;
+        // Rows of one partition usually come together: note a partition as seen once
+        // per run of its rows, not per row.
+        let mut last_partition: Option<i32> = None;
         let diffs = batch.diffs.values();
         for (i, diff) in diffs.iter().enumerate() {
             let Some(t) = ts[i].filter(|_| *diff > 0) else {
@@ -215,8 +218,11 @@ impl WatermarkTracker {
             }
             keep.push(true);
             let p = partition(i);
-            idle.remove(&p);
-            self.last_seen.insert(p, now);
+            if last_partition != Some(p) {
+                idle.remove(&p);
+                self.last_seen.insert(p, now);
+                last_partition = Some(p);
+            }
             let max = self.state.partitions.entry(p).or_insert(t);
             if t > *max || self.state.watermark.is_none() {
                 *max = (*max).max(t);
