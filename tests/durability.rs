@@ -151,6 +151,7 @@ async fn writes_since_the_last_checkpoint_are_replayed_after_kill_9() {
         rows(&c, "SELECT * FROM per_g ORDER BY g").await,
         rows(&c, "SELECT * FROM sx").await,
         rows(&c, "SELECT * FROM sp ORDER BY y").await,
+        rows(&c, "SELECT * FROM s ORDER BY x").await,
     );
     drop(c);
     eddy.kill9();
@@ -160,8 +161,10 @@ async fn writes_since_the_last_checkpoint_are_replayed_after_kill_9() {
         rows(&c, "SELECT * FROM per_g ORDER BY g").await,
         rows(&c, "SELECT * FROM sx").await,
         rows(&c, "SELECT * FROM sp ORDER BY y").await,
+        rows(&c, "SELECT * FROM s ORDER BY x").await,
     );
     assert_eq!(before, after);
+    assert_eq!(after.3, vec!["1", "2", "3"]);
     assert_eq!(after.1, vec!["6"]);
     assert_eq!(after.2, vec!["4", "6"]);
     assert_eq!(rows(&c, "SELECT count(*) FROM t").await, vec!["171"]);
@@ -195,6 +198,16 @@ async fn writes_since_the_last_checkpoint_are_replayed_after_kill_9() {
     let c = eddy.connect().await;
     assert_eq!(rows(&c, "SELECT count(*) FROM t").await, vec!["172"]);
     assert_eq!(rows(&c, "SELECT n FROM per_g WHERE g = 3").await, vec!["1"]);
+    // The stream's rows (stored once, as the log of their epochs) are neither lost nor
+    // doubled by the two replays.
+    assert_eq!(
+        rows(&c, "SELECT * FROM s ORDER BY x").await,
+        vec!["1", "2", "3"]
+    );
+    assert_eq!(
+        rows(&c, "SELECT * FROM sp ORDER BY y").await,
+        vec!["4", "6"]
+    );
 }
 
 /// A generator-fed stream killed mid-way continues from its committed position: after

@@ -41,23 +41,31 @@ pub fn epoch_of(key: &[u8]) -> Result<u64> {
 
 /// Encode one epoch's writes: `(object id, changes)` in the order they were applied.
 pub fn encode(writes: &[(u32, ChangeBatch)]) -> Result<Vec<u8>> {
-    encode_entry(writes, &[])
+    encode_entry(writes, &[], &[])
 }
 
-/// Encode one epoch's writes and the watermarks it raised (a trailer after the writes;
-/// entries without one decode with no watermarks).
+/// Encode one epoch's writes, the watermarks it raised and the relations written that
+/// keep the epoch's rows themselves (streams: their chunk of the epoch is the log).
+/// Both lists are trailers after the writes; entries without them decode with none.
 pub fn encode_entry(
     writes: &[(u32, ChangeBatch)],
     watermarks: &[(u32, SourceTime)],
+    in_state: &[u32],
 ) -> Result<Vec<u8>> {
     let mut out = encode_writes(writes)?;
-    if !watermarks.is_empty() {
+    if !watermarks.is_empty() || !in_state.is_empty() {
         out.extend_from_slice(&(watermarks.len() as u32).to_le_bytes());
         for (object_id, t) in watermarks {
             out.extend_from_slice(&object_id.to_le_bytes());
             out.push(t.watermark.is_some() as u8);
             out.extend_from_slice(&t.watermark.unwrap_or(0).to_le_bytes());
             out.extend_from_slice(&t.late_rows.to_le_bytes());
+        }
+    }
+    if !in_state.is_empty() {
+        out.extend_from_slice(&(in_state.len() as u32).to_le_bytes());
+        for object_id in in_state {
+            out.extend_from_slice(&object_id.to_le_bytes());
         }
     }
     Ok(out)
@@ -102,9 +110,9 @@ fn encode_writes(writes: &[(u32, ChangeBatch)]) -> Result<Vec<u8>> {
     Ok(out)
 }
 
-/// Decode an entry written by [`encode`] (its writes; a watermark trailer is ignored).
+/// Decode an entry written by [`encode`] (its writes; the trailers are ignored).
 pub fn decode(bytes: &[u8]) -> Result<Vec<(u32, ChangeBatch)>> {
-    Ok(decode_entry(bytes)?.0)
+    Ok(decode_entry(bytes)?.writes)
 }
 
 fn take<'a>(bytes: &mut &'a [u8], n: usize) -> Result<&'a [u8]> {
@@ -116,8 +124,15 @@ fn take<'a>(bytes: &mut &'a [u8], n: usize) -> Result<&'a [u8]> {
     Ok(head)
 }
 
-/// One epoch's writes and the watermarks it raised.
-pub type Entry = (Vec<(u32, ChangeBatch)>, Vec<(u32, SourceTime)>);
+/// One epoch's log entry.
+pub struct Entry {
+    /// Writes, in the order they were applied.
+    pub writes: Vec<(u32, ChangeBatch)>,
+    /// The watermarks the epoch raised.
+    pub watermarks: Vec<(u32, SourceTime)>,
+    /// Relations written whose rows of the epoch are in their own state.
+    pub in_state: Vec<u32>,
+}
 
 /// Decode an entry written by [`encode_entry`].
 pub fn decode_entry(mut bytes: &[u8]) -> Result<Entry> {
@@ -167,7 +182,20 @@ pub fn decode_entry(mut bytes: &[u8]) -> Result<Entry> {
             ));
         }
     }
-    Ok((out, watermarks))
+    let mut in_state = vec![];
+    if !bytes.is_empty() {
+        let n = u32::from_le_bytes(take(&mut bytes, 4)?.try_into().map_err(|_| bad())?);
+        for _ in 0..n {
+            in_state.push(u32::from_le_bytes(
+                take(&mut bytes, 4)?.try_into().map_err(|_| bad())?,
+            ));
+        }
+    }
+    Ok(Entry {
+        writes: out,
+        watermarks,
+        in_state,
+    })
 }
 
 #[cfg(test)]
@@ -194,13 +222,20 @@ mod tests {
             late_rows: 3,
         };
         let none = SourceTime::default();
-        let (w, marks) =
-            decode_entry(&encode_entry(&writes, &[(7, t), (9, none)]).unwrap()).unwrap();
-        assert_eq!(w.len(), 2);
-        assert_eq!(marks, vec![(7, t), (9, none)]);
-        let (w, marks) = decode_entry(&encode_entry(&[], &[(7, t)]).unwrap()).unwrap();
-        assert!(w.is_empty());
-        assert_eq!(marks, vec![(7, t)]);
+        let e = decode_entry(&encode_entry(&writes, &[(7, t), (9, none)], &[]).unwrap()).unwrap();
+        assert_eq!(e.writes.len(), 2);
+        assert_eq!(e.watermarks, vec![(7, t), (9, none)]);
+        assert!(e.in_state.is_empty());
+        let e = decode_entry(&encode_entry(&[], &[(7, t)], &[]).unwrap()).unwrap();
+        assert!(e.writes.is_empty());
+        assert_eq!(e.watermarks, vec![(7, t)]);
+        // Streams written in the epoch, with and without watermarks.
+        let e = decode_entry(&encode_entry(&writes, &[], &[3, 4]).unwrap()).unwrap();
+        assert_eq!((e.writes.len(), e.watermarks.len()), (2, 0));
+        assert_eq!(e.in_state, vec![3, 4]);
+        let e = decode_entry(&encode_entry(&[], &[(7, t)], &[3]).unwrap()).unwrap();
+        assert_eq!((e.watermarks, e.in_state), (vec![(7, t)], vec![3]));
+        assert!(decode_entry(&[0, 0, 0, 0, 0, 0, 0, 0, 1]).is_err());
         assert_eq!(epoch_of(&entry_key(42)).unwrap(), 42);
     }
 }

@@ -94,6 +94,38 @@ pub trait Operator: Send {
         Ok(())
     }
 
+    /// The storage this operator's state lives in and its state id: called at install
+    /// for every relation that is checkpointed (not for a subscription's query). An
+    /// operator that reads its state back while running (a stream, whose rows stay on
+    /// disk) keeps them.
+    fn attach_storage(&mut self, _storage: &std::sync::Arc<dyn Storage>, _state_id: u64) {}
+
+    /// Called at the end of every epoch in which this operator received input, before
+    /// the epoch commits (and before a checkpoint of that epoch): state written here is
+    /// durable with the epoch itself, not only at the next checkpoint.
+    fn persist_epoch(&mut self, _epoch: u64, _state: &mut StateWriter) -> Result<()> {
+        Ok(())
+    }
+
+    /// Does `persist_epoch` store the rows written to this relation, so that the input
+    /// log need only say that it was written? Then [`Operator::logged_rows`] reads an
+    /// epoch's rows back for the replay.
+    fn logs_own_input(&self) -> bool {
+        false
+    }
+
+    /// The rows this relation received in `epoch`, as `persist_epoch` stored them.
+    fn logged_rows(
+        &self,
+        epoch: u64,
+        _state: &StateReader,
+    ) -> Result<Vec<datafusion::arrow::array::RecordBatch>> {
+        Err(crate::error::Error::internal(format!(
+            "{} does not store its input (epoch {epoch})",
+            self.name()
+        )))
+    }
+
     /// For relation operators: the full current contents, as inserts. Used to backfill a
     /// view created over existing data.
     fn contents(&self) -> Option<Result<Vec<ChangeBatch>>> {
@@ -171,11 +203,28 @@ impl<'a> StateWriter<'a> {
 pub struct StateReader<'a> {
     state_id: u64,
     storage: &'a dyn Storage,
+    checkpoint: u64,
 }
 
 impl<'a> StateReader<'a> {
     pub fn new(state_id: u64, storage: &'a dyn Storage) -> Self {
-        Self { state_id, storage }
+        Self {
+            state_id,
+            storage,
+            checkpoint: u64::MAX,
+        }
+    }
+
+    /// Restoring the checkpoint of `epoch`: state an operator wrote with a later epoch
+    /// (`persist_epoch`) is replayed from the log rather than loaded.
+    pub fn at_checkpoint(mut self, epoch: u64) -> Self {
+        self.checkpoint = epoch;
+        self
+    }
+
+    /// The epoch of the checkpoint being restored (`u64::MAX` when not restoring one).
+    pub fn checkpoint_epoch(&self) -> u64 {
+        self.checkpoint
     }
 
     /// Visit every `(key, value)` of this operator's state in key order.

@@ -480,6 +480,11 @@ pub struct Runtime {
     last_idle_check: Instant,
     /// Relations that stopped updating because an operator (theirs or upstream) failed.
     stale: HashMap<u32, String>,
+    /// The checkpoint that restored state comes from (its epoch).
+    restored_checkpoint: u64,
+    /// No interval checkpoint before the log is replayed: it would empty the log the
+    /// restored state still needs.
+    log_replayed: bool,
 }
 
 const EPOCH_KEY: &str = "epoch";
@@ -543,6 +548,9 @@ fn load_history(storage: &dyn Storage) -> Result<HashMap<u32, History>> {
 #[derive(Default)]
 struct EpochInputs {
     writes: Vec<(u32, ChangeBatch)>,
+    /// Relations written in this epoch that store their rows themselves (streams): the
+    /// log names them only.
+    in_state: Vec<u32>,
     /// Watermarks raised in this epoch (the log records them with the writes).
     watermarks: Vec<(u32, SourceTime)>,
 }
@@ -579,6 +587,7 @@ impl Runtime {
                 .map_err(|e| Error::Storage(format!("corrupt watermarks: {e}")))?,
             None => BTreeMap::new(),
         };
+        let restored_checkpoint = read_u64(storage.as_ref(), CHECKPOINT_KEY)?.unwrap_or(0);
         let mut rt = Runtime {
             storage,
             config,
@@ -605,6 +614,8 @@ impl Runtime {
             pending_time: vec![],
             last_idle_check: Instant::now(),
             stale: HashMap::new(),
+            restored_checkpoint,
+            log_replayed: false,
         };
         std::thread::Builder::new()
             .name("eddy-dataflow".into())
@@ -622,7 +633,9 @@ impl Runtime {
 
     fn checkpoint_due(&self) -> bool {
         match self.config.checkpoint_interval {
-            Some(i) => !self.dirty.is_empty() && self.last_checkpoint.elapsed() >= i,
+            Some(i) => {
+                self.log_replayed && !self.dirty.is_empty() && self.last_checkpoint.elapsed() >= i
+            }
             None => false,
         }
     }
@@ -946,6 +959,7 @@ impl Runtime {
 
     /// Replay every logged epoch (in order, with its own epoch number), then checkpoint.
     fn replay_log(&mut self) -> Result<u64> {
+        self.log_replayed = true;
         let entries = self.storage.scan_prefix(keys::LOG_PREFIX)?;
         let n = entries.len() as u64;
         if n == 0 {
@@ -958,8 +972,26 @@ impl Runtime {
         self.replaying = true;
         for (k, v) in entries {
             let epoch = input_log::epoch_of(&k)?;
-            let (writes, watermarks) = input_log::decode_entry(&v)?;
-            self.pending_time.extend(watermarks);
+            let entry = input_log::decode_entry(&v)?;
+            self.pending_time.extend(entry.watermarks);
+            let mut writes = entry.writes;
+            // A stream's rows of this epoch are its own chunk of this epoch.
+            for object_id in entry.in_state {
+                let node = self
+                    .objects
+                    .get(&object_id)
+                    .and_then(|n| n.last())
+                    .and_then(|id| self.nodes.get(id))
+                    .ok_or_else(|| {
+                        Error::Storage(format!(
+                            "the input log names relation {object_id}, which does not exist"
+                        ))
+                    })?;
+                let state = StateReader::new(node.state_id, self.storage.as_ref());
+                for b in node.op.logged_rows(epoch, &state)? {
+                    writes.push((object_id, ChangeBatch::inserts(b)));
+                }
+            }
             let cmds = writes
                 .into_iter()
                 .map(|(object_id, changes)| {
@@ -1224,7 +1256,13 @@ impl Runtime {
                         Some(id) => {
                             if !changes.is_empty() {
                                 if let Some(node) = self.nodes.get_mut(id) {
-                                    inputs.writes.push((object_id, changes.clone()));
+                                    if node.op.logs_own_input() {
+                                        if !inputs.in_state.contains(&object_id) {
+                                            inputs.in_state.push(object_id);
+                                        }
+                                    } else {
+                                        inputs.writes.push((object_id, changes.clone()));
+                                    }
                                     node.pending.push((0, changes));
                                     touched.insert(*id);
                                 }
@@ -1301,6 +1339,26 @@ impl Runtime {
                 .get(id)
                 .is_none_or(|n| !transient.contains(&n.object_id))
         }));
+        // State that is durable with every epoch (a stream's rows), in this epoch's
+        // commit.
+        for id in &processed {
+            if let Some(node) = self.nodes.get_mut(id) {
+                if node.failed.is_some() || self.transient.contains(&node.object_id) {
+                    continue;
+                }
+                if let Err(e) = node
+                    .op
+                    .persist_epoch(epoch, &mut StateWriter::new(node.state_id, &mut batch))
+                {
+                    error!(
+                        object = node.object_id,
+                        "{} could not store its epoch; the relation stops updating: {e}",
+                        node.op.name()
+                    );
+                    node.failed = Some(e.to_string());
+                }
+            }
+        }
         let processed_at = Instant::now();
 
         // Durability: a checkpoint (all dirty state) when one is due, otherwise just
@@ -1332,8 +1390,12 @@ impl Runtime {
         if let Some(reason) = checkpoint_reason {
             self.record_history(epoch, &captured);
             checkpoint_info = Some(self.write_checkpoint(&mut batch, epoch, reason));
-        } else if (!inputs.writes.is_empty() || !inputs.watermarks.is_empty()) && !self.replaying {
-            match input_log::encode_entry(&inputs.writes, &inputs.watermarks) {
+        } else if (!inputs.writes.is_empty()
+            || !inputs.in_state.is_empty()
+            || !inputs.watermarks.is_empty())
+            && !self.replaying
+        {
+            match input_log::encode_entry(&inputs.writes, &inputs.watermarks, &inputs.in_state) {
                 Ok(entry) => {
                     log_bytes = entry.len() as u64;
                     batch.put(input_log::entry_key(epoch), entry);
@@ -1512,8 +1574,14 @@ impl Runtime {
             let id = base + i as u64;
             let state_id = keys::state_id(object_id, i as u32);
             let mut op = spec.op;
+            if !subgraph.transient {
+                op.attach_storage(&self.storage, state_id);
+            }
             if restore {
-                op.restore(&StateReader::new(state_id, self.storage.as_ref()))?;
+                op.restore(
+                    &StateReader::new(state_id, self.storage.as_ref())
+                        .at_checkpoint(self.restored_checkpoint),
+                )?;
             }
             for (port, input) in inputs.iter().enumerate() {
                 if let Some(up) = self.nodes.get_mut(input) {

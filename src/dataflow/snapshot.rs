@@ -26,8 +26,10 @@ pub enum SnapshotData {
         key_codec: Option<Arc<RowCodec>>,
         map: RowMap,
     },
-    /// Append-only batches (streams).
+    /// Append-only batches held in memory.
     Batches(imbl::Vector<RecordBatch>),
+    /// A stream's rows, read from storage when the snapshot is first read.
+    Stored(super::stream::StoredRows),
 }
 
 /// One relation as of one epoch.
@@ -69,6 +71,7 @@ impl RelationSnapshot {
         match &self.data {
             SnapshotData::Rows { map, .. } => map.values().map(|v| v.count.max(0) as usize).sum(),
             SnapshotData::Batches(b) => b.iter().map(|b| b.num_rows()).sum(),
+            SnapshotData::Stored(s) => s.num_rows(),
         }
     }
 
@@ -86,6 +89,7 @@ impl RelationSnapshot {
     fn decode(&self) -> Result<Arc<Vec<RecordBatch>>> {
         match &self.data {
             SnapshotData::Batches(b) => Ok(Arc::new(b.iter().cloned().collect())),
+            SnapshotData::Stored(s) => Ok(Arc::new(s.read()?)),
             SnapshotData::Rows { codec, map, .. } => {
                 let mut out = vec![];
                 let mut chunk: Vec<Bytes> = Vec::with_capacity(CHUNK.min(map.len()));

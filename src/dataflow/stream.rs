@@ -1,11 +1,27 @@
-//! [`StreamOperator`]: an append-only relation. It keeps its rows as Arrow batches (one
-//! per epoch, small ones coalesced) and persists each epoch's rows as one Arrow IPC
-//! value, so a stream costs one write per epoch rather than one per row.
+//! [`StreamOperator`]: an append-only relation, kept on disk.
+//!
+//! Each epoch's rows are one *chunk*: one Arrow IPC value written at the end of that
+//! epoch, in the epoch's own commit (key `d<epoch>`, with `m<epoch>` holding its row
+//! count and newest event time). After that the rows live on disk only — memory holds
+//! the epoch in progress and a small index of chunks — so a stream's memory does not
+//! grow with its length. Readers (pull queries, backfills of new views, snapshots for
+//! subscriptions) decode the chunks from storage.
+//!
+//! The chunk is also the epoch's input-log entry for the stream: the log records only
+//! that the stream was written ([`super::input_log`]), so a stream's rows are written
+//! once, not once to the log and again at the next checkpoint. On restart, `restore`
+//! loads the index of the chunks up to the checkpoint; the replay of the log reads the
+//! later ones back ([`StreamOperator::logged_rows`]) and sends them through the views
+//! again.
+//!
+//! An operator with no storage attached (the query of a `SUBSCRIBE`, which is never
+//! checkpointed) keeps its chunks in memory instead.
 
 use std::io::Cursor;
+use std::sync::Arc;
 
 use datafusion::arrow::array::RecordBatch;
-use datafusion::arrow::compute::concat_batches;
+use datafusion::arrow::compute::filter_record_batch;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::ipc::reader::StreamReader;
 use datafusion::arrow::ipc::writer::StreamWriter;
@@ -13,28 +29,98 @@ use datafusion::arrow::ipc::writer::StreamWriter;
 use super::snapshot::{RelationSnapshot, SnapshotData};
 use super::{ChangeBatch, Operator, Output, StateReader, StateWriter};
 use crate::error::{Error, Result};
+use crate::storage::{keys, Storage};
 
-/// Batches smaller than this are merged with their predecessor.
-const COALESCE_ROWS: usize = 4096;
+const DATA: u8 = b'd';
+const META: u8 = b'm';
+
+fn chunk_key(kind: u8, epoch: u64) -> [u8; 9] {
+    let mut k = [kind; 9];
+    k[1..].copy_from_slice(&epoch.to_be_bytes());
+    k
+}
+
+/// One epoch's rows.
+#[derive(Clone)]
+pub struct Chunk {
+    epoch: u64,
+    rows: usize,
+    /// The oldest and newest event times among the rows (µs), with a retention
+    /// (`i64::MAX`/`i64::MIN` when none).
+    min: i64,
+    max: i64,
+    /// Rows kept in memory: with no storage attached, or rows stored by an older
+    /// version of eddy (under `legacy`, an 8-byte sequence number).
+    resident: Option<Arc<Vec<RecordBatch>>>,
+    legacy: Option<u64>,
+}
+
+/// A stream's rows as of one epoch: what a reader needs to decode them.
+#[derive(Clone)]
+pub struct StoredRows {
+    schema: SchemaRef,
+    store: Option<(Arc<dyn Storage>, u64)>,
+    chunks: imbl::Vector<Chunk>,
+    /// With a retention: rows whose event time (column) is below the cutoff are gone.
+    cutoff: Option<(usize, i64)>,
+}
+
+impl StoredRows {
+    pub fn num_rows(&self) -> usize {
+        self.chunks.iter().map(|c| c.rows).sum()
+    }
+
+    /// Decode every chunk. A chunk deleted since this snapshot was taken (its rows
+    /// expired under the retention, or the stream was dropped) is skipped.
+    pub fn read(&self) -> Result<Vec<RecordBatch>> {
+        let mut out = vec![];
+        for c in &self.chunks {
+            let batches = match (&c.resident, &self.store) {
+                (Some(b), _) => b.as_ref().clone(),
+                (None, Some((storage, state_id))) => {
+                    match storage.get(&keys::state_key(*state_id, &chunk_key(DATA, c.epoch)))? {
+                        Some(v) => decode_chunk(&v, &self.schema)?,
+                        None => continue,
+                    }
+                }
+                (None, None) => continue,
+            };
+            for b in batches {
+                let b = match self.cutoff {
+                    Some((col, cutoff)) if c.min < cutoff => {
+                        filter_record_batch(&b, &keep_from(&b, col, cutoff)?)?
+                    }
+                    _ => b,
+                };
+                if b.num_rows() > 0 {
+                    out.push(b);
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn decode_chunk(bytes: &[u8], schema: &SchemaRef) -> Result<Vec<RecordBatch>> {
+    StreamReader::try_new(Cursor::new(bytes), None)?
+        .map(|b| Ok(b?.with_schema(schema.clone())?))
+        .collect()
+}
 
 pub struct StreamOperator {
     name: String,
     schema: SchemaRef,
-    batches: imbl::Vector<RecordBatch>,
-    /// Rows appended since the last checkpoint.
-    unsaved: Vec<RecordBatch>,
-    next_seq: u64,
+    /// Rows appended in the epoch in progress; `persist_epoch` makes them a chunk.
+    pending: Vec<RecordBatch>,
+    chunks: imbl::Vector<Chunk>,
     rows: usize,
     /// `retention`: rows whose event time is this far below the watermark are
     /// forgotten (column index, microseconds).
     retention: Option<(usize, i64)>,
-    /// With a retention: the largest event time of each batch (same order as
-    /// `batches`), of the rows not yet saved, and of each saved chunk.
-    batch_max: std::collections::VecDeque<i64>,
-    unsaved_max: i64,
-    saved: std::collections::VecDeque<(u64, i64)>,
-    /// Saved chunks that expired, deleted at the next checkpoint.
-    expired: Vec<u64>,
+    cutoff: Option<i64>,
+    /// Chunks that expired, deleted with the next epoch's commit.
+    expired: Vec<Vec<u8>>,
+    store: Option<(Arc<dyn Storage>, u64)>,
 }
 
 /// Which rows of `batch` have an event time at or above `cutoff` (µs), or none.
@@ -49,13 +135,13 @@ fn keep_from(
         .collect())
 }
 
-/// The largest event time in `column` of `batch` (µs; `i64::MIN` when none).
-fn max_time(batch: &RecordBatch, column: usize) -> Result<i64> {
+/// The oldest and newest event times in `column` of `batch` (µs; `(i64::MAX,
+/// i64::MIN)` when none).
+fn time_range(batch: &RecordBatch, column: usize) -> Result<(i64, i64)> {
     Ok(super::watermark::micros(batch.column(column))?
         .into_iter()
         .flatten()
-        .max()
-        .unwrap_or(i64::MIN))
+        .fold((i64::MAX, i64::MIN), |(lo, hi), t| (lo.min(t), hi.max(t))))
 }
 
 impl StreamOperator {
@@ -63,15 +149,13 @@ impl StreamOperator {
         Self {
             name: name.to_string(),
             schema,
-            batches: imbl::Vector::new(),
-            unsaved: vec![],
-            next_seq: 0,
+            pending: vec![],
+            chunks: imbl::Vector::new(),
             rows: 0,
             retention: None,
-            batch_max: Default::default(),
-            unsaved_max: i64::MIN,
-            saved: Default::default(),
+            cutoff: None,
             expired: vec![],
+            store: None,
         }
     }
 
@@ -82,28 +166,58 @@ impl StreamOperator {
         self
     }
 
-    fn append(&mut self, batch: RecordBatch) -> Result<()> {
-        self.rows += batch.num_rows();
-        let max = match self.retention {
-            Some((c, _)) => max_time(&batch, c)?,
-            None => i64::MIN,
-        };
-        match self.batches.back() {
-            Some(last) if last.num_rows() + batch.num_rows() <= COALESCE_ROWS => {
-                let merged = concat_batches(&self.schema, [last, &batch])?;
-                self.batches.pop_back();
-                self.batches.push_back(merged);
-                if let Some(m) = self.batch_max.back_mut() {
-                    *m = (*m).max(max);
-                }
-            }
-            _ => {
-                self.batches.push_back(batch);
-                self.batch_max.push_back(max);
+    fn stored(&self) -> StoredRows {
+        StoredRows {
+            schema: self.schema.clone(),
+            store: self.store.clone(),
+            chunks: self.chunks.clone(),
+            cutoff: self.retention.zip(self.cutoff).map(|((c, _), t)| (c, t)),
+        }
+    }
+
+    fn chunk_of(&self, epoch: u64, batches: &[RecordBatch]) -> Result<Chunk> {
+        let (mut min, mut max) = (i64::MAX, i64::MIN);
+        if let Some((c, _)) = self.retention {
+            for b in batches {
+                let (lo, hi) = time_range(b, c)?;
+                (min, max) = (min.min(lo), max.max(hi));
             }
         }
-        Ok(())
+        Ok(Chunk {
+            epoch,
+            rows: batches.iter().map(|b| b.num_rows()).sum(),
+            min,
+            max,
+            resident: None,
+            legacy: None,
+        })
     }
+}
+
+/// A chunk's row count and time range, stored beside it (`m<epoch>`) so that a
+/// restart reads the index without the rows.
+fn encode_meta(c: &Chunk) -> Vec<u8> {
+    let mut v = Vec::with_capacity(24);
+    v.extend_from_slice(&(c.rows as u64).to_le_bytes());
+    v.extend_from_slice(&c.min.to_le_bytes());
+    v.extend_from_slice(&c.max.to_le_bytes());
+    v
+}
+
+fn decode_meta(epoch: u64, v: &[u8]) -> Result<Chunk> {
+    let field = |i: usize| -> Result<[u8; 8]> {
+        v.get(i * 8..i * 8 + 8)
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(|| Error::Storage("corrupt stream chunk index".into()))
+    };
+    Ok(Chunk {
+        epoch,
+        rows: u64::from_le_bytes(field(0)?) as usize,
+        min: i64::from_le_bytes(field(1)?),
+        max: i64::from_le_bytes(field(2)?),
+        resident: None,
+        legacy: None,
+    })
 }
 
 impl Operator for StreamOperator {
@@ -120,11 +234,29 @@ impl Operator for StreamOperator {
     }
 
     fn state_description(&self) -> Option<String> {
-        Some("append-only log of rows".into())
+        Some("append-only log of rows (on disk)".into())
     }
 
     fn output_schema(&self) -> SchemaRef {
         self.schema.clone()
+    }
+
+    fn attach_storage(&mut self, storage: &Arc<dyn Storage>, state_id: u64) {
+        self.store = Some((storage.clone(), state_id));
+    }
+
+    fn logs_own_input(&self) -> bool {
+        self.store.is_some()
+    }
+
+    fn logged_rows(&self, epoch: u64, state: &StateReader) -> Result<Vec<RecordBatch>> {
+        match state.get(&chunk_key(DATA, epoch))? {
+            Some(v) => decode_chunk(&v, &self.schema),
+            None => Err(Error::Storage(format!(
+                "the rows stream {} received in epoch {epoch} are missing from storage",
+                self.name
+            ))),
+        }
     }
 
     fn process(&mut self, _port: usize, batch: ChangeBatch, out: &mut Output) -> Result<()> {
@@ -154,12 +286,41 @@ impl Operator for StreamOperator {
         // The rows take this relation's column names (a view's input names its columns
         // as DataFusion does).
         let data = RecordBatch::try_new(self.schema.clone(), batch.data.columns().to_vec())?;
-        if let Some((c, _)) = self.retention {
-            self.unsaved_max = self.unsaved_max.max(max_time(&data, c)?);
-        }
-        self.unsaved.push(data.clone());
-        self.append(data.clone())?;
+        self.rows += data.num_rows();
+        self.pending.push(data.clone());
         out.push(ChangeBatch::new(data, batch.diffs));
+        Ok(())
+    }
+
+    fn persist_epoch(&mut self, epoch: u64, state: &mut StateWriter) -> Result<()> {
+        if self.store.is_some() {
+            for key in self.expired.drain(..) {
+                state.delete(&key);
+            }
+        }
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let batches = std::mem::take(&mut self.pending);
+        let mut chunk = self.chunk_of(epoch, &batches)?;
+        if self.store.is_none() {
+            chunk.resident = Some(Arc::new(batches));
+            self.chunks.push_back(chunk);
+            return Ok(());
+        }
+        // One IPC stream of the epoch's batches, into a buffer sized up front.
+        let size: usize = batches.iter().map(|b| b.get_array_memory_size()).sum();
+        let mut buf = Vec::with_capacity(size + 4096);
+        {
+            let mut w = StreamWriter::try_new(&mut buf, &self.schema)?;
+            for b in &batches {
+                w.write(b)?;
+            }
+            w.finish()?;
+        }
+        state.put_vec(&chunk_key(DATA, epoch), buf);
+        state.put_vec(&chunk_key(META, epoch), encode_meta(&chunk));
+        self.chunks.push_back(chunk);
         Ok(())
     }
 
@@ -172,108 +333,84 @@ impl Operator for StreamOperator {
             return Ok(());
         };
         let cutoff = watermark.saturating_sub(retention);
-        // Oldest batches first: a batch whose newest row is below the cutoff goes whole;
-        // one with some rows below it keeps the others, and the walk stops at the first
-        // batch with nothing to forget (rows arrive roughly in event-time order).
-        while let (Some(max), Some((c, _))) = (self.batch_max.front().copied(), self.retention) {
-            let Some(front) = self.batches.front().cloned() else {
-                break;
-            };
-            if max < cutoff {
-                self.batch_max.pop_front();
-                self.batches.pop_front();
-                self.rows -= front.num_rows();
-                continue;
+        self.cutoff = Some(cutoff);
+        // Oldest chunks first: a chunk whose newest row is below the cutoff goes whole
+        // (from memory now, from disk with the next commit); the rows below it in the
+        // others are hidden from readers. The walk stops at the first chunk that stays
+        // (rows arrive roughly in event-time order).
+        while let Some(front) = self.chunks.front().filter(|c| c.max < cutoff).cloned() {
+            self.chunks.pop_front();
+            self.rows -= front.rows;
+            match front.legacy {
+                Some(seq) => self.expired.push(seq.to_be_bytes().to_vec()),
+                None if front.resident.is_none() => {
+                    self.expired.push(chunk_key(DATA, front.epoch).to_vec());
+                    self.expired.push(chunk_key(META, front.epoch).to_vec());
+                }
+                None => {}
             }
-            let keep = keep_from(&front, c, cutoff)?;
-            if keep.true_count() == front.num_rows() {
-                break;
-            }
-            let kept = datafusion::arrow::compute::filter_record_batch(&front, &keep)?;
-            self.rows -= front.num_rows() - kept.num_rows();
-            self.batches.pop_front();
-            self.batches.push_front(kept);
-            break;
-        }
-        while let Some((seq, _)) = self.saved.front().filter(|(_, m)| *m < cutoff) {
-            self.expired.push(*seq);
-            self.saved.pop_front();
         }
         Ok(())
     }
 
-    fn checkpoint(&mut self, state: &mut StateWriter) -> Result<()> {
-        for seq in self.expired.drain(..) {
-            state.delete(&seq.to_be_bytes());
-        }
-        if self.unsaved.is_empty() {
-            return Ok(());
-        }
-        // One IPC stream of all the batches since the last checkpoint, written into a
-        // buffer sized up front (no copies on growth, no concatenation).
-        let size: usize = self.unsaved.iter().map(|b| b.get_array_memory_size()).sum();
-        let mut buf = Vec::with_capacity(size + 4096);
-        {
-            let mut w = StreamWriter::try_new(&mut buf, &self.schema)?;
-            for b in &self.unsaved {
-                w.write(b)?;
-            }
-            w.finish()?;
-        }
-        self.unsaved.clear();
-        if self.retention.is_some() {
-            self.saved.push_back((self.next_seq, self.unsaved_max));
-            self.unsaved_max = i64::MIN;
-        }
-        state.put_vec(&self.next_seq.to_be_bytes(), buf);
-        self.next_seq += 1;
+    fn checkpoint(&mut self, _state: &mut StateWriter) -> Result<()> {
+        // Every epoch's rows were written with that epoch (`persist_epoch`).
         Ok(())
     }
 
     fn restore(&mut self, state: &StateReader) -> Result<()> {
-        let mut loaded = vec![];
-        let mut last_seq = None;
+        let upto = state.checkpoint_epoch();
+        let mut legacy = vec![];
         state.for_each(&mut |k, v| {
-            let seq: [u8; 8] = k
-                .try_into()
-                .map_err(|_| Error::Storage("corrupt stream key".into()))?;
-            let seq = u64::from_be_bytes(seq);
-            last_seq = Some(seq);
-            let reader = StreamReader::try_new(Cursor::new(v), None)?;
-            let mut max = i64::MIN;
-            for b in reader {
-                let b = b?;
-                if let Some((c, _)) = self.retention {
-                    max = max.max(max_time(&b, c)?);
+            match (k.len(), k.first()) {
+                // Written by eddy before chunks were per epoch: an 8-byte sequence number
+                // and the rows.
+                (8, _) => {
+                    let seq = u64::from_be_bytes(
+                        k.try_into()
+                            .map_err(|_| Error::Storage("corrupt stream key".into()))?,
+                    );
+                    legacy.push((seq, decode_chunk(v, &self.schema)?));
                 }
-                loaded.push(b);
-            }
-            if self.retention.is_some() {
-                self.saved.push_back((seq, max));
+                (9, Some(&META)) => {
+                    let epoch = u64::from_be_bytes(
+                        k[1..]
+                            .try_into()
+                            .map_err(|_| Error::Storage("corrupt stream key".into()))?,
+                    );
+                    // Chunks after the checkpoint come back with the log replay.
+                    if epoch <= upto {
+                        self.chunks.push_back(decode_meta(epoch, v)?);
+                    }
+                }
+                _ => {}
             }
             Ok(())
         })?;
-        for b in loaded {
-            let b = b.with_schema(self.schema.clone())?;
-            self.append(b)?;
+        for (i, (seq, batches)) in legacy.into_iter().enumerate() {
+            let mut chunk = self.chunk_of(0, &batches)?;
+            chunk.resident = Some(Arc::new(batches));
+            chunk.legacy = Some(seq);
+            self.chunks.insert(i, chunk);
         }
-        self.next_seq = last_seq.map_or(0, |s| s + 1);
+        self.rows = self.chunks.iter().map(|c| c.rows).sum();
         Ok(())
     }
 
     fn contents(&self) -> Option<Result<Vec<ChangeBatch>>> {
-        Some(Ok(self
-            .batches
-            .iter()
-            .cloned()
-            .map(ChangeBatch::inserts)
-            .collect()))
+        Some(self.stored().read().map(|batches| {
+            batches
+                .into_iter()
+                .chain(self.pending.iter().cloned())
+                .map(ChangeBatch::inserts)
+                .collect()
+        }))
     }
 
     fn snapshot(&self) -> Option<RelationSnapshot> {
         Some(RelationSnapshot::new(
             self.schema.clone(),
-            SnapshotData::Batches(self.batches.clone()),
+            SnapshotData::Stored(self.stored()),
         ))
     }
 
@@ -286,59 +423,176 @@ impl Operator for StreamOperator {
 mod tests {
     use super::*;
     use crate::dataflow::testing::*;
+    use crate::storage::{MemoryStorage, WriteBatch};
+
+    fn stored_op(schema: &SchemaRef, storage: &Arc<dyn Storage>) -> StreamOperator {
+        let mut op = StreamOperator::new("s", schema.clone());
+        op.attach_storage(storage, 5);
+        op
+    }
+
+    /// End epoch `epoch`: its rows become a chunk, committed like the runtime does.
+    fn persist(op: &mut StreamOperator, storage: &Arc<dyn Storage>, epoch: u64) {
+        let mut wb = WriteBatch::new();
+        op.persist_epoch(epoch, &mut StateWriter::new(5, &mut wb))
+            .unwrap();
+        storage.commit(wb).unwrap();
+    }
+
+    fn snapshot_rows(op: &StreamOperator) -> Vec<String> {
+        let snap = op.snapshot().unwrap();
+        let batches: Vec<ChangeBatch> = snap
+            .batches()
+            .unwrap()
+            .iter()
+            .cloned()
+            .map(ChangeBatch::inserts)
+            .collect();
+        consolidate(&batches)
+    }
 
     #[test]
-    fn stream_appends_and_restores_from_its_log() {
+    fn each_epoch_is_a_chunk_on_disk_and_memory_keeps_none_of_it() {
         let schema = schema(&[("k", I64), ("v", STR)]);
-        let storage = crate::storage::MemoryStorage::new();
-        let mut op = StreamOperator::new("s", schema.clone());
+        let storage: Arc<dyn Storage> = Arc::new(MemoryStorage::new());
+        let mut op = stored_op(&schema, &storage);
+        assert!(op.logs_own_input());
         let mut out = vec![];
         op.process(0, changes(&schema, "1 a +1\n2 b +1"), &mut out)
             .unwrap();
-        checkpoint(&mut op, &storage, 5);
+        // Before the epoch ends its rows are pending: contents has them, disk not yet.
+        assert_eq!(contents(&op), vec!["1 a +1", "2 b +1"]);
+        persist(&mut op, &storage, 3);
+        assert!(op.pending.is_empty());
+        assert!(op.chunks.iter().all(|c| c.resident.is_none()));
         op.process(0, changes(&schema, "1 a +1"), &mut out).unwrap();
-        checkpoint(&mut op, &storage, 5);
+        persist(&mut op, &storage, 4);
+        // An epoch with no rows writes nothing.
+        persist(&mut op, &storage, 5);
+        assert_eq!(op.chunks.len(), 2);
         assert_eq!(contents(&op), vec!["1 a +2", "2 b +1"]);
-        let mut restored = StreamOperator::new("s", schema.clone());
-        restored.restore(&StateReader::new(5, &storage)).unwrap();
-        assert_eq!(contents(&restored), vec!["1 a +2", "2 b +1"]);
-        // New appends after a restore do not overwrite old log entries.
-        restored
-            .process(0, changes(&schema, "3 c +1"), &mut out)
+        assert_eq!(snapshot_rows(&op), vec!["1 a +2", "2 b +1"]);
+        assert_eq!(op.state_entries(), 3);
+        // The replay reads an epoch's rows back from its chunk.
+        let reader = StateReader::new(5, storage.as_ref());
+        let logged = op.logged_rows(4, &reader).unwrap();
+        assert_eq!(logged.iter().map(|b| b.num_rows()).sum::<usize>(), 1);
+        assert!(op.logged_rows(9, &reader).is_err());
+    }
+
+    #[test]
+    fn restore_loads_the_chunks_up_to_the_checkpoint_and_the_replay_adds_the_rest() {
+        let schema = schema(&[("k", I64), ("v", STR)]);
+        let storage: Arc<dyn Storage> = Arc::new(MemoryStorage::new());
+        let mut op = stored_op(&schema, &storage);
+        let mut out = vec![];
+        op.process(0, changes(&schema, "1 a +1"), &mut out).unwrap();
+        persist(&mut op, &storage, 1);
+        op.process(0, changes(&schema, "2 b +1"), &mut out).unwrap();
+        persist(&mut op, &storage, 2);
+        // A crash after epoch 2 with the checkpoint at epoch 1.
+        let mut back = stored_op(&schema, &storage);
+        back.restore(&StateReader::new(5, storage.as_ref()).at_checkpoint(1))
             .unwrap();
-        checkpoint(&mut restored, &storage, 5);
-        let mut again = StreamOperator::new("s", schema.clone());
-        again.restore(&StateReader::new(5, &storage)).unwrap();
-        assert_eq!(contents(&again), vec!["1 a +2", "2 b +1", "3 c +1"]);
+        assert_eq!(contents(&back), vec!["1 a +1"]);
+        // Replaying epoch 2 from its chunk ends where the first run did, and rewriting
+        // the chunk is harmless.
+        let reader = StateReader::new(5, storage.as_ref());
+        for b in back.logged_rows(2, &reader).unwrap() {
+            back.process(0, ChangeBatch::inserts(b), &mut out).unwrap();
+        }
+        persist(&mut back, &storage, 2);
+        assert_eq!(contents(&back), vec!["1 a +1", "2 b +1"]);
+        // New epochs go on from there; everything is there after another restart.
+        back.process(0, changes(&schema, "3 c +1"), &mut out)
+            .unwrap();
+        persist(&mut back, &storage, 3);
+        let mut again = stored_op(&schema, &storage);
+        again
+            .restore(&StateReader::new(5, storage.as_ref()))
+            .unwrap();
+        assert_eq!(contents(&again), vec!["1 a +1", "2 b +1", "3 c +1"]);
+        assert_eq!(again.state_entries(), 3);
+    }
+
+    #[test]
+    fn without_storage_the_chunks_stay_in_memory() {
+        let schema = schema(&[("k", I64)]);
+        let mut op = StreamOperator::new("s", schema.clone());
+        assert!(!op.logs_own_input());
+        let mut out = vec![];
+        op.process(0, changes(&schema, "1 +1"), &mut out).unwrap();
+        let mut wb = WriteBatch::new();
+        op.persist_epoch(1, &mut StateWriter::new(5, &mut wb))
+            .unwrap();
+        assert!(wb.is_empty());
+        assert_eq!(snapshot_rows(&op), vec!["1 +1"]);
+    }
+
+    #[test]
+    fn rows_stored_by_older_versions_are_read() {
+        let schema = schema(&[("k", I64)]);
+        let storage: Arc<dyn Storage> = Arc::new(MemoryStorage::new());
+        // Before per-epoch chunks: one IPC value per checkpoint under a sequence number.
+        let batch = changes(&schema, "7 +1").data;
+        let mut buf = vec![];
+        {
+            let mut w = StreamWriter::try_new(&mut buf, &schema).unwrap();
+            w.write(&batch).unwrap();
+            w.finish().unwrap();
+        }
+        let mut wb = WriteBatch::new();
+        StateWriter::new(5, &mut wb).put(&0u64.to_be_bytes(), &buf);
+        storage.commit(wb).unwrap();
+        let mut op = stored_op(&schema, &storage);
+        op.restore(&StateReader::new(5, storage.as_ref()).at_checkpoint(9))
+            .unwrap();
+        let mut out = vec![];
+        op.process(0, changes(&schema, "8 +1"), &mut out).unwrap();
+        persist(&mut op, &storage, 10);
+        assert_eq!(contents(&op), vec!["7 +1", "8 +1"]);
     }
 
     #[test]
     fn retention_forgets_rows_below_the_watermark_in_memory_and_on_disk() {
         let schema = schema(&[("k", I64), ("ts", TS)]);
-        let storage = crate::storage::MemoryStorage::new();
-        let mut op = StreamOperator::new("s", schema.clone()).with_retention(1, 10_000_000);
+        let storage: Arc<dyn Storage> = Arc::new(MemoryStorage::new());
+        let mut op = stored_op(&schema, &storage).with_retention(1, 10_000_000);
         assert!(op.wants_watermark());
         let mut out = vec![];
         op.process(0, changes(&schema, "1 5 +1\n2 8 +1"), &mut out)
             .unwrap();
-        checkpoint(&mut op, &storage, 5);
-        // Enough rows for a batch of its own (small batches are merged).
-        let many: String = (0..COALESCE_ROWS).map(|i| format!("{i} 50 +1\n")).collect();
-        op.process(0, changes(&schema, &many), &mut out).unwrap();
-        checkpoint(&mut op, &storage, 5);
-        assert_eq!(op.state_entries(), COALESCE_ROWS + 2);
-        // Watermark 18 s, retention 10 s: rows before 8 s go (5 s), 8 s stays.
+        persist(&mut op, &storage, 1);
+        op.process(0, changes(&schema, "3 50 +1\n4 60 +1"), &mut out)
+            .unwrap();
+        persist(&mut op, &storage, 2);
+        assert_eq!(op.state_entries(), 4);
+        // Watermark 18 s, retention 10 s: rows before 8 s are hidden (5 s); the chunk
+        // stays while it holds a row that is not.
         op.on_watermark(18_000_000, &mut out).unwrap();
-        assert_eq!(op.state_entries(), COALESCE_ROWS + 1);
+        assert_eq!(op.chunks.len(), 2);
+        assert_eq!(
+            snapshot_rows(&op),
+            vec![
+                format!("2 {} +1", ts(8)),
+                format!("3 {} +1", ts(50)),
+                format!("4 {} +1", ts(60))
+            ]
+        );
+        // Watermark 19 s: the first chunk goes, from disk with the next commit.
         op.on_watermark(19_000_000, &mut out).unwrap();
-        assert_eq!(op.state_entries(), COALESCE_ROWS);
+        assert_eq!(op.state_entries(), 2);
         assert!(out.iter().all(|b| b.diffs.values().iter().all(|d| *d > 0)));
-        checkpoint(&mut op, &storage, 5);
-        let mut back = StreamOperator::new("s", schema.clone()).with_retention(1, 10_000_000);
-        back.restore(&StateReader::new(5, &storage)).unwrap();
-        assert_eq!(back.state_entries(), COALESCE_ROWS);
-        back.on_watermark(61_000_000, &mut out).unwrap();
+        persist(&mut op, &storage, 3);
+        let reader = StateReader::new(5, storage.as_ref());
+        assert!(op.logged_rows(1, &reader).is_err());
+        let mut back = stored_op(&schema, &storage).with_retention(1, 10_000_000);
+        back.restore(&StateReader::new(5, storage.as_ref()))
+            .unwrap();
+        assert_eq!(back.state_entries(), 2);
+        back.on_watermark(71_000_000, &mut out).unwrap();
         assert_eq!(back.state_entries(), 0);
+        assert!(snapshot_rows(&back).is_empty());
     }
 
     #[test]
