@@ -77,13 +77,19 @@ impl RelationSnapshot {
 
     /// The contents as Arrow batches (decoded once, then shared).
     pub fn batches(&self) -> Result<Arc<Vec<RecordBatch>>> {
-        if let Some(why) = &self.failure {
-            return Err(Error::internal(format!(
+        self.ensure_fresh()?;
+        self.decoded.get_or_init(|| self.decode()).clone()
+    }
+
+    /// An error when the relation is stale (an operator of it, or upstream, failed).
+    pub fn ensure_fresh(&self) -> Result<()> {
+        match &self.failure {
+            Some(why) => Err(Error::internal(format!(
                 "this relation stopped updating after an operator failed ({why}); \
                  its contents are stale — drop and re-create it (EXPLAIN shows the operator)"
-            )));
+            ))),
+            None => Ok(()),
         }
-        self.decoded.get_or_init(|| self.decode()).clone()
     }
 
     fn decode(&self) -> Result<Arc<Vec<RecordBatch>>> {

@@ -70,31 +70,55 @@ impl StoredRows {
         self.chunks.iter().map(|c| c.rows).sum()
     }
 
-    /// Decode every chunk. A chunk deleted since this snapshot was taken (its rows
-    /// expired under the retention, or the stream was dropped) is skipped.
+    /// Decode every chunk (see [`StoredRows::into_batches`]).
     pub fn read(&self) -> Result<Vec<RecordBatch>> {
-        let mut out = vec![];
-        for c in &self.chunks {
-            let batches = match (&c.resident, &self.store) {
-                (Some(b), _) => b.as_ref().clone(),
-                (None, Some((storage, state_id))) => {
-                    match storage.get(&keys::state_key(*state_id, &chunk_key(DATA, c.epoch)))? {
-                        Some(v) => decode_chunk(&v, &self.schema)?,
-                        None => continue,
-                    }
+        self.clone().into_batches().collect()
+    }
+
+    /// The rows, one chunk read and decoded at a time as the iterator advances (a scan
+    /// of a long stream holds one chunk in memory, not the stream). A chunk deleted
+    /// since this snapshot was taken (its rows expired under the retention, or the
+    /// stream was dropped) is skipped.
+    pub fn into_batches(self) -> impl Iterator<Item = Result<RecordBatch>> + Send + 'static {
+        let mut next = 0;
+        let mut ready: std::vec::IntoIter<RecordBatch> = vec![].into_iter();
+        std::iter::from_fn(move || loop {
+            if let Some(b) = ready.next() {
+                return Some(Ok(b));
+            }
+            let c = self.chunks.get(next)?.clone();
+            next += 1;
+            match self.chunk(&c) {
+                Ok(batches) => ready = batches.into_iter(),
+                Err(e) => {
+                    next = self.chunks.len();
+                    return Some(Err(e));
                 }
-                (None, None) => continue,
+            }
+        })
+    }
+
+    fn chunk(&self, c: &Chunk) -> Result<Vec<RecordBatch>> {
+        let batches = match (&c.resident, &self.store) {
+            (Some(b), _) => b.as_ref().clone(),
+            (None, Some((storage, state_id))) => {
+                match storage.get(&keys::state_key(*state_id, &chunk_key(DATA, c.epoch)))? {
+                    Some(v) => decode_chunk(&v, &self.schema)?,
+                    None => vec![],
+                }
+            }
+            (None, None) => vec![],
+        };
+        let mut out = Vec::with_capacity(batches.len());
+        for b in batches {
+            let b = match self.cutoff {
+                Some((col, cutoff)) if c.min < cutoff => {
+                    filter_record_batch(&b, &keep_from(&b, col, cutoff)?)?
+                }
+                _ => b,
             };
-            for b in batches {
-                let b = match self.cutoff {
-                    Some((col, cutoff)) if c.min < cutoff => {
-                        filter_record_batch(&b, &keep_from(&b, col, cutoff)?)?
-                    }
-                    _ => b,
-                };
-                if b.num_rows() > 0 {
-                    out.push(b);
-                }
+            if b.num_rows() > 0 {
+                out.push(b);
             }
         }
         Ok(out)

@@ -19,18 +19,22 @@ use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::datasource::provider_as_source;
 use datafusion::execution::context::SessionState;
 use datafusion::execution::session_state::SessionStateBuilder;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::planner::ExprPlanner;
 use datafusion::logical_expr::{
     AggregateUDF, Expr, LogicalPlan, ScalarUDF, TableProviderFilterPushDown, TableSource,
     TableType, WindowUDF,
 };
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::streaming::{PartitionStream, StreamingTableExec};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::SessionConfig;
 use datafusion::sql::planner::{ContextProvider, ParserOptions, SqlToRel};
 use datafusion::sql::sqlparser::ast;
 
 use crate::catalog::{Catalog, CatalogEntry, ObjectKind};
-use crate::dataflow::snapshot::{DatabaseSnapshot, RelationSnapshot};
+use crate::dataflow::snapshot::{DatabaseSnapshot, RelationSnapshot, SnapshotData};
+use crate::dataflow::stream::StoredRows;
 use crate::error::{Error, Result};
 
 /// The DataFusion session every plan starts from: eddy's configuration and DataFusion's
@@ -693,6 +697,24 @@ impl TableProvider for RelationTable {
             return Ok(exec);
         }
 
+        if let SnapshotData::Stored(rows) = snapshot.data() {
+            // A stream's rows are on disk: scan them a chunk at a time.
+            snapshot
+                .ensure_fresh()
+                .map_err(|e| DataFusionError::External(Box::new(e)))?;
+            let part = Arc::new(StoredScan {
+                schema: self.schema.clone(),
+                rows: rows.clone(),
+            });
+            return Ok(Arc::new(StreamingTableExec::try_new(
+                self.schema.clone(),
+                vec![part],
+                projection,
+                vec![],
+                false,
+                None,
+            )?));
+        }
         let batches = snapshot
             .batches()
             .map_err(|e| DataFusionError::External(Box::new(e)))?;
@@ -702,5 +724,38 @@ impl TableProvider for RelationTable {
             projection.cloned(),
         )?;
         Ok(exec)
+    }
+}
+
+/// A scan of a stream's stored rows, decoded chunk by chunk as DataFusion pulls them.
+struct StoredScan {
+    schema: SchemaRef,
+    rows: StoredRows,
+}
+
+impl std::fmt::Debug for StoredScan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "StoredScan({} rows)", self.rows.num_rows())
+    }
+}
+
+impl PartitionStream for StoredScan {
+    fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
+        let schema = self.schema.clone();
+        let batches = self.rows.clone().into_batches().map(move |b| {
+            let b = b.map_err(|e| DataFusionError::External(Box::new(e)))?;
+            Ok(datafusion::arrow::array::RecordBatch::try_new(
+                schema.clone(),
+                b.columns().to_vec(),
+            )?)
+        });
+        Box::pin(RecordBatchStreamAdapter::new(
+            self.schema.clone(),
+            futures::stream::iter(batches),
+        ))
     }
 }
