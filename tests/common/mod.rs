@@ -31,7 +31,9 @@ impl Eddy {
 
     /// Start eddy on `data_dir` (existing data is recovered) with extra arguments.
     pub fn start_in(data_dir: &Path, extra: &[&str]) -> Eddy {
-        let bin = env!("CARGO_BIN_EXE_eddy");
+        // Benchmarks compare two builds with EDDY_BENCH_BIN=/path/to/other/eddy.
+        let bin = std::env::var("EDDY_BENCH_BIN")
+            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_eddy").to_string());
         let mut child = Command::new(bin)
             .arg("--listen")
             .arg("127.0.0.1:0")
