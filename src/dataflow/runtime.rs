@@ -485,6 +485,9 @@ pub struct Runtime {
     /// No interval checkpoint before the log is replayed: it would empty the log the
     /// restored state still needs.
     log_replayed: bool,
+    /// Relations whose logged rows could not be read back (node, why), marked stale by
+    /// the epoch being replayed.
+    failed_in_replay: Vec<(u64, String)>,
 }
 
 const EPOCH_KEY: &str = "epoch";
@@ -616,6 +619,7 @@ impl Runtime {
             stale: HashMap::new(),
             restored_checkpoint,
             log_replayed: false,
+            failed_in_replay: vec![],
         };
         std::thread::Builder::new()
             .name("eddy-dataflow".into())
@@ -977,19 +981,29 @@ impl Runtime {
             let mut writes = entry.writes;
             // A stream's rows of this epoch are its own chunk of this epoch.
             for object_id in entry.in_state {
-                let node = self
+                let (node_id, node) = self
                     .objects
                     .get(&object_id)
                     .and_then(|n| n.last())
-                    .and_then(|id| self.nodes.get(id))
+                    .and_then(|id| Some((*id, self.nodes.get(id)?)))
                     .ok_or_else(|| {
                         Error::Storage(format!(
                             "the input log names relation {object_id}, which does not exist"
                         ))
                     })?;
                 let state = StateReader::new(node.state_id, self.storage.as_ref());
-                for b in node.op.logged_rows(epoch, &state)? {
-                    writes.push((object_id, ChangeBatch::inserts(b)));
+                match node.op.logged_rows(epoch, &state) {
+                    Ok(batches) => writes.extend(
+                        batches
+                            .into_iter()
+                            .map(|b| (object_id, ChangeBatch::inserts(b))),
+                    ),
+                    // Rows that cannot be read back make the relation (and the views
+                    // over it) stale, and say so when read; eddy still starts.
+                    Err(e) => {
+                        error!(object = object_id, "cannot replay epoch {epoch}: {e}");
+                        self.failed_in_replay.push((node_id, e.to_string()));
+                    }
                 }
             }
             let cmds = writes
@@ -1459,10 +1473,16 @@ impl Runtime {
         }
         // A node that failed in this epoch: its relation and every one downstream are
         // stale from now on, and say so when read.
-        let failed: Vec<(u64, String)> = processed
+        let mut failed: Vec<(u64, String)> = processed
             .iter()
             .filter_map(|id| Some((*id, self.nodes.get(id)?.failed.clone()?)))
             .collect();
+        for (id, why) in std::mem::take(&mut self.failed_in_replay) {
+            if let Some(node) = self.nodes.get_mut(&id) {
+                node.failed = Some(why.clone());
+            }
+            failed.push((id, why));
+        }
         for (start, why) in failed {
             let mut stack = vec![start];
             let mut seen = BTreeSet::new();
@@ -1940,5 +1960,63 @@ mod tests {
         rt.write(1, changes(&s, "2 +1")).await.unwrap();
         let snap = rt.snapshots().current();
         assert!(snap.get(3).unwrap().batches().is_err());
+    }
+
+    #[tokio::test]
+    async fn a_stream_chunk_missing_at_replay_makes_the_stream_and_its_views_stale() {
+        let storage: Arc<dyn Storage> = Arc::new(crate::storage::MemoryStorage::new());
+        let config = || RuntimeConfig {
+            checkpoint_interval: None,
+            ..RuntimeConfig::default()
+        };
+        let s = schema(&[("v", I64)]);
+        let install = |rt: DataflowHandle, restore: bool| {
+            let s = s.clone();
+            async move {
+                rt.install(
+                    Subgraph::single(1, Box::new(StreamOperator::new("src", s.clone()))),
+                    restore,
+                    WriteBatch::new(),
+                )
+                .await
+                .unwrap();
+                let view = Subgraph {
+                    object_id: 2,
+                    nodes: vec![NodeSpec {
+                        op: Box::new(StreamOperator::new("v", s.clone())),
+                        inputs: vec![NodeInput::Relation(1)],
+                    }],
+                    append_only: true,
+                    transient: false,
+                    watermark: None,
+                };
+                rt.install(view, restore, WriteBatch::new()).await.unwrap();
+                rt
+            }
+        };
+        let (rt, _) = Runtime::start(storage.clone(), config()).unwrap();
+        let rt = install(rt, false).await;
+        // After the DDL checkpoint: the rows are only in the stream's chunk, which the
+        // log entry names.
+        rt.write(1, changes(&s, "1 +1")).await.unwrap();
+        // A crash: no shutdown checkpoint (that would empty the log).
+        std::mem::forget(rt);
+        let stream_state = keys::state_prefix(keys::state_id(1, 0));
+        let mut wb = WriteBatch::new();
+        for (k, _) in storage.scan_prefix(&stream_state).unwrap() {
+            if k[stream_state.len()] == b'd' {
+                wb.delete(k);
+            }
+        }
+        assert!(!wb.is_empty());
+        storage.commit(wb).unwrap();
+        let (rt, _) = Runtime::start(storage.clone(), config()).unwrap();
+        let rt = install(rt, true).await;
+        assert_eq!(rt.replay_log().await.unwrap(), 1);
+        let snap = rt.snapshots().current();
+        for id in [1, 2] {
+            let e = snap.get(id).unwrap().batches().unwrap_err();
+            assert!(e.to_string().contains("missing from storage"), "{e}");
+        }
     }
 }
