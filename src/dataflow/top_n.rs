@@ -176,65 +176,56 @@ impl TopNOperator {
         Ok(codec.encode_rows(&cols, batch.num_rows()))
     }
 
-    fn end_epoch_inner(&mut self, out: &mut Output) -> Result<()> {
-        if let Some(out_schema) = self.out_schema.clone() {
-            let mut net: HashMap<(Bytes, u64), i64> = HashMap::new();
-            for (part, before) in std::mem::take(&mut self.touched) {
-                for r in Self::numbered(&before) {
-                    *net.entry(r).or_default() -= 1;
-                }
-                for r in Self::numbered(&self.top(self.partitions.get(&part))) {
-                    *net.entry(r).or_default() += 1;
-                }
-            }
-            let mut rows: Vec<((Bytes, u64), i64)> =
-                net.into_iter().filter(|(_, d)| *d != 0).collect();
-            if rows.is_empty() {
-                return Ok(());
-            }
-            rows.sort_by_key(|(_, d)| *d);
-            let bytes: Vec<&[u8]> = rows.iter().map(|((r, _), _)| r.as_ref()).collect();
-            let mut cols = self.row_codec.decode(&bytes)?;
-            cols.push(Arc::new(
-                datafusion::arrow::array::UInt64Array::from_iter_values(
-                    rows.iter().map(|((_, n), _)| *n),
-                ),
-            ));
-            let data = RecordBatch::try_new_with_options(
-                out_schema,
-                cols,
-                &RecordBatchOptions::new().with_row_count(Some(rows.len())),
-            )?;
-            out.push(ChangeBatch::new(
-                data,
-                Int64Array::from(rows.iter().map(|(_, d)| *d).collect::<Vec<_>>()),
-            ));
-            return Ok(());
+    /// A partition's top rows as output keys: `(row, None)` with its count, or, when
+    /// the operator numbers its rows, `(row, Some(n))` once per copy.
+    fn output_rows(&self, list: &[(Bytes, i64)]) -> Vec<((Bytes, Option<u64>), i64)> {
+        if self.out_schema.is_some() {
+            Self::numbered(list)
+                .into_iter()
+                .map(|(r, n)| ((r, Some(n)), 1))
+                .collect()
+        } else {
+            list.iter().map(|(r, c)| ((r.clone(), None), *c)).collect()
         }
-        let mut net: HashMap<Bytes, i64> = HashMap::new();
+    }
+
+    fn end_epoch_inner(&mut self, out: &mut Output) -> Result<()> {
+        let mut net: HashMap<(Bytes, Option<u64>), i64> = HashMap::new();
         for (part, before) in std::mem::take(&mut self.touched) {
-            for (r, c) in before {
+            for (r, c) in self.output_rows(&before) {
                 *net.entry(r).or_default() -= c;
             }
-            for (r, c) in self.top(self.partitions.get(&part)) {
+            for (r, c) in self.output_rows(&self.top(self.partitions.get(&part))) {
                 *net.entry(r).or_default() += c;
             }
         }
-        let mut rows: Vec<(Bytes, i64)> = net.into_iter().filter(|(_, d)| *d != 0).collect();
+        let mut rows: Vec<((Bytes, Option<u64>), i64)> =
+            net.into_iter().filter(|(_, d)| *d != 0).collect();
         if rows.is_empty() {
             return Ok(());
         }
         rows.sort_by_key(|(_, d)| *d);
-        let bytes: Vec<&[u8]> = rows.iter().map(|(r, _)| r.as_ref()).collect();
-        let cols = self.row_codec.decode(&bytes)?;
+        let bytes: Vec<&[u8]> = rows.iter().map(|((r, _), _)| r.as_ref()).collect();
+        let mut cols = self.row_codec.decode(&bytes)?;
+        let schema = match &self.out_schema {
+            Some(out_schema) => {
+                cols.push(Arc::new(
+                    datafusion::arrow::array::UInt64Array::from_iter_values(
+                        rows.iter().map(|((_, n), _)| n.unwrap_or_default()),
+                    ),
+                ));
+                out_schema.clone()
+            }
+            None => self.schema.clone(),
+        };
         let data = RecordBatch::try_new_with_options(
-            self.schema.clone(),
+            schema,
             cols,
             &RecordBatchOptions::new().with_row_count(Some(rows.len())),
         )?;
         out.push(ChangeBatch::new(
             data,
-            Int64Array::from(rows.iter().map(|(_, d)| *d).collect::<Vec<_>>()),
+            Int64Array::from_iter_values(rows.iter().map(|(_, d)| *d)),
         ));
         Ok(())
     }
