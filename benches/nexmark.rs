@@ -16,10 +16,19 @@
 //! rdkafka, JSON decoding, the engine). The run then also measures the ceiling: one
 //! thread that only consumes and JSON-decodes the same records with rdkafka.
 //!
+//! With `EDDY_NEXMARK_RATE=R` the run is open loop instead: the generators make R events
+//! per second in all (in the same mix), stamping each event with the wall clock when it
+//! is made (`use_real_time = true`), and a client subscribed to the view
+//! (`COPY (SUBSCRIBE q WITH (SNAPSHOT = false)) TO STDOUT`) times every inserted row by
+//! its event-time column (`date_time`, `bid_date_time`, ...): freshness = arrival at the
+//! subscriber - the event's time, reported as p50/p99/max after a 1-second warm-up.
+//! Views without such a column (aggregates, windows) report CPU and memory only.
+//!
 //! Run: `cargo bench --bench nexmark` (env `EDDY_NEXMARK_EVENTS=1000000`,
 //! `EDDY_NEXMARK_RUNS=1` (runs per query; the median by CPU time is reported),
 //! `EDDY_NEXMARK_QUERIES=q0,q1,...` (default: every `qN.sql` but the quadratic q6),
-//! `EDDY_NEXMARK_SOURCE=nexmark|kafka`, `EDDY_NEXMARK_CSV=path` to also write the
+//! `EDDY_NEXMARK_SOURCE=nexmark|kafka`, `EDDY_NEXMARK_RATE=events/s` (open loop, with
+//! freshness), `EDDY_NEXMARK_CSV=path` to also write the
 //! results as CSV for `benchmarks/nexmark/plot.py`).
 
 #[path = "../tests/common/mod.rs"]
@@ -67,23 +76,29 @@ fn split(events: u64) -> (u64, u64, u64) {
     (bids, auctions, events - bids - auctions)
 }
 
-/// `schema.sql` with the row counts filled in.
-fn schema(events: u64) -> String {
+/// `schema.sql` with the row counts filled in; with a `rate` (events per second in all),
+/// the generators run open loop at that rate and stamp events with the wall clock.
+fn schema(events: u64, rate: Option<u64>) -> String {
     let (bids, auctions, persons) = split(events);
+    let (bid_rate, auction_rate, person_rate) = split(rate.unwrap_or(0));
     std::fs::read_to_string(queries_dir().join("schema.sql"))
         .expect("benchmarks/nexmark/schema.sql")
         .replace("{{bid_events}}", &bids.to_string())
         .replace("{{auction_events}}", &auctions.to_string())
         .replace("{{person_events}}", &persons.to_string())
-        .replace("{{bid_rate}}", "0")
-        .replace("{{auction_rate}}", "0")
-        .replace("{{person_rate}}", "0")
+        .replace("{{bid_rate}}", &bid_rate.to_string())
+        .replace("{{auction_rate}}", &auction_rate.to_string())
+        .replace("{{person_rate}}", &person_rate.to_string())
+        .replace(
+            "{{real_time}}",
+            if rate.is_some() { "true" } else { "false" },
+        )
 }
 
 /// The schema reading Kafka topics `nx_bid`, `nx_auction`, `nx_person` instead of the
 /// generator: each `WITH (connector = 'nexmark', ...)` becomes `WITH (kafka_topic = ...)`.
 fn kafka_schema(events: u64) -> String {
-    let mut s = schema(events);
+    let mut s = schema(events, None);
     let marker = "WITH (connector = 'nexmark'";
     while let Some(i) = s.find(marker) {
         let j = i + s[i..].find(')').expect("WITH (...)");
@@ -233,6 +248,127 @@ struct Run {
     peak_rss: u64,
     disk: u64,
     rows: i64,
+    /// Open-loop runs (`EDDY_NEXMARK_RATE`) of views with an event-time column.
+    fresh: Option<Freshness>,
+}
+
+/// Freshness of one open-loop run: from an event's time (the wall clock when the
+/// generator made it, `use_real_time`) to the view's row arriving at a subscriber.
+struct Freshness {
+    p50_ms: f64,
+    p99_ms: f64,
+    max_ms: f64,
+    /// Rows timed (inserted rows after the first second).
+    rows: usize,
+}
+
+fn now_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
+}
+
+/// A subscriber to `view` that times each inserted row by the view's first event-time
+/// column (`date_time`, `bid_date_time`, ...). `None` when the view has none (its rows
+/// are aggregates or windows, whose times are not one event's).
+struct Timer {
+    latencies: std::sync::Arc<parking_lot::Mutex<Vec<i64>>>,
+    last_arrival: std::sync::Arc<std::sync::atomic::AtomicI64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Timer {
+    async fn start(eddy: &common::Eddy, view: &str) -> Option<Timer> {
+        use futures::StreamExt;
+        use std::sync::atomic::Ordering;
+        let c = eddy.connect().await;
+        let stmt = c.prepare(&format!("SELECT * FROM {view}")).await.ok()?;
+        let column = stmt.columns().iter().position(|col| {
+            *col.type_() == tokio_postgres::types::Type::TIMESTAMP
+                && col.name().ends_with("date_time")
+        })?;
+        let copy = c
+            .copy_out(&format!(
+                "COPY (SUBSCRIBE {view} WITH (SNAPSHOT = false)) TO STDOUT"
+            ))
+            .await
+            .expect("subscribe");
+        // The first second is warm-up.
+        let from_us = now_us() + 1_000_000;
+        let latencies = std::sync::Arc::new(parking_lot::Mutex::new(Vec::new()));
+        let last_arrival = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(now_us()));
+        let (lat, last) = (latencies.clone(), last_arrival.clone());
+        let task = tokio::spawn(async move {
+            let _client = c;
+            let mut copy = Box::pin(copy);
+            let mut partial = Vec::new();
+            while let Some(Ok(chunk)) = copy.next().await {
+                let arrived = now_us();
+                last.store(arrived, Ordering::Relaxed);
+                partial.extend_from_slice(&chunk);
+                let mut start = 0;
+                let mut batch = vec![];
+                while let Some(nl) = partial[start..].iter().position(|b| *b == b'\n') {
+                    let line = &partial[start..start + nl];
+                    start += nl + 1;
+                    // COPY text: epoch, diff, then the view's columns.
+                    let mut fields = line.split(|b| *b == b'\t');
+                    let diff = fields.nth(1);
+                    let time = fields.nth(column);
+                    if diff != Some(b"1".as_slice()) {
+                        continue;
+                    }
+                    let Some(t) = time
+                        .and_then(|t| std::str::from_utf8(t).ok())
+                        .and_then(|t| {
+                            t.replacen(' ', "T", 1)
+                                .parse::<chrono::NaiveDateTime>()
+                                .ok()
+                        })
+                    else {
+                        continue;
+                    };
+                    let event_us = t.and_utc().timestamp_micros();
+                    if event_us >= from_us {
+                        batch.push(arrived - event_us);
+                    }
+                }
+                partial.drain(..start);
+                lat.lock().extend(batch);
+            }
+        });
+        Some(Timer {
+            latencies,
+            last_arrival,
+            task,
+        })
+    }
+
+    /// Wait until rows stop arriving (the subscriber has caught up), then summarize.
+    async fn finish(self) -> Freshness {
+        use std::sync::atomic::Ordering;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while now_us() - self.last_arrival.load(Ordering::Relaxed) < 500_000
+            && Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.task.abort();
+        let mut l = std::mem::take(&mut *self.latencies.lock());
+        l.sort_unstable();
+        let pct = |p: f64| {
+            if l.is_empty() {
+                return f64::NAN;
+            }
+            l[((l.len() - 1) as f64 * p).round() as usize] as f64 / 1000.0
+        };
+        Freshness {
+            p50_ms: pct(0.5),
+            p99_ms: pct(0.99),
+            max_ms: pct(1.0),
+            rows: l.len(),
+        }
+    }
 }
 
 impl Run {
@@ -259,7 +395,7 @@ async fn count(c: &tokio_postgres::Client, sql: &str) -> i64 {
     }
 }
 
-async fn run(query: &str, events: u64, broker: Option<&str>) -> Run {
+async fn run(query: &str, events: u64, broker: Option<&str>, rate: Option<u64>) -> Run {
     let sql = without_comments(
         &std::fs::read_to_string(queries_dir().join(format!("{query}.sql")))
             .unwrap_or_else(|e| panic!("{query}.sql: {e}")),
@@ -272,7 +408,7 @@ async fn run(query: &str, events: u64, broker: Option<&str>) -> Run {
     };
     let schema = match broker {
         Some(_) => kafka_schema(events),
-        None => schema(events),
+        None => schema(events, rate),
     };
     let pid = eddy.pid();
     let c = eddy.connect().await;
@@ -281,6 +417,10 @@ async fn run(query: &str, events: u64, broker: Option<&str>) -> Run {
     c.batch_execute(&format!("{schema}\n{sql}"))
         .await
         .unwrap_or_else(|e| panic!("{query}: {e}"));
+    let timer = match rate {
+        Some(_) => Timer::start(&eddy, query).await,
+        None => None,
+    };
     let (bids, auctions, persons) = split(events);
     let want = bids + auctions + persons;
     loop {
@@ -304,6 +444,10 @@ async fn run(query: &str, events: u64, broker: Option<&str>) -> Run {
     }
     c.batch_execute("FLUSH").await.expect("FLUSH");
     let secs = t.elapsed().as_secs_f64();
+    let fresh = match timer {
+        Some(timer) => Some(timer.finish().await),
+        None => None,
+    };
     let cpu = common::cpu_seconds(pid) - cpu0;
     let peak = common::peak_rss(pid);
     let rows = count(&c, &format!("SELECT count(*) FROM {query}")).await;
@@ -329,6 +473,7 @@ async fn run(query: &str, events: u64, broker: Option<&str>) -> Run {
         peak_rss: peak,
         disk,
         rows,
+        fresh,
     }
 }
 
@@ -336,6 +481,16 @@ async fn run(query: &str, events: u64, broker: Option<&str>) -> Run {
 async fn main() {
     let events = common::env_u64("EDDY_NEXMARK_EVENTS", 1_000_000);
     let kafka = std::env::var("EDDY_NEXMARK_SOURCE").is_ok_and(|s| s == "kafka");
+    // Open loop: the generators run at this many events per second in all, stamping
+    // events with the wall clock, and a subscriber times the view's rows (freshness).
+    let rate = std::env::var("EDDY_NEXMARK_RATE")
+        .ok()
+        .and_then(|r| r.parse::<u64>().ok())
+        .filter(|r| *r > 0);
+    assert!(
+        !(kafka && rate.is_some()),
+        "EDDY_NEXMARK_RATE runs the generator; for freshness through Kafka see `cargo bench --bench freshness`"
+    );
     let broker = kafka.then(common::Broker::start);
     let addr = broker.as_ref().map(|b| b.addr());
     if let Some(addr) = &addr {
@@ -346,10 +501,18 @@ async fn main() {
         );
     }
     let mut results = vec![];
-    println!(
-        "| query | events | seconds | events/s | eddy CPU s | events per CPU-second | peak RSS | data dir | view rows |"
-    );
-    println!("|---|---|---|---|---|---|---|---|---|");
+    if let Some(rate) = rate {
+        println!("open loop at {rate} events/s; freshness = row at the subscriber - event time");
+        println!(
+            "| query | events | seconds | eddy CPU s | events per CPU-second | peak RSS | freshness p50 | p99 | max | rows timed |"
+        );
+        println!("|---|---|---|---|---|---|---|---|---|---|");
+    } else {
+        println!(
+            "| query | events | seconds | events/s | eddy CPU s | events per CPU-second | peak RSS | data dir | view rows |"
+        );
+        println!("|---|---|---|---|---|---|---|---|---|");
+    }
     // Runs of one query vary with the disk (each epoch is flushed; a checkpoint may or
     // may not fall inside a short run): with several runs, the one with the median CPU
     // time is reported, and the range of events per CPU-second is printed too.
@@ -357,7 +520,7 @@ async fn main() {
     for q in queries() {
         let mut all = vec![];
         for _ in 0..runs {
-            all.push(run(&q, events, addr.as_deref()).await);
+            all.push(run(&q, events, addr.as_deref(), rate).await);
         }
         all.sort_by(|a, b| a.cpu.total_cmp(&b.cpu));
         if runs > 1 {
@@ -368,6 +531,26 @@ async fn main() {
             );
         }
         let r = all.swap_remove(all.len() / 2);
+        if rate.is_some() {
+            let fresh = match &r.fresh {
+                Some(f) => format!(
+                    "{:.1} ms | {:.1} ms | {:.1} ms | {}",
+                    f.p50_ms, f.p99_ms, f.max_ms, f.rows
+                ),
+                None => "— | — | — | no event-time column".to_string(),
+            };
+            println!(
+                "| {} | {} | {:.2} | {:.2} | {:.0} | {:.0} MB | {fresh} |",
+                r.query,
+                r.events,
+                r.secs,
+                r.cpu,
+                r.per_cpu_second(),
+                r.peak_rss as f64 / 1e6,
+            );
+            results.push(r);
+            continue;
+        }
         println!(
             "| {} | {} | {:.2} | {:.0} | {:.2} | {:.0} | {:.0} MB | {:.0} MB | {} |",
             r.query,

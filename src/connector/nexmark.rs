@@ -42,6 +42,7 @@ pub const OPTIONS: &[&str] = &[
     "table",
     "event_rate",
     "max_events",
+    "use_real_time",
     "idle_timeout",
     "retention",
 ];
@@ -60,6 +61,10 @@ pub struct NexmarkOptions {
     pub event_rate: u64,
     /// Stop after this many rows (`None`: never).
     pub max_events: Option<u64>,
+    /// Stamp events with the wall clock at generation instead of the generator's own
+    /// (repeatable) times: for measuring freshness, like RisingWave's
+    /// `nexmark.use.real.time`.
+    pub real_time: bool,
 }
 
 impl NexmarkOptions {
@@ -94,10 +99,25 @@ impl NexmarkOptions {
                 }),
             }
         };
+        let real_time = match o
+            .get("use_real_time")
+            .map(|v| v.trim().to_ascii_lowercase())
+        {
+            None => false,
+            Some(v) if v == "true" => true,
+            Some(v) if v == "false" => false,
+            Some(v) => {
+                return Err(Error::invalid_with(
+                    "22023",
+                    format!("use_real_time must be true or false, not '{v}'"),
+                ))
+            }
+        };
         Ok(Self {
             table,
             event_rate: number("event_rate")?.unwrap_or(1000),
             max_events: number("max_events")?,
+            real_time,
         })
     }
 }
@@ -204,7 +224,10 @@ fn run(
             std::thread::sleep(Duration::from_millis(5));
             continue;
         }
-        let batch: Vec<Event> = generator.by_ref().take(n as usize).collect();
+        let mut batch: Vec<Event> = generator.by_ref().take(n as usize).collect();
+        if opts.real_time {
+            stamp_now(&mut batch, now_ms());
+        }
         // Straight to Arrow when possible; a batch that does not cast goes through the
         // JSON decoder, which skips and reports its bad rows one by one.
         if let Some(changes) = direct.as_ref().and_then(|d| d.build(&batch).ok()) {
@@ -409,6 +432,27 @@ impl DirectPath {
     }
 }
 
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// `use_real_time`: the events happen now. An auction keeps its length (`expires` moves
+/// with `date_time`).
+fn stamp_now(events: &mut [Event], now: u64) {
+    for e in events {
+        match e {
+            Event::Person(p) => p.date_time = now,
+            Event::Auction(a) => {
+                a.expires = now + a.expires.saturating_sub(a.date_time);
+                a.date_time = now;
+            }
+            Event::Bid(b) => b.date_time = now,
+        }
+    }
+}
+
 /// The events of one table from its `offset`-th on (the same on every run).
 fn events(table: EventType, offset: u64) -> EventGenerator {
     EventGenerator::new(NexmarkConfig {
@@ -581,5 +625,43 @@ mod tests {
         let direct = DirectPath::new(EventType::Bid, e.schema()).expect("castable");
         let batch: Vec<Event> = events(EventType::Bid, 0).take(100).collect();
         assert!(direct.build(&batch).is_err());
+    }
+
+    #[test]
+    fn real_time_stamps_every_table_with_now_and_keeps_auction_lengths() {
+        let now = BASE_TIME_MS + 1_000_000_000;
+        for table in [EventType::Person, EventType::Auction, EventType::Bid] {
+            let original: Vec<Event> = events(table, 5).take(50).collect();
+            let mut stamped = original.clone();
+            stamp_now(&mut stamped, now);
+            for (o, s) in original.iter().zip(&stamped) {
+                match (o, s) {
+                    (Event::Person(_), Event::Person(p)) => assert_eq!(p.date_time, now),
+                    (Event::Bid(o), Event::Bid(b)) => {
+                        assert_eq!(b.date_time, now);
+                        assert_eq!((b.auction, b.price), (o.auction, o.price));
+                    }
+                    (Event::Auction(o), Event::Auction(a)) => {
+                        assert_eq!(a.date_time, now);
+                        assert!(o.expires > o.date_time);
+                        assert_eq!(a.expires - a.date_time, o.expires - o.date_time);
+                    }
+                    _ => panic!("{table:?}: the event changed kind"),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn use_real_time_is_a_boolean() {
+        let mut e = entry(&[("auction", DataType::Int64)]);
+        e.options.insert("table".into(), "bid".into());
+        assert!(!NexmarkOptions::from_entry(&e).expect("default").real_time);
+        e.options.insert("use_real_time".into(), "TRUE".into());
+        assert!(NexmarkOptions::from_entry(&e).expect("true").real_time);
+        e.options
+            .insert("use_real_time".into(), "yes please".into());
+        let err = NexmarkOptions::from_entry(&e).expect_err("not a boolean");
+        assert!(err.to_string().contains("use_real_time"), "{err}");
     }
 }
