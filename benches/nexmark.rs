@@ -567,11 +567,15 @@ async fn main() {
     }
     if let Ok(path) = std::env::var("EDDY_NEXMARK_CSV") {
         let mut csv = String::from(
-            "query,events,seconds,events_per_s,cpu_s,events_per_cpu_s,peak_rss_bytes,data_dir_bytes,rows\n",
+            "query,events,seconds,events_per_s,cpu_s,events_per_cpu_s,peak_rss_bytes,data_dir_bytes,rows,freshness_p50_ms,freshness_p99_ms,freshness_max_ms\n",
         );
         for r in &results {
+            let fresh = match &r.fresh {
+                Some(f) => format!("{:.1},{:.1},{:.1}", f.p50_ms, f.p99_ms, f.max_ms),
+                None => ",,".to_string(),
+            };
             csv.push_str(&format!(
-                "{},{},{:.3},{:.0},{:.3},{:.0},{},{},{}\n",
+                "{},{},{:.3},{:.0},{:.3},{:.0},{},{},{},{fresh}\n",
                 r.query,
                 r.events,
                 r.secs,

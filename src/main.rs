@@ -35,6 +35,12 @@ struct Args {
     #[arg(long, env = "EDDY_CHECKPOINT_INTERVAL", default_value = "1s", value_parser = parse_interval)]
     checkpoint_interval: Interval,
 
+    /// How long a source's rows may wait for the next epoch after the previous one
+    /// began (`0` = never): each epoch is one fsync, so a source delivering small
+    /// batches pays one per batch without it. Client writes and DDL never wait.
+    #[arg(long, env = "EDDY_SOURCE_EPOCH_INTERVAL", default_value = "5ms", value_parser = parse_interval)]
+    source_epoch_interval: Interval,
+
     /// How long eddy keeps each subscribed relation's changes, so that a client can
     /// resume with `SUBSCRIBE ... AS OF <epoch>` after reconnecting (e.g. 5m, 30s).
     #[arg(long, env = "EDDY_SUBSCRIBE_RETENTION", default_value = "5m", value_parser = parse_interval)]
@@ -182,6 +188,7 @@ async fn run(args: Args) -> i32 {
     let config = DatabaseConfig {
         data_dir: data_dir.clone(),
         checkpoint_interval: args.checkpoint_interval.0,
+        source_epoch_interval: args.source_epoch_interval.0.unwrap_or_default(),
         storage: args.storage,
         subscribe: eddy::dataflow::subscribe::SubscribeConfig {
             max_pending_rows: args.subscribe_buffer_rows,

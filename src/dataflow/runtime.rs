@@ -179,6 +179,21 @@ pub enum Command {
     },
 }
 
+impl Command {
+    /// Rows from a source (they carry its positions), which may wait for the epoch
+    /// interval; everything else starts an epoch at once.
+    fn source_rows(&self) -> Option<usize> {
+        match self {
+            Command::Write { extra, changes, .. } if !extra.is_empty() => Some(changes.num_rows()),
+            _ => None,
+        }
+    }
+}
+
+/// Sources' rows that already make a large epoch do not wait for the epoch interval: a
+/// source this far behind is catching up, and waiting would only idle the dataflow.
+const PACE_ROWS: usize = 4096;
+
 pub type Reply<T> = oneshot::Sender<Result<T>>;
 
 fn now_ms() -> u64 {
@@ -269,6 +284,10 @@ pub struct RuntimeConfig {
     pub checkpoint_interval: Option<Duration>,
     /// Subscriber buffers and `AS OF` history.
     pub subscribe: SubscribeConfig,
+    /// Sources' rows wait for the next epoch until this long after the previous epoch
+    /// began (each epoch is one durable commit, an fsync, so a source delivering small
+    /// batches would otherwise pay one per batch). Client writes, DDL and FLUSH never wait.
+    pub source_epoch_interval: Duration,
 }
 
 impl Default for RuntimeConfig {
@@ -276,6 +295,7 @@ impl Default for RuntimeConfig {
         Self {
             checkpoint_interval: Some(Duration::from_secs(1)),
             subscribe: SubscribeConfig::default(),
+            source_epoch_interval: Duration::from_millis(5),
         }
     }
 }
@@ -454,6 +474,8 @@ pub struct Runtime {
     /// Nodes whose state changed since the last checkpoint.
     dirty: BTreeSet<u64>,
     last_checkpoint: Instant,
+    /// When the last epoch of commands began (sources' epochs are paced from it).
+    last_epoch_start: Instant,
     /// True while replaying the log: no logging, no checkpoints until it is done.
     replaying: bool,
     /// Set after a failed commit: memory is ahead of disk, so no more writes are taken.
@@ -602,6 +624,7 @@ impl Runtime {
             epoch,
             dirty: BTreeSet::new(),
             last_checkpoint: Instant::now(),
+            last_epoch_start: Instant::now(),
             replaying: false,
             broken: None,
             metrics: metrics.clone(),
@@ -692,6 +715,26 @@ impl Runtime {
                     Err(_) => break,
                 }
             }
+            // Sources' rows alone wait for the epoch interval, gathering what else comes
+            // (fewer, larger epochs: one fsync each), unless they are plenty already.
+            let pace_until = self.last_epoch_start + self.config.source_epoch_interval;
+            loop {
+                let rows = cmds
+                    .iter()
+                    .map(Command::source_rows)
+                    .try_fold(0, |n, r| r.map(|r| n + r));
+                if cmds.len() >= 4096 || rows.is_none_or(|n| n >= PACE_ROWS) {
+                    break;
+                }
+                let Some(wait) = pace_until.checked_duration_since(Instant::now()) else {
+                    break;
+                };
+                match rx.recv_timeout(wait) {
+                    Ok(c) => cmds.push(c),
+                    Err(_) => break,
+                }
+            }
+            self.last_epoch_start = Instant::now();
             // A log replay runs on its own, after what came before it.
             let mut group = vec![];
             for c in cmds {
@@ -2018,5 +2061,70 @@ mod tests {
             let e = snap.get(id).unwrap().batches().unwrap_err();
             assert!(e.to_string().contains("missing from storage"), "{e}");
         }
+    }
+
+    /// A source's position, as sources commit it with their rows.
+    fn position(n: u64) -> WriteBatch {
+        let mut wb = WriteBatch::new();
+        wb.put(b"test-source-position".to_vec(), n.to_be_bytes().to_vec());
+        wb
+    }
+
+    #[tokio::test]
+    async fn small_source_writes_wait_for_the_epoch_interval_and_client_writes_do_not() {
+        let storage: Arc<dyn Storage> = Arc::new(crate::storage::MemoryStorage::new());
+        let config = RuntimeConfig {
+            source_epoch_interval: Duration::from_secs(1),
+            ..RuntimeConfig::default()
+        };
+        let (rt, _) = Runtime::start(storage, config).unwrap();
+        let s = schema(&[("v", I64)]);
+        rt.install(
+            Subgraph::single(1, Box::new(StreamOperator::new("src", s.clone()))),
+            false,
+            WriteBatch::new(),
+        )
+        .await
+        .unwrap();
+        // Two small source batches 50 ms apart: the first waits for the interval, the
+        // second joins it, and one epoch applies both.
+        let (a, b) = tokio::join!(rt.write_with(1, changes(&s, "1 +1"), position(1)), async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            rt.write_with(1, changes(&s, "2 +1"), position(2)).await
+        });
+        assert_eq!(a.unwrap(), b.unwrap());
+        // A client write is never held back, and it takes a waiting source batch along.
+        let started = Instant::now();
+        let (src, client) =
+            tokio::join!(rt.write_with(1, changes(&s, "3 +1"), position(3)), async {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                let t = Instant::now();
+                (rt.write(1, changes(&s, "4 +1")).await, t.elapsed())
+            });
+        let (client, waited) = client;
+        assert_eq!(src.unwrap(), client.unwrap());
+        assert!(waited < Duration::from_millis(500), "{waited:?}");
+        assert!(started.elapsed() < Duration::from_millis(900));
+        // A source batch that is large already (a source catching up) does not wait.
+        let many: String = (0..PACE_ROWS).map(|i| format!("{i} +1\n")).collect();
+        let t = Instant::now();
+        rt.write_with(1, changes(&s, many.trim_end()), position(4))
+            .await
+            .unwrap();
+        assert!(
+            t.elapsed() < Duration::from_millis(500),
+            "{:?}",
+            t.elapsed()
+        );
+        let snap = rt.snapshots().current();
+        let rows: usize = snap
+            .get(1)
+            .unwrap()
+            .batches()
+            .unwrap()
+            .iter()
+            .map(|b| b.num_rows())
+            .sum();
+        assert_eq!(rows, 4 + PACE_ROWS);
     }
 }

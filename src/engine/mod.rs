@@ -40,6 +40,8 @@ pub struct DatabaseConfig {
     /// How often operator state is checkpointed (`None`: only at DDL and shutdown).
     /// Between checkpoints only the inputs are logged; a restart replays them.
     pub checkpoint_interval: Option<std::time::Duration>,
+    /// How long sources' rows may wait for the next epoch (see [`RuntimeConfig`]).
+    pub source_epoch_interval: std::time::Duration,
     /// The on-disk engine (redb by default).
     pub storage: StorageEngine,
     /// Subscriber buffers and the history kept for `AS OF` resumes.
@@ -53,6 +55,7 @@ impl Default for DatabaseConfig {
         Self {
             data_dir: None,
             checkpoint_interval: RuntimeConfig::default().checkpoint_interval,
+            source_epoch_interval: RuntimeConfig::default().source_epoch_interval,
             storage: StorageEngine::default(),
             subscribe: Default::default(),
             kafka: KafkaConfig::default(),
@@ -119,6 +122,7 @@ impl Database {
         let runtime_config = RuntimeConfig {
             checkpoint_interval: config.checkpoint_interval,
             subscribe: config.subscribe.clone(),
+            source_epoch_interval: config.source_epoch_interval,
         };
         let (dataflow, epoch) = Runtime::start(storage.clone(), runtime_config)?;
         let catalog = Catalog::load(storage.as_ref())?;
