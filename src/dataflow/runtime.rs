@@ -1948,10 +1948,12 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn a_failed_operator_makes_its_relation_and_those_downstream_refuse_reads() {
+    /// A runtime in memory with one stream (object 1) of one BIGINT column `v`.
+    async fn runtime_with_stream(
+        config: RuntimeConfig,
+    ) -> (DataflowHandle, datafusion::arrow::datatypes::SchemaRef) {
         let storage: Arc<dyn Storage> = Arc::new(crate::storage::MemoryStorage::new());
-        let (rt, _) = Runtime::start(storage, RuntimeConfig::default()).unwrap();
+        let (rt, _) = Runtime::start(storage, config).unwrap();
         let s = schema(&[("v", I64)]);
         rt.install(
             Subgraph::single(1, Box::new(StreamOperator::new("src", s.clone()))),
@@ -1960,6 +1962,12 @@ mod tests {
         )
         .await
         .unwrap();
+        (rt, s)
+    }
+
+    #[tokio::test]
+    async fn a_failed_operator_makes_its_relation_and_those_downstream_refuse_reads() {
+        let (rt, s) = runtime_with_stream(RuntimeConfig::default()).await;
         let view = Subgraph {
             object_id: 2,
             nodes: vec![
@@ -2072,20 +2080,11 @@ mod tests {
 
     #[tokio::test]
     async fn small_source_writes_wait_for_the_epoch_interval_and_client_writes_do_not() {
-        let storage: Arc<dyn Storage> = Arc::new(crate::storage::MemoryStorage::new());
-        let config = RuntimeConfig {
+        let (rt, s) = runtime_with_stream(RuntimeConfig {
             source_epoch_interval: Duration::from_secs(1),
             ..RuntimeConfig::default()
-        };
-        let (rt, _) = Runtime::start(storage, config).unwrap();
-        let s = schema(&[("v", I64)]);
-        rt.install(
-            Subgraph::single(1, Box::new(StreamOperator::new("src", s.clone()))),
-            false,
-            WriteBatch::new(),
-        )
-        .await
-        .unwrap();
+        })
+        .await;
         // Two small source batches 50 ms apart: the first waits for the interval, the
         // second joins it, and one epoch applies both.
         let (a, b) = tokio::join!(rt.write_with(1, changes(&s, "1 +1"), position(1)), async {
