@@ -18,7 +18,7 @@ use datafusion::physical_plan::PhysicalExpr;
 
 use super::expr::{evaluate, evaluate_predicate, EvalErrors};
 use crate::error::{Error, Result};
-use crate::storage::rowcodec::RowCodec;
+use crate::storage::rowcodec::{EncodedRows, RowCodec};
 
 /// The aggregate functions eddy maintains incrementally.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -61,6 +61,8 @@ enum ArgForm {
     /// Floating point.
     Float,
     Bool,
+    /// Only whether the value is NULL (`count(col)`).
+    Present,
     /// Encoded with the row codec (min/max, DISTINCT, string_agg).
     Encoded,
 }
@@ -101,7 +103,7 @@ impl AggSpec {
         let form = match kind {
             AggKind::CountStar => ArgForm::None,
             _ if distinct => ArgForm::Encoded,
-            AggKind::Count => ArgForm::Encoded,
+            AggKind::Count => ArgForm::Present,
             AggKind::Sum | AggKind::Avg if exact => ArgForm::Exact,
             AggKind::Sum | AggKind::Avg if float => ArgForm::Float,
             AggKind::Sum | AggKind::Avg => {
@@ -189,12 +191,13 @@ impl AggSpec {
                         ArgValues::Float(c.as_primitive().clone())
                     }
                     ArgForm::Bool => ArgValues::Bool(a.as_boolean().clone()),
+                    ArgForm::Present => ArgValues::Present(a),
                     _ => {
                         let codec = self
                             .codec
                             .as_ref()
                             .ok_or_else(|| Error::internal("no codec"))?;
-                        let encoded = codec.encode_rows(std::slice::from_ref(&a), n);
+                        let encoded = codec.encode_flat(std::slice::from_ref(&a), n);
                         let delims = if self.kind == AggKind::StringAgg {
                             match self.args.get(1) {
                                 Some(d) => {
@@ -219,6 +222,7 @@ impl AggSpec {
     }
 
     /// Add `diff` copies of row `row` of `args` to `state`.
+    #[inline]
     pub fn update(&self, state: &mut AccState, args: &Args, row: usize, diff: i64) {
         if let Some(m) = &args.mask {
             if !m.is_valid(row) || !m.value(row) {
@@ -227,6 +231,7 @@ impl AggSpec {
         }
         match (&args.values, state) {
             (ArgValues::None, AccState::Count(c)) => *c += diff,
+            (ArgValues::Present(a), AccState::Count(c)) if a.is_valid(row) => *c += diff,
             (
                 ArgValues::Encoded {
                     values,
@@ -238,35 +243,39 @@ impl AggSpec {
                 if nulls.is_null(row) {
                     return;
                 }
+                let v = values.row(row);
                 match st {
                     AccState::Count(c) => *c += diff,
                     AccState::Extreme(current) => {
                         // Append-only input: diff is positive (checked by the operator).
-                        let v = &values[row];
                         let better = match current {
                             None => true,
-                            Some(c) if self.kind == AggKind::Min => v < c,
-                            Some(c) => v > c,
+                            Some(c) if self.kind == AggKind::Min => v < c.as_slice(),
+                            Some(c) => v > c.as_slice(),
                         };
                         if better {
-                            *current = Some(v.clone());
+                            match current {
+                                Some(c) => {
+                                    c.clear();
+                                    c.extend_from_slice(v);
+                                }
+                                None => *current = Some(v.to_vec()),
+                            }
                         }
                     }
                     AccState::Values(m) => {
-                        let mut key = values[row].clone();
                         if self.kind == AggKind::StringAgg {
                             // The delimiter that follows a value belongs to it.
                             let d = delims
                                 .as_ref()
                                 .filter(|d| d.is_valid(row))
                                 .map_or("", |d| d.value(row));
+                            let mut key = v.to_vec();
                             key.extend_from_slice(d.as_bytes());
                             key.extend_from_slice(&(d.len() as u32).to_be_bytes());
-                        }
-                        let e = m.entry(key.clone()).or_insert(0);
-                        *e += diff;
-                        if *e == 0 {
-                            m.remove(&key);
+                            add_value(m, &key, diff);
+                        } else {
+                            add_value(m, v, diff);
                         }
                     }
                     _ => {}
@@ -288,6 +297,165 @@ impl AggSpec {
             }
             _ => {}
         }
+    }
+
+    /// A copy of `state` that is cheap to keep and evaluates to the same value: a
+    /// min/max multiset becomes its current extreme, a distinct count its count. The
+    /// aggregate operator keeps one per group it touches in an epoch (what the group
+    /// emitted before), instead of evaluating it.
+    pub fn summary(&self, state: &AccState) -> AccState {
+        match state {
+            AccState::Values(m) => match self.kind {
+                AggKind::Min => {
+                    AccState::Extreme(m.iter().find(|(_, c)| **c > 0).map(|(k, _)| k.clone()))
+                }
+                AggKind::Max => AccState::Extreme(
+                    m.iter()
+                        .rev()
+                        .find(|(_, c)| **c > 0)
+                        .map(|(k, _)| k.clone()),
+                ),
+                AggKind::Count => AccState::Count(m.len() as i64),
+                _ => state.clone(),
+            },
+            other => other.clone(),
+        }
+    }
+
+    /// The values of `states` (summaries or full states) as one column of
+    /// `output_type`, without a `ScalarValue` per group. `None` when this aggregate
+    /// has no columnar form or a value does not fit the output type: the caller then
+    /// evaluates the states one by one (and reports the ones that fail).
+    pub fn evaluate_column(&self, states: &[&AccState]) -> Result<Option<ArrayRef>> {
+        use datafusion::arrow::array::{
+            BooleanBuilder, Decimal128Builder, Float64Builder, Int64Array,
+        };
+        let natural: ArrayRef = match states.first() {
+            None => return Ok(None),
+            Some(AccState::Count(_)) => {
+                let mut v = Vec::with_capacity(states.len());
+                for s in states {
+                    match s {
+                        AccState::Count(c) => v.push(*c),
+                        AccState::Values(m) if self.kind == AggKind::Count => {
+                            v.push(m.len() as i64)
+                        }
+                        _ => return Ok(None),
+                    }
+                }
+                Arc::new(Int64Array::from(v))
+            }
+            Some(AccState::ExactSum { .. }) => {
+                let float_avg = self.kind == AggKind::Avg
+                    && !matches!(self.output_type, DataType::Decimal128(_, _));
+                if float_avg {
+                    let mut b = Float64Builder::with_capacity(states.len());
+                    for s in states {
+                        let AccState::ExactSum { sum, n } = s else {
+                            return Ok(None);
+                        };
+                        if *n == 0 {
+                            b.append_null();
+                        } else {
+                            b.append_value(*sum as f64 / 10f64.powi(self.scale as i32) / *n as f64);
+                        }
+                    }
+                    Arc::new(b.finish())
+                } else {
+                    let (p, scale) = match (self.kind, &self.output_type) {
+                        (AggKind::Avg, DataType::Decimal128(_, s)) => (38, *s),
+                        _ => (38, self.scale),
+                    };
+                    let mut b = Decimal128Builder::with_capacity(states.len());
+                    for s in states {
+                        let AccState::ExactSum { sum, n } = s else {
+                            return Ok(None);
+                        };
+                        if *n == 0 {
+                            b.append_null();
+                        } else if self.kind == AggKind::Avg {
+                            b.append_value(avg_exact_decimal(*sum, *n, self.scale, scale));
+                        } else {
+                            b.append_value(*sum);
+                        }
+                    }
+                    Arc::new(b.finish().with_precision_and_scale(p, scale)?)
+                }
+            }
+            Some(AccState::FloatSum(_)) => {
+                let mut b = Float64Builder::with_capacity(states.len());
+                for s in states {
+                    let AccState::FloatSum(acc) = s else {
+                        return Ok(None);
+                    };
+                    match acc.value() {
+                        None => b.append_null(),
+                        Some(sum) if self.kind == AggKind::Avg => {
+                            b.append_value(sum / acc.n as f64)
+                        }
+                        Some(sum) => b.append_value(sum),
+                    }
+                }
+                Arc::new(b.finish())
+            }
+            Some(AccState::Bools { .. }) => {
+                let mut b = BooleanBuilder::with_capacity(states.len());
+                for s in states {
+                    let AccState::Bools { trues, falses } = s else {
+                        return Ok(None);
+                    };
+                    if trues + falses == 0 {
+                        b.append_null();
+                    } else if self.kind == AggKind::BoolAnd {
+                        b.append_value(*falses == 0);
+                    } else {
+                        b.append_value(*trues > 0);
+                    }
+                }
+                Arc::new(b.finish())
+            }
+            Some(AccState::Extreme(_)) => {
+                let mut present: Vec<&[u8]> = Vec::with_capacity(states.len());
+                let mut idx: Vec<Option<u32>> = Vec::with_capacity(states.len());
+                for s in states {
+                    match s {
+                        AccState::Extreme(Some(k)) => {
+                            idx.push(Some(present.len() as u32));
+                            present.push(k);
+                        }
+                        AccState::Extreme(None) => idx.push(None),
+                        _ => return Ok(None),
+                    }
+                }
+                let values = self.decode_values(&present)?;
+                if present.len() == states.len() {
+                    values
+                } else {
+                    let idx = datafusion::arrow::array::UInt32Array::from(idx);
+                    datafusion::arrow::compute::take(values.as_ref(), &idx, None)?
+                }
+            }
+            Some(AccState::Values(_)) if self.kind == AggKind::Count => {
+                let mut v = Vec::with_capacity(states.len());
+                for s in states {
+                    match s {
+                        AccState::Values(m) => v.push(m.len() as i64),
+                        AccState::Count(c) => v.push(*c),
+                        _ => return Ok(None),
+                    }
+                }
+                Arc::new(Int64Array::from(v))
+            }
+            Some(AccState::Values(_)) => return Ok(None),
+        };
+        if natural.data_type() == &self.output_type {
+            return Ok(Some(natural));
+        }
+        let opts = datafusion::arrow::compute::CastOptions {
+            safe: false,
+            ..Default::default()
+        };
+        Ok(datafusion::arrow::compute::cast_with_options(&natural, &self.output_type, &opts).ok())
     }
 
     /// The aggregate's current value, of type `output_type`.
@@ -446,20 +614,44 @@ fn split_string_agg_key(k: &[u8]) -> Result<(&[u8], &str)> {
 /// rounded half away from zero) for decimal input.
 fn avg_exact(sum: i128, n: i64, scale: i8, output: &DataType) -> ScalarValue {
     match output {
-        DataType::Decimal128(_, out_scale) => {
-            let shift = (*out_scale as i32 - scale as i32).max(0) as u32;
-            let num = sum.saturating_mul(10i128.saturating_pow(shift));
-            let d = n as i128;
-            let q = num / d;
-            let r = num % d;
-            let q = if 2 * r.abs() >= d.abs() {
-                q + num.signum() * d.signum()
-            } else {
-                q
-            };
-            ScalarValue::Decimal128(Some(q), 38, *out_scale)
-        }
+        DataType::Decimal128(_, out_scale) => ScalarValue::Decimal128(
+            Some(avg_exact_decimal(sum, n, scale, *out_scale)),
+            38,
+            *out_scale,
+        ),
         _ => ScalarValue::Float64(Some(sum as f64 / 10f64.powi(scale as i32) / n as f64)),
+    }
+}
+
+/// `sum / n` at `out_scale` (the sum is at `scale`), rounded half away from zero.
+fn avg_exact_decimal(sum: i128, n: i64, scale: i8, out_scale: i8) -> i128 {
+    let shift = (out_scale as i32 - scale as i32).max(0) as u32;
+    let num = sum.saturating_mul(10i128.saturating_pow(shift));
+    let d = n as i128;
+    let q = num / d;
+    let r = num % d;
+    if 2 * r.abs() >= d.abs() {
+        q + num.signum() * d.signum()
+    } else {
+        q
+    }
+}
+
+/// Add `diff` copies of `v` to a multiset (a value whose count reaches 0 leaves it);
+/// the key is copied only when it is new.
+fn add_value(m: &mut BTreeMap<Vec<u8>, i64>, v: &[u8], diff: i64) {
+    match m.get_mut(v) {
+        Some(c) => {
+            *c += diff;
+            if *c == 0 {
+                m.remove(v);
+            }
+        }
+        None => {
+            if diff != 0 {
+                m.insert(v.to_vec(), diff);
+            }
+        }
     }
 }
 
@@ -474,8 +666,9 @@ enum ArgValues {
     Exact(Decimal128Array),
     Float(Float64Array),
     Bool(BooleanArray),
+    Present(ArrayRef),
     Encoded {
-        values: Vec<Vec<u8>>,
+        values: EncodedRows,
         nulls: ArrayRef,
         delims: Option<StringArray>,
     },
@@ -673,6 +866,134 @@ fn take<const N: usize>(cur: &mut &[u8]) -> Result<[u8; N]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use datafusion::arrow::array::{Float64Array, Int64Array, RecordBatch};
+    use datafusion::arrow::datatypes::{Field, Schema};
+    use datafusion::physical_expr::expressions::col;
+
+    /// The columnar output path ([`AggSpec::evaluate_column`]) and the per-group one
+    /// ([`AggSpec::evaluate`]) must agree exactly: a view retracts a row built by one
+    /// with a row built by the other when an epoch falls back to the slow path.
+    #[test]
+    fn columnar_and_per_group_values_agree_through_retractions() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("i", DataType::Int64, true),
+            Field::new("d", DataType::Decimal128(12, 2), true),
+            Field::new("f", DataType::Float64, true),
+            Field::new("b", DataType::Boolean, true),
+        ]));
+        let n = 40;
+        let ints: Vec<Option<i64>> = (0..n)
+            .map(|r| (r % 7 != 3).then_some(r * 37 % 11 - 5))
+            .collect();
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(Int64Array::from(ints.clone())),
+                Arc::new(
+                    Decimal128Array::from(
+                        ints.iter()
+                            .map(|v| v.map(|x| x as i128 * 1001))
+                            .collect::<Vec<_>>(),
+                    )
+                    .with_precision_and_scale(12, 2)
+                    .unwrap(),
+                ),
+                Arc::new(Float64Array::from(
+                    ints.iter()
+                        .map(|v| v.map(|x| x as f64 / 3.0))
+                        .collect::<Vec<_>>(),
+                )),
+                Arc::new(BooleanArray::from(
+                    ints.iter().map(|v| v.map(|x| x > 0)).collect::<Vec<_>>(),
+                )),
+            ],
+        )
+        .unwrap();
+        use AggKind::*;
+        let specs: Vec<(AggKind, bool, &str, DataType)> = vec![
+            (CountStar, false, "i", DataType::Int64),
+            (Count, false, "i", DataType::Int64),
+            (Count, true, "i", DataType::Int64),
+            (Sum, false, "i", DataType::Int64),
+            (Sum, false, "d", DataType::Decimal128(22, 2)),
+            (Avg, false, "i", DataType::Float64),
+            (Avg, false, "d", DataType::Decimal128(16, 6)),
+            (Sum, false, "f", DataType::Float64),
+            (Avg, false, "f", DataType::Float64),
+            (Min, false, "i", DataType::Int64),
+            (Max, false, "d", DataType::Decimal128(12, 2)),
+            (Max, false, "f", DataType::Float64),
+            (BoolAnd, false, "b", DataType::Boolean),
+            (BoolOr, false, "b", DataType::Boolean),
+        ];
+        let errors = crate::dataflow::expr::EvalErrors::new();
+        for (kind, distinct, arg, out) in specs {
+            let field = schema.field_with_name(arg).unwrap();
+            let args = if kind == CountStar {
+                vec![]
+            } else {
+                vec![col(arg, &schema).unwrap()]
+            };
+            let spec = AggSpec::new(
+                kind,
+                distinct,
+                args,
+                None,
+                field.data_type().clone(),
+                out,
+                format!("{kind:?}({arg})"),
+            )
+            .unwrap();
+            let prepared = spec.prepare(&batch, &errors).unwrap();
+            // Five groups: rows go in round robin, then some come out again; one group
+            // ends empty (every row retracted), one never gets a row.
+            let mut states: Vec<AccState> = (0..6).map(|_| spec.new_state()).collect();
+            for r in 0..n as usize {
+                spec.update(&mut states[r % 5], &prepared, r, 1);
+            }
+            for r in (0..n as usize).filter(|r| r % 3 == 0 || r % 5 == 4) {
+                spec.update(&mut states[r % 5], &prepared, r, -1);
+            }
+            for summarized in [false, true] {
+                let kept: Vec<AccState> = if summarized {
+                    states.iter().map(|s| spec.summary(s)).collect()
+                } else {
+                    states.clone()
+                };
+                let refs: Vec<&AccState> = kept.iter().collect();
+                let Some(column) = spec.evaluate_column(&refs).unwrap() else {
+                    continue;
+                };
+                assert_eq!(column.data_type(), &spec.output_type, "{}", spec.display);
+                for (g, s) in states.iter().enumerate() {
+                    let one = spec.evaluate(s).unwrap();
+                    let from_column = ScalarValue::try_from_array(&column, g).unwrap();
+                    assert_eq!(one, from_column, "{} group {g}", spec.display);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_sum_that_does_not_fit_its_output_has_no_column() {
+        let spec = AggSpec::new(
+            AggKind::Sum,
+            false,
+            vec![],
+            None,
+            DataType::Int64,
+            DataType::Int32,
+            "sum".into(),
+        )
+        .unwrap();
+        let big = AccState::ExactSum {
+            sum: i64::MAX as i128,
+            n: 1,
+        };
+        let small = AccState::ExactSum { sum: 5, n: 1 };
+        assert!(spec.evaluate_column(&[&small]).unwrap().is_some());
+        assert!(spec.evaluate_column(&[&small, &big]).unwrap().is_none());
+    }
 
     #[test]
     fn float_sums_survive_retractions_exactly_enough() {

@@ -8,10 +8,8 @@
 //! touched it. A group whose row count drops to zero disappears (a global aggregate
 //! without GROUP BY always has its one row, as in Postgres: `count(*)` of nothing is 0).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
-
-use bytes::Bytes;
 
 use datafusion::arrow::array::{ArrayRef, Int64Array, RecordBatch, RecordBatchOptions};
 use datafusion::arrow::datatypes::SchemaRef;
@@ -24,9 +22,15 @@ use super::{ChangeBatch, Operator, Output, StateReader, StateWriter};
 use crate::error::{Error, Result};
 use crate::storage::rowcodec::RowCodec;
 
+/// A group key: the group-by values encoded by the operator's [`RowCodec`].
+type Key = Box<[u8]>;
+
 struct Group {
     rows: i64,
     accs: Vec<AccState>,
+    /// Set while the group is touched in the current epoch: what it emitted before the
+    /// epoch (`None`: no row), as cheap summaries of its accumulators.
+    before: Option<Option<Vec<AccState>>>,
 }
 
 pub struct HashAggOperator {
@@ -34,11 +38,11 @@ pub struct HashAggOperator {
     group_exprs: Vec<Arc<dyn PhysicalExpr>>,
     key_codec: RowCodec,
     aggs: Vec<AggSpec>,
-    groups: HashMap<Bytes, Group>,
-    /// Groups touched this epoch → the aggregate values they had before it (None: the
-    /// group emitted no row).
-    touched: HashMap<Bytes, Option<Vec<ScalarValue>>>,
-    dirty: HashSet<Bytes>,
+    groups: hashbrown::HashMap<Key, Group>,
+    /// Groups touched this epoch, in the order first touched.
+    touched: Vec<Key>,
+    /// Groups changed since the last checkpoint.
+    dirty: hashbrown::HashSet<Key>,
     global: bool,
     initialized: bool,
     /// The input only inserts (aggregates may keep smaller state).
@@ -49,12 +53,16 @@ pub struct HashAggOperator {
     /// freed when the watermark passes their end.
     window_end_key: Option<usize>,
     /// Groups by window end (only with `window_end_key`).
-    by_end: BTreeMap<i64, Vec<Bytes>>,
+    by_end: BTreeMap<i64, Vec<Key>>,
     /// Windows ending at or below this are closed: their groups are gone, and input
     /// for them is dropped (counted as late).
     closed_upto: Option<i64>,
     late: u64,
 }
+
+/// One row of output under construction: the group's key, its aggregate values (as
+/// summaries of its accumulators) and the multiplicity.
+type OutRow = (Key, Vec<AccState>, i64);
 
 impl HashAggOperator {
     pub fn new(
@@ -76,9 +84,9 @@ impl HashAggOperator {
             key_codec: RowCodec::new(key_types)?,
             group_exprs,
             aggs,
-            groups: HashMap::new(),
-            touched: HashMap::new(),
-            dirty: HashSet::new(),
+            groups: hashbrown::HashMap::new(),
+            touched: Vec::new(),
+            dirty: hashbrown::HashSet::new(),
             global,
             initialized: false,
             append_only: false,
@@ -119,17 +127,18 @@ impl HashAggOperator {
         self
     }
 
-    fn output_values(&self, group: &Group) -> Result<Option<Vec<ScalarValue>>> {
-        if group.rows <= 0 && !self.global {
-            return Ok(None);
+    /// What a group emits: summaries of its accumulators, or `None` when it has no row
+    /// (no input rows left, unless it is the one group of a global aggregate).
+    fn output_of(aggs: &[AggSpec], global: bool, group: &Group) -> Option<Vec<AccState>> {
+        if group.rows <= 0 && !global {
+            return None;
         }
-        let vals = self
-            .aggs
-            .iter()
-            .zip(&group.accs)
-            .map(|(a, s)| self.evaluate_lenient(a, s))
-            .collect();
-        Ok(Some(vals))
+        Some(
+            aggs.iter()
+                .zip(&group.accs)
+                .map(|(a, s)| a.summary(s))
+                .collect(),
+        )
     }
 
     fn evaluate_lenient(&self, agg: &AggSpec, state: &AccState) -> ScalarValue {
@@ -147,19 +156,33 @@ impl HashAggOperator {
         Group {
             rows: 0,
             accs: self.aggs.iter().map(|a| a.new_state()).collect(),
+            before: None,
         }
     }
 
-    fn build_output(&self, rows: &[(Bytes, Vec<ScalarValue>, i64)]) -> Result<ChangeBatch> {
-        let keys: Vec<&[u8]> = rows.iter().map(|(k, _, _)| k.as_ref()).collect();
+    fn build_output(&self, rows: &[OutRow]) -> Result<ChangeBatch> {
         let mut cols: Vec<ArrayRef> = if self.group_exprs.is_empty() {
             vec![]
         } else {
+            let keys: Vec<&[u8]> = rows.iter().map(|(k, _, _)| k.as_ref()).collect();
             self.key_codec.decode(&keys)?
         };
-        for a in 0..self.aggs.len() {
-            let vals = rows.iter().map(|(_, v, _)| v[a].clone());
-            let arr = ScalarValue::iter_to_array(vals)?;
+        for (a, agg) in self.aggs.iter().enumerate() {
+            let states: Vec<&AccState> = rows.iter().map(|(_, v, _)| &v[a]).collect();
+            let arr = match agg.evaluate_column(&states)? {
+                Some(arr) => arr,
+                // No columnar form, or a value that does not fit: one by one, so that
+                // the failing groups become NULL and are reported.
+                None => {
+                    let vals = states.iter().map(|s| self.evaluate_lenient(agg, s));
+                    let arr = ScalarValue::iter_to_array(vals)?;
+                    if arr.data_type() != &agg.output_type {
+                        datafusion::arrow::compute::cast(&arr, &agg.output_type)?
+                    } else {
+                        arr
+                    }
+                }
+            };
             let want = self.schema.field(self.group_exprs.len() + a).data_type();
             let arr = if arr.data_type() != want {
                 datafusion::arrow::compute::cast(&arr, want)?
@@ -215,86 +238,100 @@ impl Operator for HashAggOperator {
             .iter()
             .map(|e| evaluate(e, &batch.data, &self.errors))
             .collect::<Result<Vec<_>>>()?;
-        let keys = if self.group_exprs.is_empty() {
-            vec![Vec::new(); n]
-        } else {
-            self.key_codec.encode_rows(&key_cols, n)
-        };
+        let keys = (!self.global).then(|| self.key_codec.encode_flat(&key_cols, n));
         let args = self
             .aggs
             .iter()
             .map(|a| a.prepare(&batch.data, &self.errors))
             .collect::<Result<Vec<_>>>()?;
         let ends = self.window_ends(&key_cols)?;
-        for (i, key) in keys.into_iter().enumerate() {
-            let diff = batch.diff(i);
+        let diffs = batch.diffs.values();
+        let fresh = self.new_group();
+        // The state is updated field by field below (the map, the touched list, the
+        // window index), so borrow them apart.
+        let Self {
+            groups,
+            touched,
+            aggs,
+            by_end,
+            closed_upto,
+            late,
+            global,
+            initialized,
+            ..
+        } = self;
+        for (i, diff) in diffs.iter().copied().enumerate() {
             let end = ends.as_ref().and_then(|e| e[i]);
-            if let (Some(e), Some(c)) = (end, self.closed_upto) {
+            if let (Some(e), Some(c)) = (end, *closed_upto) {
                 if e <= c {
-                    self.late += 1;
+                    *late += 1;
                     continue;
                 }
             }
-            let key = Bytes::from(key);
-            if !self.groups.contains_key(&key) {
-                let g = self.new_group();
-                self.groups.insert(key.clone(), g);
-                if let Some(e) = end {
-                    self.by_end.entry(e).or_default().push(key.clone());
+            let key: &[u8] = keys.as_ref().map_or(&[], |k| k.row(i));
+            let group = match groups.entry_ref(key) {
+                hashbrown::hash_map::EntryRef::Occupied(o) => o.into_mut(),
+                hashbrown::hash_map::EntryRef::Vacant(v) => {
+                    if let Some(e) = end {
+                        by_end.entry(e).or_default().push(key.into());
+                    }
+                    v.insert(Group {
+                        rows: 0,
+                        accs: fresh.accs.clone(),
+                        before: None,
+                    })
                 }
-            }
-            if !self.touched.contains_key(&key) {
-                let old = match self.groups.get(&key) {
-                    Some(g) if self.initialized || !self.global => self.output_values(g)?,
-                    _ => None,
+            };
+            if group.before.is_none() {
+                let emitted = if *initialized || !*global {
+                    Self::output_of(aggs, *global, group)
+                } else {
+                    None
                 };
-                self.touched.insert(key.clone(), old);
+                group.before = Some(emitted);
+                touched.push(key.into());
             }
-            let group = self
-                .groups
-                .get_mut(&key)
-                .ok_or_else(|| Error::internal("group vanished"))?;
             group.rows += diff;
-            for (a, agg) in self.aggs.iter().enumerate() {
+            for (a, agg) in aggs.iter().enumerate() {
                 agg.update(&mut group.accs[a], &args[a], i, diff);
             }
-            self.dirty.insert(key);
         }
         Ok(())
     }
 
     fn end_epoch(&mut self, out: &mut Output) -> Result<()> {
         if self.global && !self.initialized {
-            let key = Bytes::new();
-            if !self.groups.contains_key(&key) {
-                let g = self.new_group();
-                self.groups.insert(key.clone(), g);
+            let key: Key = Box::default();
+            let fresh = self.new_group();
+            let g = self.groups.entry(key.clone()).or_insert(fresh);
+            if g.before.is_none() {
+                g.before = Some(None);
+                self.touched.push(key);
             }
-            self.touched.entry(key.clone()).or_insert(None);
-            self.dirty.insert(key);
             self.initialized = true;
         }
-        let mut rows = vec![];
-        for (key, old) in std::mem::take(&mut self.touched) {
-            let new = match self.groups.get(&key) {
-                Some(g) if g.rows < 0 => {
-                    return Err(Error::internal(format!("group has {} rows", g.rows)));
-                }
-                Some(g) => self.output_values(g)?,
-                None => None,
+        let mut rows: Vec<OutRow> = vec![];
+        for key in std::mem::take(&mut self.touched) {
+            let Some(g) = self.groups.get_mut(&key) else {
+                continue;
             };
-            if !self.global && self.groups.get(&key).is_some_and(|g| g.rows == 0) {
+            if g.rows < 0 {
+                return Err(Error::internal(format!("group has {} rows", g.rows)));
+            }
+            let old = g.before.take().flatten();
+            let new = Self::output_of(&self.aggs, self.global, g);
+            if !self.global && g.rows == 0 {
                 self.groups.remove(&key);
             }
-            if old == new {
-                continue;
+            if old != new {
+                if let Some(o) = old {
+                    rows.push((key.clone(), o, -1));
+                }
+                if let Some(n) = new {
+                    rows.push((key.clone(), n, 1));
+                }
             }
-            if let Some(o) = old {
-                rows.push((key.clone(), o, -1));
-            }
-            if let Some(n) = new {
-                rows.push((key, n, 1));
-            }
+            self.dirty.insert(key);
         }
         if !rows.is_empty() {
             rows.sort_by_key(|(_, _, d)| *d);
@@ -323,7 +360,7 @@ impl Operator for HashAggOperator {
 
     fn restore(&mut self, state: &StateReader) -> Result<()> {
         let naggs = self.aggs.len();
-        let mut groups = HashMap::new();
+        let mut groups = hashbrown::HashMap::new();
         state.for_each(&mut |k, v| {
             let mut cur = v;
             if cur.len() < 8 {
@@ -339,13 +376,20 @@ impl Operator for HashAggOperator {
             for _ in 0..naggs {
                 accs.push(AccState::decode(&mut cur)?);
             }
-            groups.insert(Bytes::copy_from_slice(k), Group { rows, accs });
+            groups.insert(
+                Key::from(k),
+                Group {
+                    rows,
+                    accs,
+                    before: None,
+                },
+            );
             Ok(())
         })?;
         self.initialized = !groups.is_empty();
         self.groups = groups;
         if self.window_end_key.is_some() && !self.groups.is_empty() {
-            let keys: Vec<Bytes> = self.groups.keys().cloned().collect();
+            let keys: Vec<Key> = self.groups.keys().cloned().collect();
             let refs: Vec<&[u8]> = keys.iter().map(|k| k.as_ref()).collect();
             let cols = self.key_codec.decode(&refs)?;
             if let Some(ends) = self.window_ends(&cols)? {

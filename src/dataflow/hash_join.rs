@@ -14,7 +14,9 @@
 //! So transient states inside an epoch cancel out and the output is exact under any
 //! interleaving of insertions and retractions.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
+
+use hashbrown::{HashMap, HashSet};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -238,16 +240,16 @@ impl HashJoinOperator {
             let a = evaluate(k, batch, &self.errors)?;
             cols.push(if a.data_type() != t { cast(&a, t)? } else { a });
         }
-        let encoded = self.key_codec.encode_rows(&cols, n);
+        let encoded = self.key_codec.encode_flat(&cols, n);
+        let any_nulls = !self.nulls_equal && cols.iter().any(|c| c.null_count() > 0);
         Ok(encoded
-            .into_iter()
+            .iter()
             .enumerate()
             .map(|(i, k)| {
-                let has_null = cols.iter().any(|c| c.is_null(i));
-                if has_null && !self.nulls_equal {
+                if any_nulls && cols.iter().any(|c| c.is_null(i)) {
                     None
                 } else {
-                    Some(Bytes::from(k))
+                    Some(Bytes::copy_from_slice(k))
                 }
             })
             .collect())
@@ -299,9 +301,9 @@ impl HashJoinOperator {
         let other = 1 - side;
         let keys = self.encode_keys(side, &batch.data)?;
         let rows: Vec<Bytes> = self.row_codecs[side]
-            .encode_rows(batch.columns(), batch.num_rows())
-            .into_iter()
-            .map(Bytes::from)
+            .encode_flat(batch.columns(), batch.num_rows())
+            .iter()
+            .map(Bytes::copy_from_slice)
             .collect();
 
         // Candidate pairs with the other side's current state.

@@ -3,7 +3,7 @@
 //! epoch leaves no trace) and emits the net changes for views and subscribers that read
 //! this view.
 
-use std::collections::HashMap;
+use hashbrown::HashMap;
 
 use bytes::Bytes;
 use datafusion::arrow::datatypes::SchemaRef;

@@ -5,7 +5,7 @@
 //! after an epoch is an O(1) clone and readers never block the dataflow thread. Keys that
 //! change are remembered until the next checkpoint writes them to storage.
 
-use std::collections::HashSet;
+use hashbrown::HashSet;
 use std::sync::Arc;
 
 use bytes::Bytes;

@@ -11,7 +11,9 @@
 //! are at or above the watermark, so at least a gap after its last event), and its rows
 //! leave the state; what they emitted stays.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
+
+use hashbrown::{HashMap, HashSet};
 use std::sync::Arc;
 
 use bytes::Bytes;

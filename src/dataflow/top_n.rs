@@ -5,7 +5,9 @@
 //! deleted top row can be replaced. At the end of an epoch the operator compares each
 //! touched partition's top rows before and after and emits the difference.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
+
+use hashbrown::{HashMap, HashSet};
 use std::sync::Arc;
 
 use bytes::Bytes;

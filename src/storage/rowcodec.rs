@@ -138,124 +138,34 @@ impl RowCodec {
         self.types.len()
     }
 
-    /// Encode every row of `columns` (all of the same length).
+    /// Encode every row of `columns` (all of the same length), one buffer per row.
     pub fn encode_rows(&self, columns: &[ArrayRef], num_rows: usize) -> Vec<Vec<u8>> {
-        let mut rows = vec![Vec::with_capacity(16 * columns.len()); num_rows];
-        self.append_columns(columns, &mut rows);
-        rows
+        let flat = self.encode_flat(columns, num_rows);
+        flat.iter().map(<[u8]>::to_vec).collect()
     }
 
-    /// Append the encodings of `columns` to the row buffers in `rows`, column by column
-    /// (each column's buffers are looked up once, and the loop stays type-specialised).
-    pub fn append_columns(&self, columns: &[ArrayRef], rows: &mut [Vec<u8>]) {
-        for (c, col) in columns.iter().enumerate() {
-            let data = col.to_data();
-            let order = self.orders[c];
-            let null_marker = if order.nulls_first {
-                NULL_FIRST
-            } else {
-                NULL_LAST
-            };
-            macro_rules! each {
-                (|$v:ident, $out:ident| $body:expr) => {
-                    for (r, $out) in rows.iter_mut().enumerate() {
-                        if col.is_null(r) {
-                            $out.push(null_marker);
-                            continue;
-                        }
-                        $out.push(PRESENT);
-                        let start = $out.len();
-                        let $v = r;
-                        $body;
-                        if order.descending {
-                            for b in &mut $out[start..] {
-                                *b = !*b;
-                            }
-                        }
-                    }
-                };
+    /// Encode every row of `columns` into one buffer (no allocation per row): the hot
+    /// paths of operators look rows up by the slices of an [`EncodedRows`] and copy a
+    /// key only when they keep it.
+    pub fn encode_flat(&self, columns: &[ArrayRef], num_rows: usize) -> EncodedRows {
+        let datas: Vec<ArrayData> = columns.iter().map(|c| c.to_data()).collect();
+        let views: Vec<ColViewWithNulls<'_>> = columns
+            .iter()
+            .zip(&datas)
+            .zip(&self.kinds)
+            .map(|((c, d), k)| ColView::new(c.as_ref(), d, *k))
+            .collect();
+        let width: usize = views.iter().map(ColViewWithNulls::width_hint).sum();
+        let mut data = Vec::with_capacity(num_rows * width);
+        let mut offsets = Vec::with_capacity(num_rows + 1);
+        offsets.push(0);
+        for r in 0..num_rows {
+            for (view, order) in views.iter().zip(&self.orders) {
+                view.encode(r, *order, &mut data);
             }
-            match self.kinds[c] {
-                Kind::Null => rows.iter_mut().for_each(|out| out.push(null_marker)),
-                Kind::Bool => {
-                    let a = col.as_boolean();
-                    each!(|r, out| out.push(a.value(r) as u8))
-                }
-                Kind::I8 => {
-                    let v = data.buffer::<i8>(0);
-                    each!(|r, out| out.push((v[r] as u8) ^ 0x80))
-                }
-                Kind::I16 => {
-                    let v = data.buffer::<i16>(0);
-                    each!(|r, out| out.extend_from_slice(&flip16(v[r])))
-                }
-                Kind::I32 => {
-                    let v = data.buffer::<i32>(0);
-                    each!(|r, out| out.extend_from_slice(&flip32(v[r])))
-                }
-                Kind::I64 => {
-                    let v = data.buffer::<i64>(0);
-                    each!(|r, out| out.extend_from_slice(&flip64(v[r])))
-                }
-                Kind::U8 => {
-                    let v = data.buffer::<u8>(0);
-                    each!(|r, out| out.push(v[r]))
-                }
-                Kind::U16 => {
-                    let v = data.buffer::<u16>(0);
-                    each!(|r, out| out.extend_from_slice(&v[r].to_be_bytes()))
-                }
-                Kind::U32 => {
-                    let v = data.buffer::<u32>(0);
-                    each!(|r, out| out.extend_from_slice(&v[r].to_be_bytes()))
-                }
-                Kind::U64 => {
-                    let v = data.buffer::<u64>(0);
-                    each!(|r, out| out.extend_from_slice(&v[r].to_be_bytes()))
-                }
-                Kind::F32 => {
-                    let v = data.buffer::<f32>(0);
-                    each!(|r, out| out.extend_from_slice(&f32_key(v[r])))
-                }
-                Kind::F64 => {
-                    let v = data.buffer::<f64>(0);
-                    each!(|r, out| out.extend_from_slice(&f64_key(v[r])))
-                }
-                Kind::I128 => {
-                    let v = data.buffer::<i128>(0);
-                    each!(|r, out| out
-                        .extend_from_slice(&((v[r] as u128) ^ (1u128 << 127)).to_be_bytes()))
-                }
-                Kind::MonthDayNano => {
-                    let v = data.buffer::<IntervalMonthDayNano>(0);
-                    each!(|r, out| {
-                        out.extend_from_slice(&flip32(v[r].months));
-                        out.extend_from_slice(&flip32(v[r].days));
-                        out.extend_from_slice(&flip64(v[r].nanoseconds));
-                    })
-                }
-                Kind::Utf8 => {
-                    let a = col.as_string::<i32>();
-                    each!(|r, out| escape(a.value(r).as_bytes(), out))
-                }
-                Kind::LargeUtf8 => {
-                    let a = col.as_string::<i64>();
-                    each!(|r, out| escape(a.value(r).as_bytes(), out))
-                }
-                Kind::Utf8View => {
-                    let a = col.as_string_view();
-                    each!(|r, out| escape(a.value(r).as_bytes(), out))
-                }
-                Kind::Binary => {
-                    let a = col.as_binary::<i32>();
-                    each!(|r, out| escape(a.value(r), out))
-                }
-                Kind::LargeBinary => {
-                    let a = col.as_binary::<i64>();
-                    each!(|r, out| escape(a.value(r), out))
-                }
-            }
+            offsets.push(data.len());
         }
+        EncodedRows { data, offsets }
     }
 
     /// Decode `rows` (each produced by this codec) into one array per column.
@@ -377,6 +287,157 @@ impl RowCodec {
     }
 }
 
+/// Rows encoded back to back in one buffer ([`RowCodec::encode_flat`]).
+#[derive(Clone, Debug, Default)]
+pub struct EncodedRows {
+    data: Vec<u8>,
+    /// `offsets[i]..offsets[i + 1]` is row `i`.
+    offsets: Vec<usize>,
+}
+
+impl EncodedRows {
+    pub fn len(&self) -> usize {
+        self.offsets.len().saturating_sub(1)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The encoding of row `i`.
+    pub fn row(&self, i: usize) -> &[u8] {
+        &self.data[self.offsets[i]..self.offsets[i + 1]]
+    }
+
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = &[u8]> + '_ {
+        self.offsets.windows(2).map(|w| &self.data[w[0]..w[1]])
+    }
+}
+
+/// One column's values, looked up once per batch, for encoding row by row.
+enum ColView<'a> {
+    Null,
+    Bool(&'a BooleanArray),
+    I8(&'a [i8]),
+    I16(&'a [i16]),
+    I32(&'a [i32]),
+    I64(&'a [i64]),
+    U8(&'a [u8]),
+    U16(&'a [u16]),
+    U32(&'a [u32]),
+    U64(&'a [u64]),
+    F32(&'a [f32]),
+    F64(&'a [f64]),
+    I128(&'a [i128]),
+    MonthDayNano(&'a [IntervalMonthDayNano]),
+    Utf8(&'a StringArray),
+    LargeUtf8(&'a LargeStringArray),
+    Utf8View(&'a StringViewArray),
+    Binary(&'a BinaryArray),
+    LargeBinary(&'a LargeBinaryArray),
+}
+
+/// A column's values with its validity: `None` when every row is present.
+struct ColViewWithNulls<'a> {
+    values: ColView<'a>,
+    nulls: Option<&'a NullBuffer>,
+}
+
+impl<'a> ColView<'a> {
+    /// `data` is `col.to_data()`: fixed-width values are read from its first buffer
+    /// (already sliced to the array's offset), whatever the logical type of that width
+    /// (dates, times, timestamps and durations share their integers' layout).
+    fn new(col: &'a dyn Array, data: &'a ArrayData, kind: Kind) -> ColViewWithNulls<'a> {
+        let values = match kind {
+            Kind::Null => ColView::Null,
+            Kind::Bool => ColView::Bool(col.as_boolean()),
+            Kind::I8 => ColView::I8(data.buffer::<i8>(0)),
+            Kind::I16 => ColView::I16(data.buffer::<i16>(0)),
+            Kind::I32 => ColView::I32(data.buffer::<i32>(0)),
+            Kind::I64 => ColView::I64(data.buffer::<i64>(0)),
+            Kind::U8 => ColView::U8(data.buffer::<u8>(0)),
+            Kind::U16 => ColView::U16(data.buffer::<u16>(0)),
+            Kind::U32 => ColView::U32(data.buffer::<u32>(0)),
+            Kind::U64 => ColView::U64(data.buffer::<u64>(0)),
+            Kind::F32 => ColView::F32(data.buffer::<f32>(0)),
+            Kind::F64 => ColView::F64(data.buffer::<f64>(0)),
+            Kind::I128 => ColView::I128(data.buffer::<i128>(0)),
+            Kind::MonthDayNano => ColView::MonthDayNano(data.buffer::<IntervalMonthDayNano>(0)),
+            Kind::Utf8 => ColView::Utf8(col.as_string::<i32>()),
+            Kind::LargeUtf8 => ColView::LargeUtf8(col.as_string::<i64>()),
+            Kind::Utf8View => ColView::Utf8View(col.as_string_view()),
+            Kind::Binary => ColView::Binary(col.as_binary::<i32>()),
+            Kind::LargeBinary => ColView::LargeBinary(col.as_binary::<i64>()),
+        };
+        ColViewWithNulls {
+            values,
+            nulls: col.nulls(),
+        }
+    }
+}
+
+impl ColViewWithNulls<'_> {
+    /// Bytes a present value usually takes (to size the buffer).
+    fn width_hint(&self) -> usize {
+        1 + match self.values {
+            ColView::Null => 0,
+            ColView::Bool(_) | ColView::I8(_) | ColView::U8(_) => 1,
+            ColView::I16(_) | ColView::U16(_) => 2,
+            ColView::I32(_) | ColView::U32(_) | ColView::F32(_) => 4,
+            ColView::I64(_) | ColView::U64(_) | ColView::F64(_) => 8,
+            ColView::I128(_) | ColView::MonthDayNano(_) => 16,
+            _ => 16,
+        }
+    }
+
+    /// Append the encoding of row `r` (marker, then the value) to `out`.
+    #[inline]
+    fn encode(&self, r: usize, order: SortOrder, out: &mut Vec<u8>) {
+        if matches!(self.values, ColView::Null) || self.nulls.is_some_and(|n| n.is_null(r)) {
+            out.push(if order.nulls_first {
+                NULL_FIRST
+            } else {
+                NULL_LAST
+            });
+            return;
+        }
+        out.push(PRESENT);
+        let start = out.len();
+        match &self.values {
+            ColView::Null => {}
+            ColView::Bool(a) => out.push(a.value(r) as u8),
+            ColView::I8(v) => out.push((v[r] as u8) ^ 0x80),
+            ColView::I16(v) => out.extend_from_slice(&flip16(v[r])),
+            ColView::I32(v) => out.extend_from_slice(&flip32(v[r])),
+            ColView::I64(v) => out.extend_from_slice(&flip64(v[r])),
+            ColView::U8(v) => out.push(v[r]),
+            ColView::U16(v) => out.extend_from_slice(&v[r].to_be_bytes()),
+            ColView::U32(v) => out.extend_from_slice(&v[r].to_be_bytes()),
+            ColView::U64(v) => out.extend_from_slice(&v[r].to_be_bytes()),
+            ColView::F32(v) => out.extend_from_slice(&f32_key(v[r])),
+            ColView::F64(v) => out.extend_from_slice(&f64_key(v[r])),
+            ColView::I128(v) => {
+                out.extend_from_slice(&((v[r] as u128) ^ (1u128 << 127)).to_be_bytes())
+            }
+            ColView::MonthDayNano(v) => {
+                out.extend_from_slice(&flip32(v[r].months));
+                out.extend_from_slice(&flip32(v[r].days));
+                out.extend_from_slice(&flip64(v[r].nanoseconds));
+            }
+            ColView::Utf8(a) => escape(a.value(r).as_bytes(), out),
+            ColView::LargeUtf8(a) => escape(a.value(r).as_bytes(), out),
+            ColView::Utf8View(a) => escape(a.value(r).as_bytes(), out),
+            ColView::Binary(a) => escape(a.value(r), out),
+            ColView::LargeBinary(a) => escape(a.value(r), out),
+        }
+        if order.descending {
+            for b in &mut out[start..] {
+                *b = !*b;
+            }
+        }
+    }
+}
+
 fn take<'a>(cur: &mut &'a [u8], n: usize) -> Result<&'a [u8]> {
     if cur.len() < n {
         return Err(Error::Storage("corrupt encoded row: truncated".into()));
@@ -453,10 +514,15 @@ fn f32_from_key(key: u32) -> f32 {
 
 fn escape(bytes: &[u8], out: &mut Vec<u8>) {
     out.reserve(bytes.len() + 2);
-    for &b in bytes {
-        out.push(b);
-        if b == 0 {
-            out.push(0xFF);
+    // Text rarely holds NUL: copy it whole (the search is memchr's).
+    if !bytes.contains(&0) {
+        out.extend_from_slice(bytes);
+    } else {
+        for &b in bytes {
+            out.push(b);
+            if b == 0 {
+                out.push(0xFF);
+            }
         }
     }
     out.extend_from_slice(&[0x00, 0x01]);
@@ -577,6 +643,35 @@ mod tests {
                 Some(IntervalMonthDayNano::new(-1, 0, -9)),
             ])),
         ]);
+    }
+
+    #[test]
+    fn sliced_columns_encode_like_whole_ones() {
+        let ints: ArrayRef = Arc::new(Int64Array::from(vec![
+            Some(1),
+            None,
+            Some(3),
+            Some(-4),
+            None,
+        ]));
+        let strs: ArrayRef = Arc::new(StringArray::from(vec![
+            Some("a"),
+            Some("b\0"),
+            None,
+            Some("dd"),
+            Some(""),
+        ]));
+        let codec = RowCodec::new(vec![DataType::Int64, DataType::Utf8]).unwrap();
+        let whole = codec.encode_rows(&[ints.clone(), strs.clone()], 5);
+        let sliced = codec.encode_flat(&[ints.slice(1, 3), strs.slice(1, 3)], 3);
+        assert_eq!(sliced.len(), 3);
+        let rows: Vec<&[u8]> = sliced.iter().collect();
+        assert_eq!(
+            rows,
+            whole[1..4].iter().map(Vec::as_slice).collect::<Vec<_>>()
+        );
+        let back = codec.decode(&rows).unwrap();
+        assert_eq!(back[0].to_data(), ints.slice(1, 3).to_data());
     }
 
     #[test]
