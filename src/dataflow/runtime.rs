@@ -31,7 +31,7 @@ use super::subscribe::{
     History, SubscribeConfig, Subscriber, SubscriberShared, SubscriptionEvent, SubscriptionReceiver,
 };
 use super::watermark::{SourceTime, WatermarkInstall, WatermarkState, WatermarkTracker};
-use super::{input_log, ChangeBatch, Operator, StateReader, StateWriter};
+use super::{input_log, ChangeBatch, Operator, StateReader, StateRuns, StateWriter};
 use crate::error::{Error, Result};
 use crate::storage::{keys, Storage, WriteBatch};
 
@@ -229,6 +229,8 @@ struct Node {
     wm_sources: Vec<u32>,
     /// The watermark last given to `on_watermark`.
     wm_seen: Option<i64>,
+    /// The runs its checkpoints wrote (`storage::runs`).
+    runs: StateRuns,
 }
 
 /// Counters the runtime keeps about its epochs and checkpoints (read by benchmarks
@@ -1088,9 +1090,9 @@ impl Runtime {
                 if node.failed.is_some() {
                     continue;
                 }
-                if let Err(e) = node
-                    .op
-                    .checkpoint(&mut StateWriter::new(node.state_id, batch))
+                if let Err(e) =
+                    node.runs
+                        .checkpoint(node.op.as_mut(), epoch, self.storage.as_ref(), batch)
                 {
                     error!(
                         object = node.object_id,
@@ -1265,6 +1267,7 @@ impl Runtime {
                     self.history.remove(&object_id);
                     if !self.transient.remove(&object_id) {
                         batch.delete_prefix(keys::object_state_prefix(object_id));
+                        batch.delete_prefix(keys::object_run_prefix(object_id));
                         batch.delete_prefix(keys::history_prefix(object_id));
                         batch.extend(catalog);
                         force_checkpoint = Some("ddl");
@@ -1640,12 +1643,15 @@ impl Runtime {
             if !subgraph.transient {
                 op.attach_storage(&self.storage, state_id);
             }
-            if restore {
+            let runs = if restore {
                 op.restore(
                     &StateReader::new(state_id, self.storage.as_ref())
                         .at_checkpoint(self.restored_checkpoint),
                 )?;
-            }
+                StateRuns::load(self.storage.as_ref(), state_id, op.logs_own_input())?
+            } else {
+                StateRuns::load(self.storage.as_ref(), state_id, true)?
+            };
             for (port, input) in inputs.iter().enumerate() {
                 if let Some(up) = self.nodes.get_mut(input) {
                     up.outputs.push((id, port));
@@ -1673,6 +1679,7 @@ impl Runtime {
                 rows_in: 0,
                 wm_sources,
                 wm_seen: None,
+                runs,
             };
             if !restore {
                 // Backfill: a new operator first sees the current contents of the

@@ -11,7 +11,7 @@ use datafusion::arrow::array::{
 };
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 
-use super::{ChangeBatch, Operator, StateWriter};
+use super::{ChangeBatch, Operator, StateRuns};
 use crate::storage::{Storage, WriteBatch};
 
 pub const I64: DataType = DataType::Int64;
@@ -133,8 +133,11 @@ pub fn contents(op: &dyn Operator) -> Vec<String> {
 }
 
 pub fn checkpoint(op: &mut dyn Operator, storage: &dyn Storage, state_id: u64) {
+    // As the runtime does: the checkpoint's writes become a run, merged with older
+    // runs when a tier fills up.
+    let mut runs = StateRuns::load(storage, state_id, op.logs_own_input()).unwrap();
+    let epoch = runs.last_seq().map_or(1, |s| s + 1);
     let mut wb = WriteBatch::new();
-    op.checkpoint(&mut StateWriter::new(state_id, &mut wb))
-        .unwrap();
+    runs.checkpoint(op, epoch, storage, &mut wb).unwrap();
     storage.commit(wb).unwrap();
 }

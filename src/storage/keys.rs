@@ -4,7 +4,8 @@
 //! ```text
 //! m/<name>                    metadata: last committed epoch, checkpoint epoch, id counters
 //! c/<object id: u32 BE>       catalog entries (JSON)
-//! s/<state id: u64 BE>/<key>  state of one relation or operator (as of the checkpoint)
+//! s/<state id: u64 BE>/<key>  state of one relation or operator written key by key
+//! r/<state id: u64 BE>/<seq: u64 BE>  checkpointed operator state as sorted runs
 //! l/<epoch: u64 BE>           input log: an epoch's writes since the last checkpoint
 //! h/<object id: u32 BE>/s     subscription history of a relation: complete since (u64 BE)
 //! h/<object id: u32 BE>/e<epoch: u64 BE>  that relation's changes in one epoch
@@ -13,6 +14,8 @@
 pub const META_PREFIX: &[u8] = b"m/";
 pub const CATALOG_PREFIX: &[u8] = b"c/";
 pub const STATE_PREFIX: &[u8] = b"s/";
+/// Operator state written at checkpoints, as sorted runs (`storage::runs`).
+pub const RUN_PREFIX: &[u8] = b"r/";
 pub const LOG_PREFIX: &[u8] = b"l/";
 pub const HISTORY_PREFIX: &[u8] = b"h/";
 /// Sources keep their progress (offsets) under `m/source/<object id>`.
@@ -95,6 +98,29 @@ pub fn object_state_prefix(object_id: u32) -> Vec<u8> {
     k
 }
 
+/// All state runs of one catalog object share this prefix.
+pub fn object_run_prefix(object_id: u32) -> Vec<u8> {
+    let mut k = RUN_PREFIX.to_vec();
+    k.extend_from_slice(&object_id.to_be_bytes());
+    k
+}
+
+/// The prefix of the runs of the state with id `state_id`.
+pub fn run_prefix(state_id: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(11);
+    k.extend_from_slice(RUN_PREFIX);
+    k.extend_from_slice(&state_id.to_be_bytes());
+    k.push(b'/');
+    k
+}
+
+/// The key of run `seq` (the epoch of the checkpoint that wrote it) of `state_id`.
+pub fn run_key(state_id: u64, seq: u64) -> Vec<u8> {
+    let mut k = run_prefix(state_id);
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -118,5 +144,9 @@ mod tests {
         assert!(state_prefix(state_id(7, 0)).starts_with(&p));
         assert!(state_prefix(state_id(7, 99)).starts_with(&p));
         assert!(!state_prefix(state_id(8, 0)).starts_with(&p));
+        let r = object_run_prefix(7);
+        assert!(run_key(state_id(7, 3), 42).starts_with(&r));
+        assert!(!run_key(state_id(8, 0), 1).starts_with(&r));
+        assert!(run_key(state_id(7, 3), 255) < run_key(state_id(7, 3), 256));
     }
 }

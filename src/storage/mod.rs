@@ -11,6 +11,7 @@ pub mod keys;
 pub mod memory;
 pub mod redb_store;
 pub mod rowcodec;
+pub mod runs;
 pub mod sled_store;
 
 use crate::error::Result;
