@@ -35,21 +35,6 @@ use futures::StreamExt;
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, ThreadedProducer};
 
-fn now_us() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_micros() as u64)
-        .unwrap_or(0)
-}
-
-fn pct(sorted: &[u64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i] as f64 / 1000.0
-}
-
 struct RunResult {
     rate: u64,
     sent: u64,
@@ -106,7 +91,7 @@ async fn run(rate: u64, seconds: u64, writers: u64, tick: Duration, kafka: bool)
     let total = rate * seconds;
     let warmup_us = 1_000_000u64;
     let received = Arc::new(AtomicU64::new(0));
-    let t0 = now_us() + 200_000; // writers start 200 ms from now
+    let t0 = common::now_us() + 200_000; // writers start 200 ms from now
     let reader = {
         let received = received.clone();
         tokio::spawn(async move {
@@ -117,7 +102,7 @@ async fn run(rate: u64, seconds: u64, writers: u64, tick: Duration, kafka: bool)
             let mut partial = Vec::new();
             while let Some(chunk) = copy.next().await {
                 let Ok(chunk) = chunk else { break };
-                let arrived = now_us();
+                let arrived = common::now_us();
                 partial.extend_from_slice(&chunk);
                 let mut start = 0;
                 while let Some(nl) = partial[start..].iter().position(|b| *b == b'\n') {
@@ -169,7 +154,7 @@ async fn run(rate: u64, seconds: u64, writers: u64, tick: Duration, kafka: bool)
                 if next >= total {
                     break;
                 }
-                let now = now_us();
+                let now = common::now_us();
                 let due_upto = if now < t0 {
                     0
                 } else {
@@ -223,7 +208,7 @@ async fn run(rate: u64, seconds: u64, writers: u64, tick: Duration, kafka: bool)
     for h in handles {
         h.await.expect("writer");
     }
-    let finished_sending = now_us();
+    let finished_sending = common::now_us();
     let (mut lat, dups) = match tokio::time::timeout(Duration::from_secs(60), reader).await {
         Ok(r) => r.expect("reader"),
         Err(_) => panic!(
@@ -241,9 +226,9 @@ async fn run(rate: u64, seconds: u64, writers: u64, tick: Duration, kafka: bool)
         sent: total,
         received: got,
         achieved: total as f64 / elapsed.max(1e-9),
-        p50: pct(&lat, 0.50),
-        p99: pct(&lat, 0.99),
-        p999: pct(&lat, 0.999),
+        p50: common::pct(&lat, 0.50),
+        p99: common::pct(&lat, 0.99),
+        p999: common::pct(&lat, 0.999),
         max: lat.last().map_or(f64::NAN, |m| *m as f64 / 1000.0),
         statements: statements.load(Ordering::Relaxed),
     }

@@ -262,18 +262,12 @@ struct Freshness {
     rows: usize,
 }
 
-fn now_us() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as i64)
-}
-
 /// A subscriber to `view` that times each inserted row by the view's first event-time
 /// column (`date_time`, `bid_date_time`, ...). `None` when the view has none (its rows
 /// are aggregates or windows, whose times are not one event's).
 struct Timer {
-    latencies: std::sync::Arc<parking_lot::Mutex<Vec<i64>>>,
-    last_arrival: std::sync::Arc<std::sync::atomic::AtomicI64>,
+    latencies: std::sync::Arc<parking_lot::Mutex<Vec<u64>>>,
+    last_arrival: std::sync::Arc<std::sync::atomic::AtomicU64>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -294,16 +288,16 @@ impl Timer {
             .await
             .expect("subscribe");
         // The first second is warm-up.
-        let from_us = now_us() + 1_000_000;
+        let from_us = common::now_us() + 1_000_000;
         let latencies = std::sync::Arc::new(parking_lot::Mutex::new(Vec::new()));
-        let last_arrival = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(now_us()));
+        let last_arrival = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(common::now_us()));
         let (lat, last) = (latencies.clone(), last_arrival.clone());
         let task = tokio::spawn(async move {
             let _client = c;
             let mut copy = Box::pin(copy);
             let mut partial = Vec::new();
             while let Some(Ok(chunk)) = copy.next().await {
-                let arrived = now_us();
+                let arrived = common::now_us();
                 last.store(arrived, Ordering::Relaxed);
                 partial.extend_from_slice(&chunk);
                 let mut start = 0;
@@ -328,9 +322,9 @@ impl Timer {
                     else {
                         continue;
                     };
-                    let event_us = t.and_utc().timestamp_micros();
+                    let event_us = t.and_utc().timestamp_micros().max(0) as u64;
                     if event_us >= from_us {
-                        batch.push(arrived - event_us);
+                        batch.push(arrived.saturating_sub(event_us));
                     }
                 }
                 partial.drain(..start);
@@ -348,7 +342,7 @@ impl Timer {
     async fn finish(self) -> Freshness {
         use std::sync::atomic::Ordering;
         let deadline = Instant::now() + Duration::from_secs(30);
-        while now_us() - self.last_arrival.load(Ordering::Relaxed) < 500_000
+        while common::now_us().saturating_sub(self.last_arrival.load(Ordering::Relaxed)) < 500_000
             && Instant::now() < deadline
         {
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -356,16 +350,10 @@ impl Timer {
         self.task.abort();
         let mut l = std::mem::take(&mut *self.latencies.lock());
         l.sort_unstable();
-        let pct = |p: f64| {
-            if l.is_empty() {
-                return f64::NAN;
-            }
-            l[((l.len() - 1) as f64 * p).round() as usize] as f64 / 1000.0
-        };
         Freshness {
-            p50_ms: pct(0.5),
-            p99_ms: pct(0.99),
-            max_ms: pct(1.0),
+            p50_ms: common::pct(&l, 0.5),
+            p99_ms: common::pct(&l, 0.99),
+            max_ms: common::pct(&l, 1.0),
             rows: l.len(),
         }
     }

@@ -846,33 +846,86 @@ pub(crate) fn apply_batch(
 pub(crate) fn commit_rows(
     dataflow: &DataflowHandle,
     object_id: u32,
+    changes: crate::dataflow::ChangeBatch,
+    partition: &dyn Fn(usize) -> i32,
+    next: SourceProgress,
+    status: &Mutex<SourceStatus>,
+    mut tracker: Option<&mut WatermarkTracker>,
+) -> Result<SourceProgress> {
+    let pending = submit_rows(
+        dataflow,
+        object_id,
+        changes,
+        partition,
+        next,
+        tracker.as_deref_mut(),
+    )?;
+    pending.wait(status, tracker)
+}
+
+/// A batch of a source's rows sent to the dataflow and not yet acknowledged
+/// ([`submit_rows`]): the source can prepare its next batch meanwhile.
+pub(crate) struct PendingWrite {
+    reply: tokio::sync::oneshot::Receiver<Result<u64>>,
+    next: SourceProgress,
+    /// The watermark tracker as it was before these rows, to go back to if they fail.
+    rollback: Option<crate::dataflow::watermark::WatermarkState>,
+}
+
+/// The first half of [`commit_rows`]: filter the rows by the watermark and send them
+/// with their progress; [`PendingWrite::wait`] is the second.
+pub(crate) fn submit_rows(
+    dataflow: &DataflowHandle,
+    object_id: u32,
     mut changes: crate::dataflow::ChangeBatch,
     partition: &dyn Fn(usize) -> i32,
     mut next: SourceProgress,
-    status: &Mutex<SourceStatus>,
     tracker: Option<&mut WatermarkTracker>,
-) -> Result<SourceProgress> {
+) -> Result<PendingWrite> {
     let mut time = None;
     let mut rollback = None;
     if let Some(t) = tracker {
         let before = t.state().clone();
-        changes = t.filter(changes, partition)?;
+        changes = match t.filter(changes, partition) {
+            Ok(c) => c,
+            Err(e) => {
+                t.reset(before);
+                return Err(e);
+            }
+        };
         next.watermark = Some(t.state().clone());
         time = Some(t.time());
-        rollback = Some((t, before));
+        rollback = Some(before);
     }
     let extra = progress_extra(object_id, &next)?;
-    if let Err(e) =
-        futures::executor::block_on(dataflow.write_source(object_id, changes, extra, time))
-    {
-        // Not applied: the same rows come again, and must meet the same watermark.
-        if let Some((t, before)) = rollback {
-            t.reset(before);
+    let reply = dataflow.send_write_source(object_id, changes, extra, time);
+    Ok(PendingWrite {
+        reply,
+        next,
+        rollback,
+    })
+}
+
+impl PendingWrite {
+    /// Wait until the rows are committed; on failure the tracker goes back to where it
+    /// was, since the same rows will come again and must meet the same watermark.
+    pub(crate) fn wait(
+        self,
+        status: &Mutex<SourceStatus>,
+        tracker: Option<&mut WatermarkTracker>,
+    ) -> Result<SourceProgress> {
+        let applied = futures::executor::block_on(self.reply)
+            .map_err(|_| Error::internal("dataflow runtime dropped a request"))
+            .and_then(|r| r);
+        if let Err(e) = applied {
+            if let (Some(t), Some(before)) = (tracker, self.rollback) {
+                t.reset(before);
+            }
+            return Err(e);
         }
-        return Err(e);
+        status.lock().progress = self.next.clone();
+        Ok(self.next)
     }
-    status.lock().progress = next.clone();
-    Ok(next)
 }
 
 /// The partition ids of `topic`; an error when the topic does not exist.

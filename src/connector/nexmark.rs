@@ -27,7 +27,7 @@ use datafusion::arrow::compute::{can_cast_types, cast_with_options, CastOptions}
 use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit};
 
 use super::kafka::{
-    apply_batch, commit_rows, idle_tick, KafkaSource, SourceProgress, SourceStatus,
+    apply_batch, idle_tick, submit_rows, KafkaSource, PendingWrite, SourceProgress, SourceStatus,
 };
 use crate::catalog::{CatalogEntry, ObjectKind};
 use crate::dataflow::runtime::DataflowHandle;
@@ -99,19 +99,9 @@ impl NexmarkOptions {
                 }),
             }
         };
-        let real_time = match o
-            .get("use_real_time")
-            .map(|v| v.trim().to_ascii_lowercase())
-        {
+        let real_time = match o.get("use_real_time") {
+            Some(v) => crate::sql::bool_option("use_real_time", v)?,
             None => false,
-            Some(v) if v == "true" => true,
-            Some(v) if v == "false" => false,
-            Some(v) => {
-                return Err(Error::invalid_with(
-                    "22023",
-                    format!("use_real_time must be true or false, not '{v}'"),
-                ))
-            }
         };
         Ok(Self {
             table,
@@ -192,8 +182,51 @@ fn run(
         "nexmark generator running"
     );
     let mut values: Vec<String> = Vec::with_capacity(BATCH as usize);
+    // The batch sent last and not yet committed, with its row count: the next batch is
+    // generated while the dataflow applies it (generation and the engine overlap), and
+    // sent once it is committed, so rows still go in order and a failed batch is
+    // generated again from the committed position.
+    let mut inflight: Option<(PendingWrite, u64)> = None;
+    // Wait for the batch in flight; false (and the generator rewound) if it failed.
+    let settle = |inflight: &mut Option<(PendingWrite, u64)>,
+                  generated: &mut u64,
+                  committed: &mut SourceProgress,
+                  generator: &mut EventGenerator,
+                  tracker: Option<&mut WatermarkTracker>|
+     -> bool {
+        let Some((pending, rows)) = inflight.take() else {
+            return true;
+        };
+        match pending.wait(&status, tracker) {
+            Ok(next) => {
+                *generated += rows;
+                *committed = next;
+                true
+            }
+            Err(e) => {
+                // Not applied: generate the same rows again.
+                warn!(source = %name, "nexmark: {e}");
+                status.lock().state = format!("retrying: {e}");
+                *generator = events(opts.table, *generated);
+                std::thread::sleep(Duration::from_secs(1));
+                false
+            }
+        }
+    };
     while !stop.load(Ordering::Relaxed) {
-        if opts.max_events.is_some_and(|m| generated >= m) {
+        // Rows generated so far, counting the batch in flight.
+        let queued = generated + inflight.as_ref().map_or(0, |(_, n)| *n);
+        if opts.max_events.is_some_and(|m| queued >= m) {
+            if inflight.is_some() {
+                settle(
+                    &mut inflight,
+                    &mut generated,
+                    &mut committed,
+                    &mut generator,
+                    tracker.as_mut(),
+                );
+                continue;
+            }
             status.lock().state = "finished".into();
             match idle_tick(
                 &dataflow,
@@ -212,44 +245,60 @@ fn run(
         }
         // How many rows are due by now at the configured rate.
         let due = if opts.event_rate == 0 {
-            generated + BATCH
+            queued + BATCH
         } else {
             first + (started.elapsed().as_secs_f64() * opts.event_rate as f64) as u64
         };
-        let mut n = due.saturating_sub(generated).min(BATCH);
+        let mut n = due.saturating_sub(queued).min(BATCH);
         if let Some(m) = opts.max_events {
-            n = n.min(m - generated);
+            n = n.min(m - queued);
         }
         if n == 0 {
-            std::thread::sleep(Duration::from_millis(5));
+            if inflight.is_some() {
+                settle(
+                    &mut inflight,
+                    &mut generated,
+                    &mut committed,
+                    &mut generator,
+                    tracker.as_mut(),
+                );
+            } else {
+                std::thread::sleep(Duration::from_millis(5));
+            }
             continue;
         }
         let mut batch: Vec<Event> = generator.by_ref().take(n as usize).collect();
         if opts.real_time {
-            stamp_now(&mut batch, now_ms());
+            stamp_now(&mut batch, crate::dataflow::runtime::now_ms());
         }
         // Straight to Arrow when possible; a batch that does not cast goes through the
         // JSON decoder, which skips and reports its bad rows one by one.
-        if let Some(changes) = direct.as_ref().and_then(|d| d.build(&batch).ok()) {
+        let direct_rows = direct.as_ref().and_then(|d| d.build(&batch).ok());
+        if !settle(
+            &mut inflight,
+            &mut generated,
+            &mut committed,
+            &mut generator,
+            tracker.as_mut(),
+        ) {
+            // The batch before failed: this one follows rows that were not applied.
+            continue;
+        }
+        if let Some(changes) = direct_rows {
             let mut next = committed.clone();
             next.offsets
                 .insert(0, (generated + batch.len() as u64) as i64);
             next.records += batch.len() as u64;
-            match commit_rows(
+            match submit_rows(
                 &dataflow,
                 object_id,
                 changes,
                 &|_| 0,
                 next,
-                &status,
                 tracker.as_mut(),
             ) {
-                Ok(next) => {
-                    generated += batch.len() as u64;
-                    committed = next;
-                }
+                Ok(pending) => inflight = Some((pending, batch.len() as u64)),
                 Err(e) => {
-                    // Not applied: generate the same rows again.
                     warn!(source = %name, "nexmark: {e}");
                     status.lock().state = format!("retrying: {e}");
                     generator = events(opts.table, generated);
@@ -293,6 +342,14 @@ fn run(
             }
         }
     }
+    // Stopping: let the batch in flight finish, so its progress is known.
+    settle(
+        &mut inflight,
+        &mut generated,
+        &mut committed,
+        &mut generator,
+        tracker.as_mut(),
+    );
 }
 
 /// One column of a Nexmark table, read straight from the generator's structs.
@@ -430,12 +487,6 @@ impl DirectPath {
             columns,
         )?))
     }
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// `use_real_time`: the events happen now. An auction keeps its length (`expires` moves

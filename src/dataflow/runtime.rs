@@ -196,7 +196,8 @@ const PACE_ROWS: usize = 4096;
 
 pub type Reply<T> = oneshot::Sender<Result<T>>;
 
-fn now_ms() -> u64 {
+/// Milliseconds since 1970 by the wall clock.
+pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
@@ -390,6 +391,29 @@ impl DataflowHandle {
             reply,
         })
         .await
+    }
+
+    /// `write_source` without waiting: the reply comes on the returned channel (an
+    /// error there if the runtime has stopped). A source thread prepares its next batch
+    /// while the dataflow applies this one.
+    pub fn send_write_source(
+        &self,
+        object_id: u32,
+        changes: ChangeBatch,
+        extra: WriteBatch,
+        time: Option<SourceTime>,
+    ) -> oneshot::Receiver<Result<u64>> {
+        let (reply, rx) = oneshot::channel();
+        // A stopped runtime drops the command, and with it `reply`: the receiver then
+        // reports the failure.
+        let _ = self.tx.send(Command::Write {
+            object_id,
+            changes,
+            extra,
+            time,
+            reply,
+        });
+        rx
     }
 
     /// Watermarks and late rows of every relation that has them (SHOW WATERMARKS).
@@ -1955,6 +1979,24 @@ mod tests {
         }
     }
 
+    /// View `object_id` that keeps every row of relation `input` (stored like a stream).
+    fn stream_view(
+        object_id: u32,
+        input: u32,
+        s: &datafusion::arrow::datatypes::SchemaRef,
+    ) -> Subgraph {
+        Subgraph {
+            object_id,
+            nodes: vec![NodeSpec {
+                op: Box::new(StreamOperator::new("view", s.clone())),
+                inputs: vec![NodeInput::Relation(input)],
+            }],
+            append_only: true,
+            transient: false,
+            watermark: None,
+        }
+    }
+
     /// A runtime in memory with one stream (object 1) of one BIGINT column `v`.
     async fn runtime_with_stream(
         config: RuntimeConfig,
@@ -1992,17 +2034,9 @@ mod tests {
             watermark: None,
         };
         rt.install(view, false, WriteBatch::new()).await.unwrap();
-        let on_view = Subgraph {
-            object_id: 3,
-            nodes: vec![NodeSpec {
-                op: Box::new(StreamOperator::new("w", s.clone())),
-                inputs: vec![NodeInput::Relation(2)],
-            }],
-            append_only: true,
-            transient: false,
-            watermark: None,
-        };
-        rt.install(on_view, false, WriteBatch::new()).await.unwrap();
+        rt.install(stream_view(3, 2, &s), false, WriteBatch::new())
+            .await
+            .unwrap();
         rt.write(1, changes(&s, "1 +1")).await.unwrap();
         let snap = rt.snapshots().current();
         assert_eq!(snap.get(2).unwrap().batches().unwrap()[0].num_rows(), 1);
@@ -2038,17 +2072,9 @@ mod tests {
                 )
                 .await
                 .unwrap();
-                let view = Subgraph {
-                    object_id: 2,
-                    nodes: vec![NodeSpec {
-                        op: Box::new(StreamOperator::new("v", s.clone())),
-                        inputs: vec![NodeInput::Relation(1)],
-                    }],
-                    append_only: true,
-                    transient: false,
-                    watermark: None,
-                };
-                rt.install(view, restore, WriteBatch::new()).await.unwrap();
+                rt.install(stream_view(2, 1, &s), restore, WriteBatch::new())
+                    .await
+                    .unwrap();
                 rt
             }
         };

@@ -464,17 +464,7 @@ fn parse_subscribe_rest(p: &mut Parser) -> std::result::Result<SubscribeStatemen
         } else if p.parse_keyword(Keyword::WITH) {
             p.prev_token();
             for (k, v) in options_map(&p.parse_options(Keyword::WITH)?)? {
-                let b = match v.to_lowercase().as_str() {
-                    "true" | "on" | "1" => true,
-                    "false" | "off" | "0" => false,
-                    _ => {
-                        return Err(Error::invalid_with(
-                            "22023",
-                            format!("option {k} must be true or false, not {v}"),
-                        )
-                        .into())
-                    }
-                };
+                let b = bool_option(&k, &v)?;
                 match k.as_str() {
                     "snapshot" => s.snapshot = Some(b),
                     "progress" => s.progress = b,
@@ -1005,6 +995,18 @@ fn options_map(opts: &[ast::SqlOption]) -> Result<std::collections::BTreeMap<Str
         }
     }
     Ok(out)
+}
+
+/// A boolean WITH option's value: `true`/`on`/`1` or `false`/`off`/`0` (22023 otherwise).
+pub fn bool_option(name: &str, value: &str) -> Result<bool> {
+    match value.trim().to_lowercase().as_str() {
+        "true" | "on" | "1" => Ok(true),
+        "false" | "off" | "0" => Ok(false),
+        _ => Err(Error::invalid_with(
+            "22023",
+            format!("option {name} must be true or false, not {value}"),
+        )),
+    }
 }
 
 /// The catalog name of an object: one identifier, folded to lower case unless quoted

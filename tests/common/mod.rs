@@ -480,3 +480,20 @@ pub fn dir_size(p: &Path) -> u64 {
         })
         .sum()
 }
+
+/// Microseconds since 1970 by the wall clock.
+pub fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+/// The `p`-quantile (0..=1) of sorted microseconds, in milliseconds (NaN when empty).
+pub fn pct(sorted: &[u64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i] as f64 / 1000.0
+}
