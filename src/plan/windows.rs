@@ -187,11 +187,11 @@ fn expand(tf: &TableFactor) -> Result<Option<TableFactor>> {
         (0..n)
             .map(|k| {
                 format!(
-                    "SELECT *, date_bin(INTERVAL '{slide} microseconds', {ts}) - INTERVAL '{} microseconds' AS window_start, \
-                     date_bin(INTERVAL '{slide} microseconds', {ts}) - INTERVAL '{} microseconds' + INTERVAL '{size} microseconds' AS window_end \
+                    "SELECT *, date_bin(INTERVAL '{slide} microseconds', {ts}) - {} AS window_start, \
+                     date_bin(INTERVAL '{slide} microseconds', {ts}) + {} AS window_end \
                      FROM {relation} WHERE {ts} IS NOT NULL",
-                    k * slide,
-                    k * slide
+                    micros(k * slide),
+                    micros(size - k * slide)
                 )
             })
             .collect::<Vec<_>>()
@@ -200,11 +200,19 @@ fn expand(tf: &TableFactor) -> Result<Option<TableFactor>> {
         let size = interval_micros(exprs[2], "size")?;
         format!(
             "SELECT *, date_bin(INTERVAL '{size} microseconds', {ts}) AS window_start, \
-             date_bin(INTERVAL '{size} microseconds', {ts}) + INTERVAL '{size} microseconds' AS window_end \
-             FROM {relation} WHERE {ts} IS NOT NULL"
+             date_bin(INTERVAL '{size} microseconds', {ts}) + {} AS window_end \
+             FROM {relation} WHERE {ts} IS NOT NULL",
+            micros(size)
         )
     };
     Ok(Some(derived(&sql, alias.clone(), exprs[0])?))
+}
+
+/// A fixed length of time as SQL: a duration, not an interval. Timestamp ± duration is
+/// plain integer arithmetic on the column, where timestamp ± interval goes through a
+/// calendar conversion per row (a tenth of the work of a HOP view's dataflow thread).
+fn micros(us: i64) -> String {
+    format!("arrow_cast({us}, 'Duration(Microsecond)')")
 }
 
 /// A window function's arguments (`n` of them, all plain expressions) and the relation
@@ -346,7 +354,7 @@ mod tests {
         .unwrap();
         assert_eq!(s.matches("UNION ALL").count(), 2, "{s}");
         assert!(
-            s.contains("- INTERVAL '120000000 microseconds' AS window_start"),
+            s.contains("- arrow_cast(120000000, 'Duration(Microsecond)') AS window_start"),
             "{s}"
         );
         assert!(s.ends_with("AS h"), "{s}");
