@@ -153,7 +153,7 @@ impl RowCodec {
             .iter()
             .zip(&datas)
             .zip(&self.kinds)
-            .map(|((c, d), k)| ColView::new(c.as_ref(), d, *k))
+            .map(|((c, d), k)| ColViewWithNulls::new(c.as_ref(), d, *k))
             .collect();
         let width: usize = views.iter().map(ColViewWithNulls::width_hint).sum();
         let mut data = Vec::with_capacity(num_rows * width);
@@ -343,11 +343,11 @@ struct ColViewWithNulls<'a> {
     nulls: Option<&'a NullBuffer>,
 }
 
-impl<'a> ColView<'a> {
+impl<'a> ColViewWithNulls<'a> {
     /// `data` is `col.to_data()`: fixed-width values are read from its first buffer
     /// (already sliced to the array's offset), whatever the logical type of that width
     /// (dates, times, timestamps and durations share their integers' layout).
-    fn new(col: &'a dyn Array, data: &'a ArrayData, kind: Kind) -> ColViewWithNulls<'a> {
+    fn new(col: &'a dyn Array, data: &'a ArrayData, kind: Kind) -> Self {
         let values = match kind {
             Kind::Null => ColView::Null,
             Kind::Bool => ColView::Bool(col.as_boolean()),

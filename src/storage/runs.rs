@@ -27,12 +27,15 @@ const DELETE: u8 = 0;
 
 /// The entries one operator writes at one checkpoint, sorted into a run by
 /// [`RunBuilder::finish`]. A key written twice keeps its last write.
+/// A byte range of [`RunBuilder`]'s buffer: start, end.
+type Span = (usize, usize);
+
 #[derive(Default)]
 pub struct RunBuilder {
     data: Vec<u8>,
     /// Per entry: where its key starts and ends in `data`, and its value's range
     /// (`None` for a delete).
-    entries: Vec<(usize, usize, Option<(usize, usize)>)>,
+    entries: Vec<(usize, usize, Option<Span>)>,
 }
 
 impl RunBuilder {
