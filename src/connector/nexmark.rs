@@ -159,7 +159,7 @@ fn run(
     name: &str,
     opts: NexmarkOptions,
     decoder: Decoder,
-    mut committed: SourceProgress,
+    committed: SourceProgress,
     dataflow: DataflowHandle,
     status: Arc<Mutex<SourceStatus>>,
     stop: Arc<AtomicBool>,
@@ -172,77 +172,24 @@ fn run(
         t.set_partitions([0]);
     }
     let first = committed.offsets.get(&0).copied().unwrap_or(0).max(0) as u64;
-    let mut generated = first;
-    let mut generator = events(opts.table, generated);
+    let mut pos = Position {
+        table: opts.table,
+        generated: first,
+        generator: events(opts.table, first),
+        committed,
+        inflight: None,
+    };
     let direct = DirectPath::new(opts.table, decoder.schema());
     info!(
         source = %name,
-        from = generated,
+        from = first,
         direct = direct.is_some(),
         "nexmark generator running"
     );
     let mut values: Vec<String> = Vec::with_capacity(BATCH as usize);
-    // The batch sent last and not yet committed, with its row count: the next batch is
-    // generated while the dataflow applies it (generation and the engine overlap), and
-    // sent once it is committed, so rows still go in order and a failed batch is
-    // generated again from the committed position.
-    let mut inflight: Option<(PendingWrite, u64)> = None;
-    // Wait for the batch in flight; false (and the generator rewound) if it failed.
-    let settle = |inflight: &mut Option<(PendingWrite, u64)>,
-                  generated: &mut u64,
-                  committed: &mut SourceProgress,
-                  generator: &mut EventGenerator,
-                  tracker: Option<&mut WatermarkTracker>|
-     -> bool {
-        let Some((pending, rows)) = inflight.take() else {
-            return true;
-        };
-        match pending.wait(&status, tracker) {
-            Ok(next) => {
-                *generated += rows;
-                *committed = next;
-                true
-            }
-            Err(e) => {
-                // Not applied: generate the same rows again.
-                warn!(source = %name, "nexmark: {e}");
-                status.lock().state = format!("retrying: {e}");
-                *generator = events(opts.table, *generated);
-                std::thread::sleep(Duration::from_secs(1));
-                false
-            }
-        }
-    };
     while !stop.load(Ordering::Relaxed) {
-        // Rows generated so far, counting the batch in flight.
-        let queued = generated + inflight.as_ref().map_or(0, |(_, n)| *n);
-        if opts.max_events.is_some_and(|m| queued >= m) {
-            if inflight.is_some() {
-                settle(
-                    &mut inflight,
-                    &mut generated,
-                    &mut committed,
-                    &mut generator,
-                    tracker.as_mut(),
-                );
-                continue;
-            }
-            status.lock().state = "finished".into();
-            match idle_tick(
-                &dataflow,
-                object_id,
-                decoder.schema(),
-                &committed,
-                &status,
-                tracker.as_mut(),
-            ) {
-                Ok(Some(next)) => committed = next,
-                Ok(None) => {}
-                Err(e) => warn!(source = %name, "nexmark: cannot advance the watermark: {e}"),
-            }
-            std::thread::sleep(Duration::from_millis(50));
-            continue;
-        }
+        let queued = pos.queued();
+        let finished = opts.max_events.is_some_and(|m| queued >= m);
         // How many rows are due by now at the configured rate.
         let due = if opts.event_rate == 0 {
             queued + BATCH
@@ -251,44 +198,50 @@ fn run(
         };
         let mut n = due.saturating_sub(queued).min(BATCH);
         if let Some(m) = opts.max_events {
-            n = n.min(m - queued);
+            n = n.min(m.saturating_sub(queued));
         }
-        if n == 0 {
-            if inflight.is_some() {
-                settle(
-                    &mut inflight,
-                    &mut generated,
-                    &mut committed,
-                    &mut generator,
-                    tracker.as_mut(),
-                );
-            } else {
-                std::thread::sleep(Duration::from_millis(5));
-            }
+        if n == 0 && pos.inflight.is_some() {
+            // Nothing to generate meanwhile: wait for the batch in flight.
+            pos.settle(name, &status, tracker.as_mut());
             continue;
         }
-        let mut batch: Vec<Event> = generator.by_ref().take(n as usize).collect();
+        if finished {
+            status.lock().state = "finished".into();
+            match idle_tick(
+                &dataflow,
+                object_id,
+                decoder.schema(),
+                &pos.committed,
+                &status,
+                tracker.as_mut(),
+            ) {
+                Ok(Some(next)) => pos.committed = next,
+                Ok(None) => {}
+                Err(e) => warn!(source = %name, "nexmark: cannot advance the watermark: {e}"),
+            }
+            std::thread::sleep(Duration::from_millis(50));
+            continue;
+        }
+        if n == 0 {
+            std::thread::sleep(Duration::from_millis(5));
+            continue;
+        }
+        let mut batch: Vec<Event> = pos.generator.by_ref().take(n as usize).collect();
         if opts.real_time {
             stamp_now(&mut batch, crate::dataflow::runtime::now_ms());
         }
         // Straight to Arrow when possible; a batch that does not cast goes through the
         // JSON decoder, which skips and reports its bad rows one by one.
         let direct_rows = direct.as_ref().and_then(|d| d.build(&batch).ok());
-        if !settle(
-            &mut inflight,
-            &mut generated,
-            &mut committed,
-            &mut generator,
-            tracker.as_mut(),
-        ) {
+        if !pos.settle(name, &status, tracker.as_mut()) {
             // The batch before failed: this one follows rows that were not applied.
             continue;
         }
+        let rows = batch.len() as u64;
         if let Some(changes) = direct_rows {
-            let mut next = committed.clone();
-            next.offsets
-                .insert(0, (generated + batch.len() as u64) as i64);
-            next.records += batch.len() as u64;
+            let mut next = pos.committed.clone();
+            next.offsets.insert(0, (pos.generated + rows) as i64);
+            next.records += rows;
             match submit_rows(
                 &dataflow,
                 object_id,
@@ -297,13 +250,8 @@ fn run(
                 next,
                 tracker.as_mut(),
             ) {
-                Ok(pending) => inflight = Some((pending, batch.len() as u64)),
-                Err(e) => {
-                    warn!(source = %name, "nexmark: {e}");
-                    status.lock().state = format!("retrying: {e}");
-                    generator = events(opts.table, generated);
-                    std::thread::sleep(Duration::from_secs(1));
-                }
+                Ok(pending) => pos.inflight = Some((pending, rows)),
+                Err(e) => pos.rewind(name, &status, &e),
             }
             continue;
         }
@@ -317,7 +265,7 @@ fn run(
                 value: Some(v.as_bytes()),
                 timestamp_ms: None,
                 partition: 0,
-                offset: (generated + i as u64) as i64,
+                offset: (pos.generated + i as u64) as i64,
             })
             .collect();
         match apply_batch(
@@ -325,31 +273,76 @@ fn run(
             object_id,
             &decoder,
             &records,
-            &committed,
+            &pos.committed,
             &status,
             tracker.as_mut(),
         ) {
-            Ok(next) => {
-                generated += values.len() as u64;
-                committed = next;
-            }
-            Err(e) => {
-                // Not applied: generate the same rows again.
-                warn!(source = %name, "nexmark: {e}");
-                status.lock().state = format!("retrying: {e}");
-                generator = events(opts.table, generated);
-                std::thread::sleep(Duration::from_secs(1));
-            }
+            Ok(next) => pos.advance(rows, next),
+            Err(e) => pos.rewind(name, &status, &e),
         }
     }
     // Stopping: let the batch in flight finish, so its progress is known.
-    settle(
-        &mut inflight,
-        &mut generated,
-        &mut committed,
-        &mut generator,
-        tracker.as_mut(),
-    );
+    pos.settle(name, &status, tracker.as_mut());
+}
+
+/// Where a generator source is. The batch sent last may still be in flight: the next
+/// batch is generated while the dataflow applies it (generation and the engine
+/// overlap), and sent once it is committed, so rows still go in order and a failed
+/// batch is generated again from the committed position.
+struct Position {
+    table: EventType,
+    /// Rows committed.
+    generated: u64,
+    /// The progress committed with them.
+    committed: SourceProgress,
+    /// Positioned after the rows handed out (committed, in flight, or being built).
+    generator: EventGenerator,
+    /// The batch sent and not yet committed, with its row count.
+    inflight: Option<(PendingWrite, u64)>,
+}
+
+impl Position {
+    /// Rows generated so far, counting the batch in flight.
+    fn queued(&self) -> u64 {
+        self.generated + self.inflight.as_ref().map_or(0, |(_, n)| *n)
+    }
+
+    /// `rows` more rows are committed, with progress `next`.
+    fn advance(&mut self, rows: u64, next: SourceProgress) {
+        self.generated += rows;
+        self.committed = next;
+    }
+
+    /// A batch was not applied: after a pause, generate the same rows again from the
+    /// committed position.
+    fn rewind(&mut self, name: &str, status: &Mutex<SourceStatus>, e: &Error) {
+        warn!(source = %name, "nexmark: {e}");
+        status.lock().state = format!("retrying: {e}");
+        self.generator = events(self.table, self.generated);
+        std::thread::sleep(Duration::from_secs(1));
+    }
+
+    /// Wait for the batch in flight, if any; false (and rewound) if it failed.
+    fn settle(
+        &mut self,
+        name: &str,
+        status: &Mutex<SourceStatus>,
+        tracker: Option<&mut WatermarkTracker>,
+    ) -> bool {
+        let Some((pending, rows)) = self.inflight.take() else {
+            return true;
+        };
+        match pending.wait(status, tracker) {
+            Ok(next) => {
+                self.advance(rows, next);
+                true
+            }
+            Err(e) => {
+                self.rewind(name, status, &e);
+                false
+            }
+        }
+    }
 }
 
 /// One column of a Nexmark table, read straight from the generator's structs.

@@ -330,20 +330,23 @@ impl AggSpec {
         use datafusion::arrow::array::{
             BooleanBuilder, Decimal128Builder, Float64Builder, Int64Array,
         };
+        // A count: a counter, or a distinct count's set of values.
+        let count = |s: &AccState| match s {
+            AccState::Count(c) => Some(*c),
+            AccState::Values(m) if self.kind == AggKind::Count => Some(m.len() as i64),
+            _ => None,
+        };
         let natural: ArrayRef = match states.first() {
             None => return Ok(None),
-            Some(AccState::Count(_)) => {
-                let mut v = Vec::with_capacity(states.len());
-                for s in states {
-                    match s {
-                        AccState::Count(c) => v.push(*c),
-                        AccState::Values(m) if self.kind == AggKind::Count => {
-                            v.push(m.len() as i64)
-                        }
-                        _ => return Ok(None),
-                    }
+            Some(first) if count(first).is_some() => {
+                match states
+                    .iter()
+                    .map(|s| count(s))
+                    .collect::<Option<Vec<i64>>>()
+                {
+                    Some(v) => Arc::new(Int64Array::from(v)),
+                    None => return Ok(None),
                 }
-                Arc::new(Int64Array::from(v))
             }
             Some(AccState::ExactSum { .. }) => {
                 let float_avg = self.kind == AggKind::Avg
@@ -357,14 +360,14 @@ impl AggSpec {
                         if *n == 0 {
                             b.append_null();
                         } else {
-                            b.append_value(*sum as f64 / 10f64.powi(self.scale as i32) / *n as f64);
+                            b.append_value(avg_exact_float(*sum, *n, self.scale));
                         }
                     }
                     Arc::new(b.finish())
                 } else {
-                    let (p, scale) = match (self.kind, &self.output_type) {
-                        (AggKind::Avg, DataType::Decimal128(_, s)) => (38, *s),
-                        _ => (38, self.scale),
+                    let scale = match (self.kind, &self.output_type) {
+                        (AggKind::Avg, DataType::Decimal128(_, s)) => *s,
+                        _ => self.scale,
                     };
                     let mut b = Decimal128Builder::with_capacity(states.len());
                     for s in states {
@@ -379,7 +382,7 @@ impl AggSpec {
                             b.append_value(*sum);
                         }
                     }
-                    Arc::new(b.finish().with_precision_and_scale(p, scale)?)
+                    Arc::new(b.finish().with_precision_and_scale(38, scale)?)
                 }
             }
             Some(AccState::FloatSum(_)) => {
@@ -435,18 +438,8 @@ impl AggSpec {
                     datafusion::arrow::compute::take(values.as_ref(), &idx, None)?
                 }
             }
-            Some(AccState::Values(_)) if self.kind == AggKind::Count => {
-                let mut v = Vec::with_capacity(states.len());
-                for s in states {
-                    match s {
-                        AccState::Values(m) => v.push(m.len() as i64),
-                        AccState::Count(c) => v.push(*c),
-                        _ => return Ok(None),
-                    }
-                }
-                Arc::new(Int64Array::from(v))
-            }
-            Some(AccState::Values(_)) => return Ok(None),
+            // A count was taken above; other value sets have no columnar form.
+            Some(AccState::Count(_) | AccState::Values(_)) => return Ok(None),
         };
         if natural.data_type() == &self.output_type {
             return Ok(Some(natural));
@@ -619,8 +612,13 @@ fn avg_exact(sum: i128, n: i64, scale: i8, output: &DataType) -> ScalarValue {
             38,
             *out_scale,
         ),
-        _ => ScalarValue::Float64(Some(sum as f64 / 10f64.powi(scale as i32) / n as f64)),
+        _ => ScalarValue::Float64(Some(avg_exact_float(sum, n, scale))),
     }
+}
+
+/// `sum / n` as a double (the sum is at `scale`).
+fn avg_exact_float(sum: i128, n: i64, scale: i8) -> f64 {
+    sum as f64 / 10f64.powi(scale as i32) / n as f64
 }
 
 /// `sum / n` at `out_scale` (the sum is at `scale`), rounded half away from zero.

@@ -298,9 +298,9 @@ impl StateRuns {
             let bottom = start == 0;
             if bottom && self.legacy {
                 let mut legacy = RunBuilder::default();
-                storage.for_each_prefix(&keys::state_prefix(self.state_id), &mut |k, v| {
-                    let n = keys::state_prefix(self.state_id).len();
-                    legacy.put(&k[n..], v);
+                let prefix = keys::state_prefix(self.state_id);
+                storage.for_each_prefix(&prefix, &mut |k, v| {
+                    legacy.put(&k[prefix.len()..], v);
                     Ok(())
                 })?;
                 older.push(legacy.finish());

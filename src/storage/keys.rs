@@ -35,8 +35,13 @@ pub fn catalog_key(object_id: u32) -> Vec<u8> {
 
 /// The prefix under which the state with id `state_id` lives.
 pub fn state_prefix(state_id: u64) -> Vec<u8> {
-    let mut k = Vec::with_capacity(11);
-    k.extend_from_slice(STATE_PREFIX);
+    id_prefix(STATE_PREFIX, state_id)
+}
+
+/// `prefix`, then a state id and a slash.
+fn id_prefix(prefix: &[u8], state_id: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(prefix.len() + 9);
+    k.extend_from_slice(prefix);
     k.extend_from_slice(&state_id.to_be_bytes());
     k.push(b'/');
     k
@@ -93,25 +98,17 @@ pub fn parse_history_key(key: &[u8]) -> Option<(u32, Option<u64>)> {
 
 /// All state prefixes of one catalog object share this prefix.
 pub fn object_state_prefix(object_id: u32) -> Vec<u8> {
-    let mut k = STATE_PREFIX.to_vec();
-    k.extend_from_slice(&object_id.to_be_bytes());
-    k
+    [STATE_PREFIX, &object_id.to_be_bytes()].concat()
 }
 
 /// All state runs of one catalog object share this prefix.
 pub fn object_run_prefix(object_id: u32) -> Vec<u8> {
-    let mut k = RUN_PREFIX.to_vec();
-    k.extend_from_slice(&object_id.to_be_bytes());
-    k
+    [RUN_PREFIX, &object_id.to_be_bytes()].concat()
 }
 
 /// The prefix of the runs of the state with id `state_id`.
 pub fn run_prefix(state_id: u64) -> Vec<u8> {
-    let mut k = Vec::with_capacity(11);
-    k.extend_from_slice(RUN_PREFIX);
-    k.extend_from_slice(&state_id.to_be_bytes());
-    k.push(b'/');
-    k
+    id_prefix(RUN_PREFIX, state_id)
 }
 
 /// The key of run `seq` (the epoch of the checkpoint that wrote it) of `state_id`.
