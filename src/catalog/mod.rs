@@ -103,7 +103,18 @@ pub struct CatalogEntry {
     /// `WATERMARK FOR` (tables and streams with an event-time column).
     #[serde(default)]
     pub watermark: Option<crate::dataflow::watermark::WatermarkDef>,
+    /// How a view's plan is lowered into operators ([`PLAN_VERSION`]). Operator state
+    /// is stored by the operator's position in its view, so a restart must lower a view
+    /// exactly as it was lowered when created: entries written before versions existed
+    /// read as 0.
+    #[serde(default)]
+    pub plan_version: u32,
 }
+
+/// The lowering new views get. 0: every occurrence of a subquery gets its own
+/// operators. 1: identical subqueries of one view share one set of operators (q5's two
+/// copies of the same windowed count are computed once).
+pub const PLAN_VERSION: u32 = 1;
 
 impl CatalogEntry {
     /// The Arrow schema of the relation's rows. Every field is nullable at the Arrow
@@ -291,7 +302,16 @@ mod tests {
             options: BTreeMap::new(),
             append_only: false,
             watermark: None,
+            plan_version: 0,
         }
+    }
+
+    #[test]
+    fn entries_written_before_plan_versions_read_as_version_0() {
+        let mut json = serde_json::to_value(entry(7, "v", vec![])).unwrap();
+        json.as_object_mut().unwrap().remove("plan_version");
+        let old: CatalogEntry = serde_json::from_value(json).unwrap();
+        assert_eq!(old.plan_version, 0);
     }
 
     #[test]

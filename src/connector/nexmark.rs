@@ -573,6 +573,7 @@ mod tests {
             options: Default::default(),
             append_only: true,
             watermark: None,
+            plan_version: 0,
         }
     }
 

@@ -17,7 +17,7 @@
 //! Node ids grow as nodes are installed, and a node is always installed after its
 //! inputs, so ascending id order is a topological order.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -85,15 +85,30 @@ impl Subgraph {
     /// names the relations read from outside the subgraph.
     pub fn explain(&self, relation_name: &dyn Fn(u32) -> String) -> String {
         let mut out = String::new();
+        let mut seen = HashSet::new();
         if let Some(last) = self.nodes.len().checked_sub(1) {
-            self.explain_node(last, 0, relation_name, &mut out);
+            self.explain_node(last, 0, relation_name, &mut seen, &mut out);
         }
         out
     }
 
-    fn explain_node(&self, i: usize, depth: usize, rel: &dyn Fn(u32) -> String, out: &mut String) {
+    fn explain_node(
+        &self,
+        i: usize,
+        depth: usize,
+        rel: &dyn Fn(u32) -> String,
+        seen: &mut HashSet<usize>,
+        out: &mut String,
+    ) {
         let node = &self.nodes[i];
         let indent = "  ".repeat(depth);
+        if !seen.insert(i) {
+            out.push_str(&format!(
+                "{indent}{} (shared: shown above)\n",
+                node.op.name()
+            ));
+            return;
+        }
         let detail = node.op.describe();
         out.push_str(&indent);
         out.push_str(node.op.name());
@@ -107,7 +122,7 @@ impl Subgraph {
         out.push('\n');
         for input in &node.inputs {
             match input {
-                NodeInput::Local(j) => self.explain_node(*j, depth + 1, rel, out),
+                NodeInput::Local(j) => self.explain_node(*j, depth + 1, rel, seen, out),
                 NodeInput::Relation(id) => {
                     out.push_str(&format!("{}  Read {}\n", indent, rel(*id)));
                 }
@@ -1892,13 +1907,21 @@ impl Runtime {
             names,
             analyze,
         };
+        let mut seen = HashSet::new();
         if let Some(last) = ids.last() {
-            self.explain_node(*last, 0, &ctx, &mut out);
+            self.explain_node(*last, 0, &ctx, &mut seen, &mut out);
         }
         Ok(out)
     }
 
-    fn explain_node(&self, id: u64, depth: usize, ctx: &ExplainCtx, out: &mut String) {
+    fn explain_node(
+        &self,
+        id: u64,
+        depth: usize,
+        ctx: &ExplainCtx,
+        seen: &mut HashSet<u64>,
+        out: &mut String,
+    ) {
         let ExplainCtx {
             local,
             node_object,
@@ -1909,6 +1932,13 @@ impl Runtime {
             return;
         };
         let indent = "  ".repeat(depth);
+        if !seen.insert(id) {
+            out.push_str(&format!(
+                "{indent}{} (shared: shown above)\n",
+                node.op.name()
+            ));
+            return;
+        }
         out.push_str(&indent);
         out.push_str(node.op.name());
         let detail = node.op.describe();
@@ -1935,7 +1965,7 @@ impl Runtime {
         out.push('\n');
         for input in &node.inputs {
             if local.contains_key(input) {
-                self.explain_node(*input, depth + 1, ctx, out);
+                self.explain_node(*input, depth + 1, ctx, seen, out);
             } else {
                 let name = node_object
                     .get(input)

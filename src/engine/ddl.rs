@@ -141,6 +141,7 @@ impl Database {
             options: c.options.clone(),
             append_only: c.kind == ObjectKind::Stream,
             watermark,
+            plan_version: 0,
         };
         if nexmark {
             crate::connector::nexmark::NexmarkOptions::from_entry(&entry)?;
@@ -214,6 +215,7 @@ impl Database {
             options: s.options.clone(),
             append_only: from.append_only,
             watermark: None,
+            plan_version: 0,
         };
         catalog.insert(entry.clone(), &mut batch)?;
         // A sink has no operators: its catalog entry is all there is to commit.
@@ -270,6 +272,7 @@ impl Database {
             options: v.options.clone(),
             append_only: subgraph.append_only,
             watermark: None,
+            plan_version: crate::catalog::PLAN_VERSION,
         };
         catalog.insert(entry, &mut batch)?;
         self.dataflow.install(subgraph, false, batch).await?;
@@ -323,6 +326,7 @@ impl Database {
         let names: Vec<String> = columns.iter().map(|c| c.name.clone()).collect();
         let used = ctx.used_objects();
         let subgraph = Lowering::new(&self.state, errors)
+            .with_plan_version(crate::catalog::PLAN_VERSION)
             .with_append_only_relations(catalog.append_only_ids())
             .with_window(view_window(v, catalog, &used)?)
             .lower_view(id, &v.name, &plan, &names)?;

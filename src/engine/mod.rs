@@ -251,6 +251,7 @@ impl Database {
                     self.view_errors.write().insert(entry.id, errors.clone());
                     let names: Vec<String> = entry.columns.iter().map(|c| c.name.clone()).collect();
                     Lowering::new(&self.state, errors)
+                        .with_plan_version(entry.plan_version)
                         .with_append_only_relations(catalog.append_only_ids())
                         .with_window(ddl::view_window(&v, catalog, &entry.depends_on)?)
                         .lower_view(entry.id, &entry.name, &plan, &names)

@@ -98,6 +98,7 @@ impl Database {
                     })
                     .collect();
                 let mut subgraph = Lowering::new(&self.state, EvalErrors::new())
+                    .with_plan_version(crate::catalog::PLAN_VERSION)
                     .with_append_only_relations(catalog.append_only_ids())
                     .lower_view(id, "subscription", &plan, &names)?;
                 subgraph.transient = true;

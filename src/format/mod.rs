@@ -712,6 +712,7 @@ mod tests {
             options: Default::default(),
             append_only: false,
             watermark: None,
+            plan_version: 0,
         }
     }
 

@@ -51,6 +51,10 @@ pub struct Lowering<'a> {
     node_append_only: Vec<bool>,
     /// EMIT ON WINDOW CLOSE / retention of the view's windows.
     window: Option<ViewWindow>,
+    /// With plan version 1 and later: the operators already built for each subplan,
+    /// so that a subquery written twice (q5's windowed count, once per side of its
+    /// join) is computed once and read by both consumers.
+    shared: Option<std::collections::HashMap<LogicalPlan, (NodeInput, SchemaRef)>>,
 }
 
 /// Does `plan` read one relation marked for a lookup join (through projections,
@@ -217,7 +221,16 @@ impl<'a> Lowering<'a> {
             append_only_relations: Default::default(),
             node_append_only: vec![],
             window: None,
+            shared: None,
         }
+    }
+
+    /// Lower as `crate::catalog::PLAN_VERSION` `version` did (a view is restored with
+    /// the version it was created with, since its operators' state is stored by
+    /// position).
+    pub fn with_plan_version(mut self, version: u32) -> Self {
+        self.shared = (version >= 1).then(Default::default);
+        self
     }
 
     /// Emit the view's windows on close and/or drop them after a retention.
@@ -560,8 +573,21 @@ impl<'a> Lowering<'a> {
         Ok(Some((node, out_schema)))
     }
 
-    /// Lower a plan node; returns where its changes come from and their schema.
+    /// Lower a plan node; returns where its changes come from and their schema. An
+    /// identical subplan lowered before is not lowered again (when sharing is on): its
+    /// operators get one more consumer.
     fn lower(&mut self, plan: &LogicalPlan) -> Result<(NodeInput, SchemaRef)> {
+        if let Some(done) = self.shared.as_ref().and_then(|m| m.get(plan)) {
+            return Ok(done.clone());
+        }
+        let lowered = self.lower_new(plan)?;
+        if let Some(m) = self.shared.as_mut() {
+            m.insert(plan.clone(), lowered.clone());
+        }
+        Ok(lowered)
+    }
+
+    fn lower_new(&mut self, plan: &LogicalPlan) -> Result<(NodeInput, SchemaRef)> {
         let out_schema = nullable(plan.schema().as_arrow());
         match plan {
             LogicalPlan::TableScan(scan) => {
@@ -1061,5 +1087,103 @@ fn reject_subqueries(e: &Expr) -> Result<()> {
             "the subquery {s} in a materialized view (it could not be turned into a join)"
         ))),
         None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use datafusion::arrow::datatypes::DataType;
+
+    use super::*;
+    use crate::catalog::{Catalog, CatalogEntry, Column, ObjectKind};
+    use crate::plan::context::{base_session_state, PlanContext};
+    use crate::sql::Statement;
+    use crate::storage::WriteBatch;
+
+    /// The operators of `view` (a CREATE MATERIALIZED VIEW) over a table `t (k, v)`,
+    /// lowered as plan version `version` did.
+    fn operators(view: &str, version: u32) -> Vec<(&'static str, Vec<NodeInput>)> {
+        let mut catalog = Catalog::default();
+        let mut batch = WriteBatch::new();
+        let id = catalog.allocate_id(&mut batch);
+        let column = |name: &str| Column {
+            name: name.into(),
+            data_type: DataType::Int64,
+            nullable: true,
+            sql_type: None,
+        };
+        let table = CatalogEntry {
+            id,
+            name: "t".into(),
+            kind: ObjectKind::Table,
+            columns: vec![column("k"), column("v")],
+            primary_key: vec![],
+            sql: String::new(),
+            depends_on: vec![],
+            options: BTreeMap::new(),
+            append_only: false,
+            watermark: None,
+            plan_version: 0,
+        };
+        catalog.insert(table, &mut batch).unwrap();
+        let Statement::CreateView(v) = crate::sql::parse_one(view).unwrap() else {
+            panic!("not a view: {view}");
+        };
+        let state = base_session_state();
+        let plan = PlanContext::new(&state, &catalog, None)
+            .plan_query(&v.query)
+            .unwrap();
+        let names: Vec<String> = plan
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect();
+        let subgraph = Lowering::new(&state, EvalErrors::new())
+            .with_plan_version(version)
+            .lower_view(99, "v", &plan, &names)
+            .unwrap();
+        subgraph
+            .nodes
+            .iter()
+            .map(|n| (n.op.name(), n.inputs.clone()))
+            .collect()
+    }
+
+    /// q5's shape: the same grouped count on both sides of a join.
+    const TWICE: &str = "CREATE MATERIALIZED VIEW v AS \
+        SELECT a.k, a.n FROM (SELECT k, count(*) AS n FROM t GROUP BY k) AS a \
+        JOIN (SELECT max(b.n) AS top FROM (SELECT k, count(*) AS n FROM t GROUP BY k) AS b) AS m \
+        ON a.n = m.top";
+
+    fn count(ops: &[(&str, Vec<NodeInput>)], name: &str) -> usize {
+        ops.iter().filter(|(n, _)| *n == name).count()
+    }
+
+    #[test]
+    fn an_identical_subquery_is_lowered_once_and_read_twice() {
+        let ops = operators(TWICE, 1);
+        // One count per key (and one max), not two counts.
+        assert_eq!(count(&ops, "HashAggOperator"), 2, "{ops:?}");
+        let agg = ops
+            .iter()
+            .position(|(n, _)| *n == "HashAggOperator")
+            .unwrap();
+        let readers = ops
+            .iter()
+            .filter(|(_, ins)| ins.contains(&NodeInput::Local(agg)))
+            .count();
+        assert!(readers >= 2, "the shared count feeds both sides: {ops:?}");
+    }
+
+    #[test]
+    fn views_of_plan_version_0_keep_one_operator_set_per_occurrence() {
+        // Their state was stored per operator position: a restart must lower them as
+        // they were lowered when created.
+        let ops = operators(TWICE, 0);
+        assert_eq!(count(&ops, "HashAggOperator"), 3, "{ops:?}");
+        assert!(operators(TWICE, 1).len() < ops.len());
     }
 }
