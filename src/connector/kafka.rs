@@ -907,6 +907,20 @@ pub(crate) fn submit_rows(
 }
 
 impl PendingWrite {
+    /// The source's progress once these rows are committed.
+    pub(crate) fn progress(&self) -> &SourceProgress {
+        &self.next
+    }
+
+    /// Wait for the write without touching the source's status or watermark: for a
+    /// batch sent after one that failed. Its progress if it was applied anyway.
+    pub(crate) fn discard(self) -> Option<SourceProgress> {
+        match futures::executor::block_on(self.reply) {
+            Ok(Ok(_)) => Some(self.next),
+            _ => None,
+        }
+    }
+
     /// Wait until the rows are committed; on failure the tracker goes back to where it
     /// was, since the same rows will come again and must meet the same watermark.
     pub(crate) fn wait(

@@ -9,7 +9,7 @@
 //! number of events generated is committed with each epoch, exactly like Kafka offsets:
 //! after a restart the stream continues where the last committed epoch stopped.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,7 +18,7 @@ use nexmark::config::NexmarkConfig;
 use nexmark::event::{Event, EventType};
 use nexmark::EventGenerator;
 use parking_lot::Mutex;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use datafusion::arrow::array::{
     ArrayRef, Int64Array, RecordBatch, StringBuilder, TimestampMillisecondArray,
@@ -50,8 +50,13 @@ pub const OPTIONS: &[&str] = &[
 /// Fixed base time of generated events (2023-11-14 22:13:20 UTC): runs are repeatable.
 const BASE_TIME_MS: u64 = 1_700_000_000_000;
 
-/// Rows generated per epoch at most.
+/// Rows generated per batch at most.
 const BATCH: u64 = 10_000;
+
+/// Batches sent to the dataflow and not yet committed, at most. The generator runs
+/// ahead of the commits (an epoch's fsync), and batches that queue up while the
+/// dataflow is busy join one epoch (one commit for several batches).
+const IN_FLIGHT: usize = 3;
 
 /// Parsed options of a Nexmark stream.
 #[derive(Clone, Debug)]
@@ -176,8 +181,9 @@ fn run(
         table: opts.table,
         generated: first,
         generator: events(opts.table, first),
+        submitted: committed.clone(),
         committed,
-        inflight: None,
+        inflight: VecDeque::new(),
     };
     let direct = DirectPath::new(opts.table, decoder.schema());
     info!(
@@ -200,7 +206,7 @@ fn run(
         if let Some(m) = opts.max_events {
             n = n.min(m.saturating_sub(queued));
         }
-        if n == 0 && pos.inflight.is_some() {
+        if n == 0 && !pos.inflight.is_empty() {
             // Nothing to generate meanwhile: wait for the batch in flight.
             pos.settle(name, &status, tracker.as_mut());
             continue;
@@ -215,7 +221,10 @@ fn run(
                 &status,
                 tracker.as_mut(),
             ) {
-                Ok(Some(next)) => pos.committed = next,
+                Ok(Some(next)) => {
+                    pos.submitted = next.clone();
+                    pos.committed = next;
+                }
                 Ok(None) => {}
                 Err(e) => warn!(source = %name, "nexmark: cannot advance the watermark: {e}"),
             }
@@ -233,14 +242,21 @@ fn run(
         // Straight to Arrow when possible; a batch that does not cast goes through the
         // JSON decoder, which skips and reports its bad rows one by one.
         let direct_rows = direct.as_ref().and_then(|d| d.build(&batch).ok());
-        if !pos.settle(name, &status, tracker.as_mut()) {
-            // The batch before failed: this one follows rows that were not applied.
+        // Room for this batch: at most IN_FLIGHT queued, and the JSON path below
+        // applies its batch itself, after every batch sent before it.
+        let room = match direct_rows {
+            Some(_) if pos.inflight.len() < IN_FLIGHT => true,
+            Some(_) => pos.settle(name, &status, tracker.as_mut()),
+            None => pos.settle_all(name, &status, tracker.as_mut()),
+        };
+        if !room {
+            // A batch before failed: this one follows rows that were not applied.
             continue;
         }
         let rows = batch.len() as u64;
         if let Some(changes) = direct_rows {
-            let mut next = pos.committed.clone();
-            next.offsets.insert(0, (pos.generated + rows) as i64);
+            let mut next = pos.submitted.clone();
+            next.offsets.insert(0, (pos.queued() + rows) as i64);
             next.records += rows;
             match submit_rows(
                 &dataflow,
@@ -250,8 +266,17 @@ fn run(
                 next,
                 tracker.as_mut(),
             ) {
-                Ok(pending) => pos.inflight = Some((pending, rows)),
-                Err(e) => pos.rewind(name, &status, &e),
+                Ok(pending) => {
+                    pos.submitted = pending.progress().clone();
+                    pos.inflight.push_back((pending, rows));
+                }
+                Err(e) => {
+                    // Not sent (the watermark filter failed): what was sent before
+                    // stands; generate again from after it.
+                    if pos.settle_all(name, &status, tracker.as_mut()) {
+                        pos.rewind(name, &status, &e);
+                    }
+                }
             }
             continue;
         }
@@ -281,55 +306,79 @@ fn run(
             Err(e) => pos.rewind(name, &status, &e),
         }
     }
-    // Stopping: let the batch in flight finish, so its progress is known.
-    pos.settle(name, &status, tracker.as_mut());
+    // Stopping: let the batches in flight finish, so their progress is known.
+    pos.settle_all(name, &status, tracker.as_mut());
 }
 
-/// Where a generator source is. The batch sent last may still be in flight: the next
-/// batch is generated while the dataflow applies it (generation and the engine
-/// overlap), and sent once it is committed, so rows still go in order and a failed
-/// batch is generated again from the committed position.
+/// Where a generator source is. Up to [`IN_FLIGHT`] batches may be in flight: the
+/// next batch is generated while the dataflow applies and commits the ones before, and
+/// sent before they are committed. Rows still go in order (the dataflow takes commands
+/// in order), and when a batch fails the source generates again from the committed
+/// position.
+///
+/// That relies on failures of a sent write being sticky: the dataflow refuses every
+/// write after a failed commit (until a restart), and a dropped relation refuses all of
+/// them. So the batches sent after a failed one fail too, and none of them is applied
+/// out of order.
 struct Position {
     table: EventType,
     /// Rows committed.
     generated: u64,
     /// The progress committed with them.
     committed: SourceProgress,
+    /// The progress after the last batch sent (`committed` when none is in flight).
+    submitted: SourceProgress,
     /// Positioned after the rows handed out (committed, in flight, or being built).
     generator: EventGenerator,
-    /// The batch sent and not yet committed, with its row count.
-    inflight: Option<(PendingWrite, u64)>,
+    /// The batches sent and not yet committed, oldest first, with their row counts.
+    inflight: VecDeque<(PendingWrite, u64)>,
 }
 
 impl Position {
-    /// Rows generated so far, counting the batch in flight.
+    /// Rows generated so far, counting the batches in flight.
     fn queued(&self) -> u64 {
-        self.generated + self.inflight.as_ref().map_or(0, |(_, n)| *n)
+        self.generated + self.inflight.iter().map(|(_, n)| *n).sum::<u64>()
     }
 
     /// `rows` more rows are committed, with progress `next`.
     fn advance(&mut self, rows: u64, next: SourceProgress) {
         self.generated += rows;
         self.committed = next;
+        if self.inflight.is_empty() {
+            self.submitted = self.committed.clone();
+        }
     }
 
-    /// A batch was not applied: after a pause, generate the same rows again from the
-    /// committed position.
+    /// A batch was not applied: drop the batches sent after it and, after a pause,
+    /// generate the same rows again from the committed position.
     fn rewind(&mut self, name: &str, status: &Mutex<SourceStatus>, e: &Error) {
         warn!(source = %name, "nexmark: {e}");
+        for (pending, _) in std::mem::take(&mut self.inflight) {
+            if let Some(next) = pending.discard() {
+                // Cannot happen while failures are sticky (see above); if it does,
+                // follow what was committed rather than apply its rows twice.
+                error!(
+                    source = %name,
+                    "nexmark: a batch was applied after an earlier one failed; the failed batch's rows are skipped"
+                );
+                self.generated = next.offsets.get(&0).copied().unwrap_or(0).max(0) as u64;
+                self.committed = next;
+            }
+        }
+        self.submitted = self.committed.clone();
         status.lock().state = format!("retrying: {e}");
         self.generator = events(self.table, self.generated);
         std::thread::sleep(Duration::from_secs(1));
     }
 
-    /// Wait for the batch in flight, if any; false (and rewound) if it failed.
+    /// Wait for the oldest batch in flight, if any; false (and rewound) if it failed.
     fn settle(
         &mut self,
         name: &str,
         status: &Mutex<SourceStatus>,
         tracker: Option<&mut WatermarkTracker>,
     ) -> bool {
-        let Some((pending, rows)) = self.inflight.take() else {
+        let Some((pending, rows)) = self.inflight.pop_front() else {
             return true;
         };
         match pending.wait(status, tracker) {
@@ -342,6 +391,21 @@ impl Position {
                 false
             }
         }
+    }
+
+    /// Wait for every batch in flight; false (and rewound) if one failed.
+    fn settle_all(
+        &mut self,
+        name: &str,
+        status: &Mutex<SourceStatus>,
+        mut tracker: Option<&mut WatermarkTracker>,
+    ) -> bool {
+        while !self.inflight.is_empty() {
+            if !self.settle(name, status, tracker.as_deref_mut()) {
+                return false;
+            }
+        }
+        true
     }
 }
 
@@ -708,5 +772,163 @@ mod tests {
             .insert("use_real_time".into(), "yes please".into());
         let err = NexmarkOptions::from_entry(&e).expect_err("not a boolean");
         assert!(err.to_string().contains("use_real_time"), "{err}");
+    }
+}
+
+#[cfg(test)]
+mod failure_tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use datafusion::arrow::array::{Array, Int64Array};
+
+    use super::*;
+    use crate::catalog::Column;
+    use crate::dataflow::runtime::{Runtime, RuntimeConfig, Subgraph};
+    use crate::dataflow::stream::StreamOperator;
+    use crate::storage::{KvPairs, KvVisitor, MemoryStorage, Storage, WriteBatch};
+
+    /// Memory storage whose commits fail once `left` reaches zero (a disk filling up).
+    struct FailingAfter {
+        inner: MemoryStorage,
+        left: AtomicUsize,
+    }
+
+    impl Storage for FailingAfter {
+        fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+            self.inner.get(key)
+        }
+        fn scan_prefix(&self, prefix: &[u8]) -> Result<KvPairs> {
+            self.inner.scan_prefix(prefix)
+        }
+        fn for_each_prefix(&self, prefix: &[u8], f: &mut KvVisitor) -> Result<()> {
+            self.inner.for_each_prefix(prefix, f)
+        }
+        fn commit(&self, batch: WriteBatch) -> Result<()> {
+            let left = self.left.load(Ordering::SeqCst);
+            if left == 0 {
+                return Err(Error::Storage("No space left on device (test)".into()));
+            }
+            self.left.store(left - 1, Ordering::SeqCst);
+            self.inner.commit(batch)
+        }
+        fn flush(&self) -> Result<()> {
+            Ok(())
+        }
+        fn size_on_disk(&self) -> u64 {
+            0
+        }
+    }
+
+    /// Commits start failing while the generator has batches in flight: the stream keeps
+    /// exactly the rows of the batches committed before the failure, in order, no row
+    /// twice, and the source's committed position says so.
+    #[test]
+    fn a_failed_commit_with_batches_in_flight_keeps_a_gapless_prefix() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let storage = Arc::new(FailingAfter {
+            inner: MemoryStorage::new(),
+            left: AtomicUsize::new(12),
+        });
+        let (dataflow, _) = Runtime::start(storage.clone(), RuntimeConfig::default()).unwrap();
+        let entry = CatalogEntry {
+            id: 1,
+            name: "bid".into(),
+            kind: ObjectKind::Stream,
+            columns: vec![Column {
+                name: "auction".into(),
+                data_type: DataType::Int64,
+                nullable: true,
+                sql_type: None,
+            }],
+            primary_key: vec![],
+            sql: String::new(),
+            depends_on: vec![],
+            options: [
+                ("connector".to_string(), "nexmark".to_string()),
+                ("table".to_string(), "bid".to_string()),
+            ]
+            .into(),
+            append_only: true,
+            watermark: None,
+            plan_version: 0,
+        };
+        rt.block_on(dataflow.install(
+            Subgraph::single(1, Box::new(StreamOperator::new("bid", entry.schema()))),
+            false,
+            WriteBatch::new(),
+        ))
+        .unwrap();
+        let opts = NexmarkOptions::from_entry(&entry).unwrap();
+        let decoder = Decoder::new(
+            &entry,
+            ValueFormat::Json,
+            KeyFormat::None,
+            vec![],
+            None,
+            false,
+        )
+        .unwrap();
+        let status = Arc::new(Mutex::new(SourceStatus::default()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (dataflow, status, stop) = (dataflow.clone(), status.clone(), stop.clone());
+            std::thread::spawn(move || {
+                run(
+                    1,
+                    "bid",
+                    opts,
+                    decoder,
+                    SourceProgress::default(),
+                    dataflow,
+                    status,
+                    stop,
+                    None,
+                )
+            })
+        };
+        let started = Instant::now();
+        while !status.lock().state.starts_with("retrying") {
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "no failure seen"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        stop.store(true, Ordering::Relaxed);
+        thread.join().unwrap();
+        let committed = status.lock().progress.clone();
+        let batches = rt
+            .block_on(async { dataflow.snapshots().current() })
+            .get(1)
+            .unwrap()
+            .batches()
+            .unwrap();
+        let stored: Vec<i64> = batches
+            .iter()
+            .flat_map(|b| {
+                let a = b.column(0).as_any().downcast_ref::<Int64Array>().unwrap();
+                (0..a.len()).map(|i| a.value(i)).collect::<Vec<_>>()
+            })
+            .collect();
+        let expected: Vec<i64> = events(EventType::Bid, 0)
+            .take(stored.len())
+            .map(|e| match e {
+                Event::Bid(b) => b.auction as i64,
+                _ => unreachable!(),
+            })
+            .collect();
+        assert!(!stored.is_empty(), "some batches were committed first");
+        assert_eq!(
+            stored, expected,
+            "the committed rows are the generator's prefix"
+        );
+        assert_eq!(
+            committed.offsets.get(&0).copied(),
+            Some(stored.len() as i64)
+        );
+        assert_eq!(committed.records, stored.len() as u64);
     }
 }
