@@ -5,7 +5,9 @@
 -- (auction, window), take the maximum count per window, and join the counts back to it.
 -- eddy's form: the same query. eddy's HOP(relation, time_column, slide, size) takes the
 -- same arguments as RisingWave's. Each bid falls into 5 windows. Ties all come out, as
--- in the reference (`num >= maxn`).
+-- in the reference (`num >= maxn`). The count per (auction, window) is written twice,
+-- as in the reference; eddy computes it once and feeds both sides of the join from it
+-- (EXPLAIN q5 shows the shared HashAggOperator once).
 
 CREATE MATERIALIZED VIEW q5 AS
 SELECT AuctionBids.auction, AuctionBids.num

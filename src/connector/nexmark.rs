@@ -207,7 +207,7 @@ fn run(
             n = n.min(m.saturating_sub(queued));
         }
         if n == 0 && !pos.inflight.is_empty() {
-            // Nothing to generate meanwhile: wait for the batch in flight.
+            // Nothing to generate meanwhile: wait for the oldest batch in flight.
             pos.settle(name, &status, tracker.as_mut());
             continue;
         }
