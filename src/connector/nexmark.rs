@@ -181,7 +181,6 @@ fn run(
         table: opts.table,
         generated: first,
         generator: events(opts.table, first),
-        submitted: committed.clone(),
         committed,
         inflight: VecDeque::new(),
     };
@@ -221,10 +220,7 @@ fn run(
                 &status,
                 tracker.as_mut(),
             ) {
-                Ok(Some(next)) => {
-                    pos.submitted = next.clone();
-                    pos.committed = next;
-                }
+                Ok(Some(next)) => pos.committed = next,
                 Ok(None) => {}
                 Err(e) => warn!(source = %name, "nexmark: cannot advance the watermark: {e}"),
             }
@@ -255,7 +251,7 @@ fn run(
         }
         let rows = batch.len() as u64;
         if let Some(changes) = direct_rows {
-            let mut next = pos.submitted.clone();
+            let mut next = pos.submitted().clone();
             next.offsets.insert(0, (pos.queued() + rows) as i64);
             next.records += rows;
             match submit_rows(
@@ -266,10 +262,7 @@ fn run(
                 next,
                 tracker.as_mut(),
             ) {
-                Ok(pending) => {
-                    pos.submitted = pending.progress().clone();
-                    pos.inflight.push_back((pending, rows));
-                }
+                Ok(pending) => pos.inflight.push_back((pending, rows)),
                 Err(e) => {
                     // Not sent (the watermark filter failed): what was sent before
                     // stands; generate again from after it.
@@ -326,8 +319,6 @@ struct Position {
     generated: u64,
     /// The progress committed with them.
     committed: SourceProgress,
-    /// The progress after the last batch sent (`committed` when none is in flight).
-    submitted: SourceProgress,
     /// Positioned after the rows handed out (committed, in flight, or being built).
     generator: EventGenerator,
     /// The batches sent and not yet committed, oldest first, with their row counts.
@@ -340,13 +331,17 @@ impl Position {
         self.generated + self.inflight.iter().map(|(_, n)| *n).sum::<u64>()
     }
 
+    /// The progress once every batch sent is committed.
+    fn submitted(&self) -> &SourceProgress {
+        self.inflight
+            .back()
+            .map_or(&self.committed, |(pending, _)| pending.progress())
+    }
+
     /// `rows` more rows are committed, with progress `next`.
     fn advance(&mut self, rows: u64, next: SourceProgress) {
         self.generated += rows;
         self.committed = next;
-        if self.inflight.is_empty() {
-            self.submitted = self.committed.clone();
-        }
     }
 
     /// A batch was not applied: drop the batches sent after it and, after a pause,
@@ -365,7 +360,6 @@ impl Position {
                 self.committed = next;
             }
         }
-        self.submitted = self.committed.clone();
         status.lock().state = format!("retrying: {e}");
         self.generator = events(self.table, self.generated);
         std::thread::sleep(Duration::from_secs(1));
@@ -773,16 +767,11 @@ mod tests {
         let err = NexmarkOptions::from_entry(&e).expect_err("not a boolean");
         assert!(err.to_string().contains("use_real_time"), "{err}");
     }
-}
 
-#[cfg(test)]
-mod failure_tests {
     use std::sync::atomic::AtomicUsize;
 
     use datafusion::arrow::array::{Array, Int64Array};
 
-    use super::*;
-    use crate::catalog::Column;
     use crate::dataflow::runtime::{Runtime, RuntimeConfig, Subgraph};
     use crate::dataflow::stream::StreamOperator;
     use crate::storage::{KvPairs, KvVisitor, MemoryStorage, Storage, WriteBatch};
@@ -833,28 +822,12 @@ mod failure_tests {
             left: AtomicUsize::new(12),
         });
         let (dataflow, _) = Runtime::start(storage.clone(), RuntimeConfig::default()).unwrap();
-        let entry = CatalogEntry {
-            id: 1,
-            name: "bid".into(),
-            kind: ObjectKind::Stream,
-            columns: vec![Column {
-                name: "auction".into(),
-                data_type: DataType::Int64,
-                nullable: true,
-                sql_type: None,
-            }],
-            primary_key: vec![],
-            sql: String::new(),
-            depends_on: vec![],
-            options: [
-                ("connector".to_string(), "nexmark".to_string()),
-                ("table".to_string(), "bid".to_string()),
-            ]
-            .into(),
-            append_only: true,
-            watermark: None,
-            plan_version: 0,
-        };
+        let mut entry = entry(&[("auction", DataType::Int64)]);
+        entry.options = [
+            ("connector".to_string(), "nexmark".to_string()),
+            ("table".to_string(), "bid".to_string()),
+        ]
+        .into();
         rt.block_on(dataflow.install(
             Subgraph::single(1, Box::new(StreamOperator::new("bid", entry.schema()))),
             false,
