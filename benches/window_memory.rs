@@ -64,7 +64,8 @@ fn sql(events: u64, keys: u64) -> String {
     )
 }
 
-/// The bids eddy's generator makes from the `offset`-th on (src/connector/nexmark.rs).
+/// The bids eddy's generator makes from the `offset`-th on
+/// (src/connector/nexmark/generator.rs).
 fn bids(offset: u64) -> impl Iterator<Item = nexmark::event::Bid> {
     nexmark::EventGenerator::new(nexmark::config::NexmarkConfig {
         base_time: 1_700_000_000_000,

@@ -17,9 +17,9 @@
 --       false: the events' own times (below); true: each event is stamped with the wall
 --       clock when it is generated (use_real_time), for measuring freshness.
 --
--- Columns are the generator's (src/connector/nexmark.rs). Times are the events' own:
--- 10,000 events per second of event time from 2023-11-14 22:13:20 UTC, whatever the
--- rate.
+-- Columns are the generator's (src/connector/nexmark/generator.rs). Times are the
+-- events' own: 10,000 events per second of event time from 2023-11-14 22:13:20 UTC,
+-- whatever the rate.
 
 CREATE STREAM bid (
     auction BIGINT, bidder BIGINT, price BIGINT, channel TEXT, url TEXT,

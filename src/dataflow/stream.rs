@@ -16,6 +16,14 @@
 //!
 //! An operator with no storage attached (the query of a `SUBSCRIBE`, which is never
 //! checkpointed) keeps its chunks in memory instead.
+//!
+//! Some sources can produce the same rows again from a position: the built-in Nexmark
+//! generator's row `n` is the same on every run. Such a source tags each batch with the
+//! position of its first row ([`tag_regenerable`]), and a stream given a
+//! [`Regenerate`] function stores an epoch whose batches are all tagged as those
+//! positions only — a few bytes in the chunk's index entry instead of the rows. Readers
+//! and the log replay call the function to get the rows back. An epoch with any other
+//! batch (an `INSERT`, rows a watermark filtered) stores its rows as usual.
 
 use std::io::Cursor;
 use std::sync::Arc;
@@ -40,6 +48,28 @@ fn chunk_key(kind: u8, epoch: u64) -> [u8; 9] {
     k
 }
 
+/// Produces rows `from..from + n` of a regenerable source again, with the stream's
+/// schema: exactly the rows the source tagged with `from` ([`tag_regenerable`]).
+pub type Regenerate = Arc<dyn Fn(u64, usize) -> Result<RecordBatch> + Send + Sync>;
+
+/// Schema metadata key of a batch's first row's position in its source.
+const REGENERATE_FROM: &str = "eddy.regenerate_from";
+
+/// Marks `batch` as the rows of its source from position `from` on, which the source
+/// can produce again (see the module documentation).
+pub fn tag_regenerable(batch: RecordBatch, from: u64) -> Result<RecordBatch> {
+    let schema = batch.schema().as_ref().clone().with_metadata(
+        [(REGENERATE_FROM.to_string(), from.to_string())]
+            .into_iter()
+            .collect(),
+    );
+    Ok(batch.with_schema(Arc::new(schema))?)
+}
+
+fn regenerable_from(batch: &RecordBatch) -> Option<u64> {
+    batch.schema().metadata().get(REGENERATE_FROM)?.parse().ok()
+}
+
 /// One epoch's rows.
 #[derive(Clone)]
 pub struct Chunk {
@@ -53,6 +83,9 @@ pub struct Chunk {
     /// version of eddy (under `legacy`, an 8-byte sequence number).
     resident: Option<Arc<Vec<RecordBatch>>>,
     legacy: Option<u64>,
+    /// The rows are the source's rows at these (position, count) runs, in order; only
+    /// the positions are stored.
+    runs: Option<Arc<Vec<(u64, u64)>>>,
 }
 
 /// A stream's rows as of one epoch: what a reader needs to decode them.
@@ -63,6 +96,7 @@ pub struct StoredRows {
     chunks: imbl::Vector<Chunk>,
     /// With a retention: rows whose event time (column) is below the cutoff are gone.
     cutoff: Option<(usize, i64)>,
+    regenerate: Option<Regenerate>,
 }
 
 impl StoredRows {
@@ -101,6 +135,15 @@ impl StoredRows {
     fn chunk(&self, c: &Chunk) -> Result<Vec<RecordBatch>> {
         let batches = match (&c.resident, &self.store) {
             (Some(b), _) => b.as_ref().clone(),
+            (None, _) if c.runs.is_some() => regenerate(&self.regenerate, c)?
+                .into_iter()
+                .map(|b| {
+                    Ok(RecordBatch::try_new(
+                        self.schema.clone(),
+                        b.columns().to_vec(),
+                    )?)
+                })
+                .collect::<Result<_>>()?,
             (None, Some((storage, state_id))) => {
                 match storage.get(&keys::state_key(*state_id, &chunk_key(DATA, c.epoch)))? {
                     Some(v) => decode_chunk(&v, &self.schema)?,
@@ -125,6 +168,17 @@ impl StoredRows {
     }
 }
 
+/// The rows of a chunk stored as positions.
+fn regenerate(f: &Option<Regenerate>, c: &Chunk) -> Result<Vec<RecordBatch>> {
+    let (Some(f), Some(runs)) = (f, &c.runs) else {
+        return Err(Error::Storage(format!(
+            "the rows of epoch {} are stored as source positions, and the stream cannot produce them again",
+            c.epoch
+        )));
+    };
+    runs.iter().map(|(from, n)| f(*from, *n as usize)).collect()
+}
+
 fn decode_chunk(bytes: &[u8], schema: &SchemaRef) -> Result<Vec<RecordBatch>> {
     StreamReader::try_new(Cursor::new(bytes), None)?
         .map(|b| Ok(b?.with_schema(schema.clone())?))
@@ -136,6 +190,10 @@ pub struct StreamOperator {
     schema: SchemaRef,
     /// Rows appended in the epoch in progress; `persist_epoch` makes them a chunk.
     pending: Vec<RecordBatch>,
+    /// With `regenerate`: the source positions of `pending`, while every batch of the
+    /// epoch had one.
+    pending_runs: Option<Vec<(u64, u64)>>,
+    regenerate: Option<Regenerate>,
     chunks: imbl::Vector<Chunk>,
     rows: usize,
     /// `retention`: rows whose event time is this far below the watermark are
@@ -174,6 +232,8 @@ impl StreamOperator {
             name: name.to_string(),
             schema,
             pending: vec![],
+            pending_runs: Some(vec![]),
+            regenerate: None,
             chunks: imbl::Vector::new(),
             rows: 0,
             retention: None,
@@ -190,12 +250,20 @@ impl StreamOperator {
         self
     }
 
+    /// The source's rows can be produced again: epochs of tagged batches store their
+    /// positions, not their rows (see the module documentation).
+    pub fn with_regenerate(mut self, f: Regenerate) -> Self {
+        self.regenerate = Some(f);
+        self
+    }
+
     fn stored(&self) -> StoredRows {
         StoredRows {
             schema: self.schema.clone(),
             store: self.store.clone(),
             chunks: self.chunks.clone(),
             cutoff: self.retention.zip(self.cutoff).map(|((c, _), t)| (c, t)),
+            regenerate: self.regenerate.clone(),
         }
     }
 
@@ -214,17 +282,24 @@ impl StreamOperator {
             max,
             resident: None,
             legacy: None,
+            runs: None,
         })
     }
 }
 
 /// A chunk's row count and time range, stored beside it (`m<epoch>`) so that a
-/// restart reads the index without the rows.
+/// restart reads the index without the rows; then, for a chunk stored as source
+/// positions, its runs (position, count).
 fn encode_meta(c: &Chunk) -> Vec<u8> {
-    let mut v = Vec::with_capacity(24);
+    let runs = c.runs.as_deref().map_or(&[][..], |r| r.as_slice());
+    let mut v = Vec::with_capacity(24 + 16 * runs.len());
     v.extend_from_slice(&(c.rows as u64).to_le_bytes());
     v.extend_from_slice(&c.min.to_le_bytes());
     v.extend_from_slice(&c.max.to_le_bytes());
+    for (from, n) in runs {
+        v.extend_from_slice(&from.to_le_bytes());
+        v.extend_from_slice(&n.to_le_bytes());
+    }
     v
 }
 
@@ -234,6 +309,17 @@ fn decode_meta(epoch: u64, v: &[u8]) -> Result<Chunk> {
             .and_then(|b| b.try_into().ok())
             .ok_or_else(|| Error::Storage("corrupt stream chunk index".into()))
     };
+    let runs = (v.len() > 24).then(|| {
+        (3..v.len() / 8)
+            .step_by(2)
+            .map(|i| {
+                Ok((
+                    u64::from_le_bytes(field(i)?),
+                    u64::from_le_bytes(field(i + 1)?),
+                ))
+            })
+            .collect::<Result<Vec<_>>>()
+    });
     Ok(Chunk {
         epoch,
         rows: u64::from_le_bytes(field(0)?) as usize,
@@ -241,6 +327,7 @@ fn decode_meta(epoch: u64, v: &[u8]) -> Result<Chunk> {
         max: i64::from_le_bytes(field(2)?),
         resident: None,
         legacy: None,
+        runs: runs.transpose()?.map(Arc::new),
     })
 }
 
@@ -274,6 +361,12 @@ impl Operator for StreamOperator {
     }
 
     fn logged_rows(&self, epoch: u64, state: &StateReader) -> Result<Vec<RecordBatch>> {
+        if let Some(meta) = state.get(&chunk_key(META, epoch))? {
+            let chunk = decode_meta(epoch, &meta)?;
+            if chunk.runs.is_some() {
+                return regenerate(&self.regenerate, &chunk);
+            }
+        }
         match state.get(&chunk_key(DATA, epoch))? {
             Some(v) => decode_chunk(&v, &self.schema),
             None => Err(Error::Storage(format!(
@@ -292,6 +385,19 @@ impl Operator for StreamOperator {
         }
         if batch.is_empty() {
             return Ok(());
+        }
+        // Rows the source can produce again (each once): note where they start.
+        let from = regenerable_from(&batch.data)
+            .filter(|_| self.regenerate.is_some() && self.store.is_some());
+        match (from, self.pending_runs.as_mut()) {
+            (Some(from), Some(runs)) if batch.diffs.values().iter().all(|d| *d == 1) => {
+                let n = batch.num_rows() as u64;
+                match runs.last_mut() {
+                    Some((start, len)) if *start + *len == from => *len += n,
+                    _ => runs.push((from, n)),
+                }
+            }
+            _ => self.pending_runs = None,
         }
         // A row inserted n times at once (a join with duplicate partners) is n rows.
         let batch = if batch.diffs.values().iter().any(|d| *d > 1) {
@@ -328,9 +434,17 @@ impl Operator for StreamOperator {
             return Ok(());
         }
         let batches = std::mem::take(&mut self.pending);
+        let runs = self.pending_runs.replace(vec![]);
         let mut chunk = self.chunk_of(epoch, &batches)?;
         if self.store.is_none() {
             chunk.resident = Some(Arc::new(batches));
+            self.chunks.push_back(chunk);
+            return Ok(());
+        }
+        if let Some(runs) = runs {
+            // The source's positions, not its rows.
+            chunk.runs = Some(Arc::new(runs));
+            state.put_vec(&chunk_key(META, epoch), encode_meta(&chunk));
             self.chunks.push_back(chunk);
             return Ok(());
         }
@@ -572,6 +686,121 @@ mod tests {
         op.process(0, changes(&schema, "8 +1"), &mut out).unwrap();
         persist(&mut op, &storage, 10);
         assert_eq!(contents(&op), vec!["7 +1", "8 +1"]);
+    }
+
+    /// A source whose row `i` is `(i, "r<i>")`, and how many rows it was asked for.
+    fn counting_source(schema: &SchemaRef) -> (Regenerate, Arc<std::sync::atomic::AtomicU64>) {
+        let asked = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (schema, counter) = (schema.clone(), asked.clone());
+        let f: Regenerate = Arc::new(move |from, n| {
+            counter.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+            let text: String = (from..from + n as u64)
+                .map(|i| format!("{i} r{i} +1\n"))
+                .collect();
+            tag_regenerable(changes(&schema, &text).data, from)
+        });
+        (f, asked)
+    }
+
+    fn source_rows(f: &Regenerate, from: u64, n: usize) -> ChangeBatch {
+        ChangeBatch::inserts(f(from, n).unwrap())
+    }
+
+    fn has_key(storage: &Arc<dyn Storage>, kind: u8, epoch: u64) -> bool {
+        StateReader::new(5, storage.as_ref())
+            .get(&chunk_key(kind, epoch))
+            .unwrap()
+            .is_some()
+    }
+
+    #[test]
+    fn an_epoch_of_regenerable_rows_stores_their_positions_and_reads_them_back() {
+        let schema = schema(&[("k", I64), ("v", STR)]);
+        let storage: Arc<dyn Storage> = Arc::new(MemoryStorage::new());
+        let (f, asked) = counting_source(&schema);
+        let mut op = stored_op(&schema, &storage).with_regenerate(f.clone());
+        let mut out = vec![];
+        // Epoch 1: two adjacent batches (one run), then a gap (a second run).
+        op.process(0, source_rows(&f, 0, 3), &mut out).unwrap();
+        op.process(0, source_rows(&f, 3, 2), &mut out).unwrap();
+        op.process(0, source_rows(&f, 10, 1), &mut out).unwrap();
+        // What the stream passes on is untagged, with the stream's schema.
+        assert!(out.iter().all(|b| regenerable_from(&b.data).is_none()));
+        persist(&mut op, &storage, 1);
+        assert!(!has_key(&storage, DATA, 1), "no rows stored");
+        assert!(has_key(&storage, META, 1));
+        let runs = op.chunks[0].runs.clone().unwrap();
+        assert_eq!(runs.as_slice(), &[(0, 5), (10, 1)]);
+        let want = vec![
+            "0 r0 +1",
+            "1 r1 +1",
+            "10 r10 +1",
+            "2 r2 +1",
+            "3 r3 +1",
+            "4 r4 +1",
+        ];
+        asked.store(0, std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(snapshot_rows(&op), want);
+        assert_eq!(asked.load(std::sync::atomic::Ordering::Relaxed), 6);
+        let snap = op.snapshot().unwrap();
+        assert!(snap.batches().unwrap().iter().all(|b| b.schema() == schema));
+        // The log replay of epoch 1, and a restart from a checkpoint after it.
+        let reader = StateReader::new(5, storage.as_ref());
+        let logged = op.logged_rows(1, &reader).unwrap();
+        assert_eq!(logged.iter().map(|b| b.num_rows()).sum::<usize>(), 6);
+        let mut back = stored_op(&schema, &storage).with_regenerate(f.clone());
+        back.restore(&reader).unwrap();
+        assert_eq!(snapshot_rows(&back), want);
+        assert_eq!(back.state_entries(), 6);
+        // Replaying a regenerated epoch stores positions again.
+        let mut replayed = stored_op(&schema, &storage).with_regenerate(f.clone());
+        replayed
+            .restore(&StateReader::new(5, storage.as_ref()).at_checkpoint(0))
+            .unwrap();
+        for b in logged {
+            replayed
+                .process(0, ChangeBatch::inserts(b), &mut out)
+                .unwrap();
+        }
+        assert!(replayed.pending_runs.as_ref().is_some_and(|r| r.len() == 2));
+        // Without the function, a stream stored as positions says so when read.
+        let mut blind = stored_op(&schema, &storage);
+        blind.restore(&reader).unwrap();
+        let err = blind.stored().read().unwrap_err();
+        assert!(err.to_string().contains("source positions"), "{err}");
+    }
+
+    #[test]
+    fn an_epoch_with_any_other_rows_stores_its_rows() {
+        let schema = schema(&[("k", I64), ("v", STR)]);
+        let storage: Arc<dyn Storage> = Arc::new(MemoryStorage::new());
+        let (f, _) = counting_source(&schema);
+        let mut op = stored_op(&schema, &storage).with_regenerate(f.clone());
+        let mut out = vec![];
+        // Epoch 1: a generated batch and an INSERT.
+        op.process(0, source_rows(&f, 0, 2), &mut out).unwrap();
+        op.process(0, changes(&schema, "7 x +1"), &mut out).unwrap();
+        persist(&mut op, &storage, 1);
+        assert!(has_key(&storage, DATA, 1));
+        // Epoch 2: a generated batch whose rows count twice (not the source's rows).
+        let mut twice = source_rows(&f, 2, 1);
+        twice.diffs = vec![2].into();
+        op.process(0, twice, &mut out).unwrap();
+        persist(&mut op, &storage, 2);
+        assert!(has_key(&storage, DATA, 2));
+        // Epoch 3: generated only again, stored as positions.
+        op.process(0, source_rows(&f, 3, 1), &mut out).unwrap();
+        persist(&mut op, &storage, 3);
+        assert!(!has_key(&storage, DATA, 3));
+        let want = vec!["0 r0 +1", "1 r1 +1", "2 r2 +2", "3 r3 +1", "7 x +1"];
+        assert_eq!(snapshot_rows(&op), want);
+        // A stream without the function stores tagged rows like any other.
+        let storage: Arc<dyn Storage> = Arc::new(MemoryStorage::new());
+        let mut plain = stored_op(&schema, &storage);
+        plain.process(0, source_rows(&f, 0, 2), &mut out).unwrap();
+        persist(&mut plain, &storage, 1);
+        assert!(has_key(&storage, DATA, 1));
+        assert_eq!(snapshot_rows(&plain), vec!["0 r0 +1", "1 r1 +1"]);
     }
 
     #[test]

@@ -100,7 +100,12 @@ pub(crate) fn table_operator(entry: &CatalogEntry) -> Result<Box<dyn crate::data
 pub(crate) fn relation_subgraph(entry: &CatalogEntry) -> Result<Subgraph> {
     let op: Box<dyn crate::dataflow::Operator> = match entry.kind {
         ObjectKind::Stream => {
-            let op = StreamOperator::new(&entry.name, entry.schema());
+            let mut op = StreamOperator::new(&entry.name, entry.schema());
+            if entry.is_nexmark() {
+                if let Some(f) = crate::connector::nexmark::regenerate(entry)? {
+                    op = op.with_regenerate(f);
+                }
+            }
             let watermark = entry.watermark_install();
             match (entry.retention_us(), watermark) {
                 (Some(r), Some(w)) => Box::new(op.with_retention(w.column, r)),

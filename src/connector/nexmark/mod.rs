@@ -1,40 +1,44 @@
-//! A built-in source of Nexmark events (persons, auctions, bids) from the `nexmark`
-//! crate: `CREATE STREAM bid (...) WITH (connector = 'nexmark', table = 'bid', ...)`.
+//! A built-in source of Nexmark events (persons, auctions, bids), the `nexmark` crate's
+//! events: `CREATE STREAM bid (...) WITH (connector = 'nexmark', table = 'bid', ...)`.
 //! Demos and benchmarks need no broker.
 //!
 //! The generator is deterministic: event `n` of a table is the same on every run (a
-//! fixed base time), so two runs, or eddy and a reference, see identical input. Events
-//! go through the same JSON decoder as Kafka records, so columns are matched by name
-//! and any subset of a table's columns (in any order, with compatible types) works. The
-//! number of events generated is committed with each epoch, exactly like Kafka offsets:
-//! after a restart the stream continues where the last committed epoch stopped.
+//! fixed base time), so two runs, or eddy and a reference, see identical input.
+//! [`generator`] writes the events straight into Arrow arrays. Columns are matched by
+//! name, and any subset of a table's columns (in any order, with castable types) works;
+//! a batch that does not cast goes through the same JSON decoder as Kafka records, which
+//! reports its bad rows one by one. The number of events generated is committed with
+//! each epoch, exactly like Kafka offsets: after a restart the stream continues where
+//! the last committed epoch stopped.
+
+pub mod generator;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use nexmark::config::NexmarkConfig;
-use nexmark::event::{Event, EventType};
-use nexmark::EventGenerator;
+use nexmark::event::EventType;
 use parking_lot::Mutex;
 use tracing::{error, info, warn};
 
-use datafusion::arrow::array::{
-    ArrayRef, Int64Array, RecordBatch, StringBuilder, TimestampMillisecondArray,
-};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use datafusion::arrow::compute::{can_cast_types, cast_with_options, CastOptions};
-use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit};
+use datafusion::arrow::datatypes::{
+    DataType, Int64Type, SchemaRef, TimeUnit, TimestampMillisecondType,
+};
 
 use super::kafka::{
     apply_batch, idle_tick, submit_rows, KafkaSource, PendingWrite, SourceProgress, SourceStatus,
 };
 use crate::catalog::{CatalogEntry, ObjectKind};
 use crate::dataflow::runtime::DataflowHandle;
+use crate::dataflow::stream::{tag_regenerable, Regenerate};
 use crate::dataflow::watermark::WatermarkTracker;
 use crate::dataflow::ChangeBatch;
 use crate::error::{Error, Result};
 use crate::format::{Decoder, KeyFormat, RawRecord, ValueFormat};
+use generator::{columns, generate, Kind};
 
 /// The WITH options of a Nexmark stream.
 pub const OPTIONS: &[&str] = &[
@@ -46,9 +50,6 @@ pub const OPTIONS: &[&str] = &[
     "idle_timeout",
     "retention",
 ];
-
-/// Fixed base time of generated events (2023-11-14 22:13:20 UTC): runs are repeatable.
-const BASE_TIME_MS: u64 = 1_700_000_000_000;
 
 /// Rows generated per batch at most.
 const BATCH: u64 = 10_000;
@@ -178,9 +179,7 @@ fn run(
     }
     let first = committed.offsets.get(&0).copied().unwrap_or(0).max(0) as u64;
     let mut pos = Position {
-        table: opts.table,
         generated: first,
-        generator: events(opts.table, first),
         committed,
         inflight: VecDeque::new(),
     };
@@ -231,13 +230,34 @@ fn run(
             std::thread::sleep(Duration::from_millis(5));
             continue;
         }
-        let mut batch: Vec<Event> = pos.generator.by_ref().take(n as usize).collect();
-        if opts.real_time {
-            stamp_now(&mut batch, crate::dataflow::runtime::now_ms());
-        }
+        let from = pos.queued();
+        let now = opts.real_time.then(crate::dataflow::runtime::now_ms);
         // Straight to Arrow when possible; a batch that does not cast goes through the
         // JSON decoder, which skips and reports its bad rows one by one.
-        let direct_rows = direct.as_ref().and_then(|d| d.build(&batch).ok());
+        let extra = direct.as_ref().is_none_or(|d| d.extra);
+        let mut arrays = match generate(opts.table, from, n as usize, extra, now) {
+            Ok(a) => a,
+            Err(e) => {
+                pos.rewind(name, &status, &e);
+                continue;
+            }
+        };
+        // Rows stamped with the clock cannot be generated again: the stream stores them.
+        let tag = (!opts.real_time).then_some(from);
+        let direct_rows = direct
+            .as_ref()
+            .and_then(|d| d.build(&arrays, tag).ok())
+            .map(ChangeBatch::inserts);
+        if direct_rows.is_none() && !extra {
+            // The JSON path takes whole rows.
+            match generate(opts.table, from, n as usize, true, now) {
+                Ok(a) => arrays = a,
+                Err(e) => {
+                    pos.rewind(name, &status, &e);
+                    continue;
+                }
+            }
+        }
         // Room for this batch: at most IN_FLIGHT queued, and the JSON path below
         // applies its batch itself, after every batch sent before it.
         let room = match direct_rows {
@@ -249,7 +269,7 @@ fn run(
             // A batch before failed: this one follows rows that were not applied.
             continue;
         }
-        let rows = batch.len() as u64;
+        let rows = n;
         if let Some(changes) = direct_rows {
             let mut next = pos.submitted().clone();
             next.offsets.insert(0, (pos.queued() + rows) as i64);
@@ -274,7 +294,7 @@ fn run(
             continue;
         }
         values.clear();
-        values.extend(batch.iter().map(to_json));
+        values.extend((0..n as usize).map(|i| to_json(opts.table, &arrays, i)));
         let records: Vec<RawRecord<'_>> = values
             .iter()
             .enumerate()
@@ -314,13 +334,10 @@ fn run(
 /// them. So the batches sent after a failed one fail too, and none of them is applied
 /// out of order.
 struct Position {
-    table: EventType,
     /// Rows committed.
     generated: u64,
     /// The progress committed with them.
     committed: SourceProgress,
-    /// Positioned after the rows handed out (committed, in flight, or being built).
-    generator: EventGenerator,
     /// The batches sent and not yet committed, oldest first, with their row counts.
     inflight: VecDeque<(PendingWrite, u64)>,
 }
@@ -361,7 +378,6 @@ impl Position {
             }
         }
         status.lock().state = format!("retrying: {e}");
-        self.generator = events(self.table, self.generated);
         std::thread::sleep(Duration::from_secs(1));
     }
 
@@ -403,125 +419,58 @@ impl Position {
     }
 }
 
-/// One column of a Nexmark table, read straight from the generator's structs.
-#[derive(Clone, Copy, Debug)]
-enum Field {
-    Int(fn(&Event) -> i64),
-    Text(fn(&Event) -> &str),
-    /// Milliseconds since 1970.
-    Time(fn(&Event) -> i64),
-}
-
-/// The columns of each table, by name (as in the JSON path's `to_json`).
-fn native_field(table: EventType, column: &str) -> Option<Field> {
-    use Field::*;
-    macro_rules! person {
-        ($e:ident, $body:expr) => {
-            |ev: &Event| match ev {
-                Event::Person($e) => $body,
-                _ => Default::default(),
-            }
-        };
-    }
-    macro_rules! auction {
-        ($e:ident, $body:expr) => {
-            |ev: &Event| match ev {
-                Event::Auction($e) => $body,
-                _ => Default::default(),
-            }
-        };
-    }
-    macro_rules! bid {
-        ($e:ident, $body:expr) => {
-            |ev: &Event| match ev {
-                Event::Bid($e) => $body,
-                _ => Default::default(),
-            }
-        };
-    }
-    Some(match (table, column) {
-        (EventType::Person, "id") => Int(person!(p, p.id as i64)),
-        (EventType::Person, "name") => Text(person!(p, p.name.as_str())),
-        (EventType::Person, "email_address") => Text(person!(p, p.email_address.as_str())),
-        (EventType::Person, "credit_card") => Text(person!(p, p.credit_card.as_str())),
-        (EventType::Person, "city") => Text(person!(p, p.city.as_str())),
-        (EventType::Person, "state") => Text(person!(p, p.state.as_str())),
-        (EventType::Person, "date_time") => Time(person!(p, p.date_time as i64)),
-        (EventType::Person, "extra") => Text(person!(p, p.extra.as_str())),
-        (EventType::Auction, "id") => Int(auction!(a, a.id as i64)),
-        (EventType::Auction, "item_name") => Text(auction!(a, a.item_name.as_str())),
-        (EventType::Auction, "description") => Text(auction!(a, a.description.as_str())),
-        (EventType::Auction, "initial_bid") => Int(auction!(a, a.initial_bid as i64)),
-        (EventType::Auction, "reserve") => Int(auction!(a, a.reserve as i64)),
-        (EventType::Auction, "date_time") => Time(auction!(a, a.date_time as i64)),
-        (EventType::Auction, "expires") => Time(auction!(a, a.expires as i64)),
-        (EventType::Auction, "seller") => Int(auction!(a, a.seller as i64)),
-        (EventType::Auction, "category") => Int(auction!(a, a.category as i64)),
-        (EventType::Auction, "extra") => Text(auction!(a, a.extra.as_str())),
-        (EventType::Bid, "auction") => Int(bid!(b, b.auction as i64)),
-        (EventType::Bid, "bidder") => Int(bid!(b, b.bidder as i64)),
-        (EventType::Bid, "price") => Int(bid!(b, b.price as i64)),
-        (EventType::Bid, "channel") => Text(bid!(b, b.channel.as_str())),
-        (EventType::Bid, "url") => Text(bid!(b, b.url.as_str())),
-        (EventType::Bid, "date_time") => Time(bid!(b, b.date_time as i64)),
-        (EventType::Bid, "extra") => Text(bid!(b, b.extra.as_str())),
-        _ => return None,
-    })
-}
-
-/// Events to Arrow without JSON: each declared column built from the generator's
-/// structs and cast to its declared type. Used when every declared column is one of the
-/// table's and the casts exist; otherwise (and for a batch whose cast fails, e.g. a
-/// value out of a narrower type's range) the rows go through the JSON decoder, which
-/// reports bad rows one by one.
+/// Generated columns to Arrow without JSON: each declared column picked from the
+/// generator's arrays and cast to its declared type. Used when every declared column is
+/// one of the table's and the casts exist; otherwise (and for a batch whose cast fails,
+/// e.g. a value out of a narrower type's range) the rows go through the JSON decoder,
+/// which reports bad rows one by one.
 struct DirectPath {
     schema: SchemaRef,
-    fields: Vec<Field>,
+    /// For each declared column, its position in the generator's columns.
+    picks: Vec<usize>,
+    /// Whether `extra` is declared (generating it is most of a bid's cost).
+    extra: bool,
 }
 
 impl DirectPath {
     fn new(table: EventType, schema: SchemaRef) -> Option<Self> {
-        let mut fields = vec![];
+        let mut picks = vec![];
         for f in schema.fields() {
-            let native = native_field(table, &f.name().to_ascii_lowercase())?;
-            let from = match native {
-                Field::Int(_) => DataType::Int64,
-                Field::Text(_) => DataType::Utf8,
-                Field::Time(_) => DataType::Timestamp(TimeUnit::Millisecond, None),
+            let name = f.name().to_ascii_lowercase();
+            let from = match generator::kind(table, &name)? {
+                Kind::Int => DataType::Int64,
+                Kind::Text => DataType::Utf8,
+                Kind::Time => DataType::Timestamp(TimeUnit::Millisecond, None),
             };
             if !can_cast_types(&from, f.data_type()) {
                 return None;
             }
-            fields.push(native);
+            picks.push(columns(table).iter().position(|c| *c == name)?);
         }
-        Some(Self { schema, fields })
+        let extra = picks.contains(&(columns(table).len() - 1));
+        Some(Self {
+            schema,
+            picks,
+            extra,
+        })
     }
 
-    fn build(&self, events: &[Event]) -> Result<ChangeBatch> {
-        let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.fields.len());
-        for (field, target) in self.fields.iter().zip(self.schema.fields()) {
-            let native: ArrayRef = match field {
-                Field::Int(get) => Arc::new(Int64Array::from_iter_values(events.iter().map(get))),
-                Field::Time(get) => Arc::new(TimestampMillisecondArray::from_iter_values(
-                    events.iter().map(get),
-                )),
-                Field::Text(get) => {
-                    let bytes = events.iter().map(|e| get(e).len()).sum();
-                    let mut b = StringBuilder::with_capacity(events.len(), bytes);
-                    for e in events {
-                        b.append_value(get(e));
-                    }
-                    Arc::new(b.finish())
-                }
-            };
+    /// The declared columns of a generated batch; with `from` (the batch's first row),
+    /// tagged as rows the stream can have generated again instead of storing them.
+    fn build(&self, arrays: &[ArrayRef], from: Option<u64>) -> Result<RecordBatch> {
+        let mut out: Vec<ArrayRef> = Vec::with_capacity(self.picks.len());
+        for (pick, target) in self.picks.iter().zip(self.schema.fields()) {
+            let native = arrays
+                .get(*pick)
+                .ok_or_else(|| Error::internal("nexmark: a generated column is missing"))?;
             let cast = if native.data_type() == target.data_type() {
-                native
+                native.clone()
             } else {
                 let opts = CastOptions {
                     safe: false,
                     ..Default::default()
                 };
-                cast_with_options(&native, target.data_type(), &opts).map_err(|e| {
+                cast_with_options(native, target.data_type(), &opts).map_err(|e| {
                     Error::invalid_with(
                         "22003",
                         format!(
@@ -531,79 +480,58 @@ impl DirectPath {
                     )
                 })?
             };
-            columns.push(cast);
+            out.push(cast);
         }
-        Ok(ChangeBatch::inserts(RecordBatch::try_new(
-            self.schema.clone(),
-            columns,
-        )?))
-    }
-}
-
-/// `use_real_time`: the events happen now. An auction keeps its length (`expires` moves
-/// with `date_time`).
-fn stamp_now(events: &mut [Event], now: u64) {
-    for e in events {
-        match e {
-            Event::Person(p) => p.date_time = now,
-            Event::Auction(a) => {
-                a.expires = now + a.expires.saturating_sub(a.date_time);
-                a.date_time = now;
-            }
-            Event::Bid(b) => b.date_time = now,
+        let batch = RecordBatch::try_new(self.schema.clone(), out)?;
+        match from {
+            Some(from) => tag_regenerable(batch, from),
+            None => Ok(batch),
         }
     }
 }
 
-/// The events of one table from its `offset`-th on (the same on every run).
-fn events(table: EventType, offset: u64) -> EventGenerator {
-    EventGenerator::new(NexmarkConfig {
-        base_time: BASE_TIME_MS,
-        ..Default::default()
-    })
-    .with_type_filter(table)
-    .with_offset(offset)
+/// For a stream of generated events: produces its rows again from their positions, so
+/// the stream stores positions instead of rows. `None` for a stream whose rows cannot
+/// be produced again: with `use_real_time` (stamped with the clock), or with columns
+/// that go through the JSON decoder.
+pub fn regenerate(entry: &CatalogEntry) -> Result<Option<Regenerate>> {
+    let opts = NexmarkOptions::from_entry(entry)?;
+    if opts.real_time {
+        return Ok(None);
+    }
+    let Some(direct) = DirectPath::new(opts.table, entry.schema()) else {
+        return Ok(None);
+    };
+    let table = opts.table;
+    Ok(Some(Arc::new(move |from, n| {
+        let arrays = generate(table, from, n, direct.extra, None)?;
+        direct.build(&arrays, Some(from))
+    })))
 }
 
-/// One event as a JSON object with the Nexmark column names (times in ms since 1970).
-fn to_json(e: &Event) -> String {
-    let s = |v: &str| serde_json::to_string(v).unwrap_or_else(|_| "null".into());
-    match e {
-        Event::Person(p) => format!(
-            r#"{{"id":{},"name":{},"email_address":{},"credit_card":{},"city":{},"state":{},"date_time":{},"extra":{}}}"#,
-            p.id,
-            s(&p.name),
-            s(&p.email_address),
-            s(&p.credit_card),
-            s(&p.city),
-            s(&p.state),
-            p.date_time,
-            s(&p.extra)
-        ),
-        Event::Auction(a) => format!(
-            r#"{{"id":{},"item_name":{},"description":{},"initial_bid":{},"reserve":{},"date_time":{},"expires":{},"seller":{},"category":{},"extra":{}}}"#,
-            a.id,
-            s(&a.item_name),
-            s(&a.description),
-            a.initial_bid,
-            a.reserve,
-            a.date_time,
-            a.expires,
-            a.seller,
-            a.category,
-            s(&a.extra)
-        ),
-        Event::Bid(b) => format!(
-            r#"{{"auction":{},"bidder":{},"price":{},"channel":{},"url":{},"date_time":{},"extra":{}}}"#,
-            b.auction,
-            b.bidder,
-            b.price,
-            s(&b.channel),
-            s(&b.url),
-            b.date_time,
-            s(&b.extra)
-        ),
+/// Row `row` of a generated batch (every column, `extra` included) as a JSON object
+/// with the Nexmark column names (times in ms since 1970).
+fn to_json(table: EventType, arrays: &[ArrayRef], row: usize) -> String {
+    let mut out = String::from("{");
+    for (i, (name, a)) in columns(table).iter().zip(arrays).enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push('"');
+        out.push_str(name);
+        out.push_str("\":");
+        if let Some(s) = a.as_string_opt::<i32>() {
+            out.push_str(&serde_json::to_string(s.value(row)).unwrap_or_else(|_| "null".into()));
+        } else if let Some(v) = a.as_primitive_opt::<Int64Type>() {
+            out.push_str(&v.value(row).to_string());
+        } else if let Some(v) = a.as_primitive_opt::<TimestampMillisecondType>() {
+            out.push_str(&v.value(row).to_string());
+        } else {
+            out.push_str("null");
+        }
     }
+    out.push('}');
+    out
 }
 
 #[cfg(test)]
@@ -641,8 +569,8 @@ mod tests {
         let decoder = Decoder::new(&e, ValueFormat::Json, KeyFormat::None, vec![], None, false)
             .expect("decoder");
         let direct = DirectPath::new(table, decoder.schema()).expect("direct path applies");
-        let batch: Vec<Event> = events(table, 17).take(300).collect();
-        let json: Vec<String> = batch.iter().map(to_json).collect();
+        let arrays = generate(table, 17, 300, true, None).expect("generate");
+        let json: Vec<String> = (0..300).map(|i| to_json(table, &arrays, i)).collect();
         let records: Vec<RawRecord<'_>> = json
             .iter()
             .enumerate()
@@ -656,7 +584,7 @@ mod tests {
             .collect();
         let decoded = decoder.decode(&records).expect("decode");
         assert!(decoded.bad.is_empty());
-        let built = direct.build(&batch).expect("build");
+        let built = ChangeBatch::inserts(direct.build(&arrays, None).expect("build"));
         assert_eq!(built.data, decoded.changes.data, "{table:?}");
         assert_eq!(built.diffs, decoded.changes.diffs);
     }
@@ -726,33 +654,9 @@ mod tests {
     fn a_value_that_does_not_fit_fails_the_batch_instead_of_wrapping() {
         let e = entry(&[("price", DataType::Int8)]);
         let direct = DirectPath::new(EventType::Bid, e.schema()).expect("castable");
-        let batch: Vec<Event> = events(EventType::Bid, 0).take(100).collect();
-        assert!(direct.build(&batch).is_err());
-    }
-
-    #[test]
-    fn real_time_stamps_every_table_with_now_and_keeps_auction_lengths() {
-        let now = BASE_TIME_MS + 1_000_000_000;
-        for table in [EventType::Person, EventType::Auction, EventType::Bid] {
-            let original: Vec<Event> = events(table, 5).take(50).collect();
-            let mut stamped = original.clone();
-            stamp_now(&mut stamped, now);
-            for (o, s) in original.iter().zip(&stamped) {
-                match (o, s) {
-                    (Event::Person(_), Event::Person(p)) => assert_eq!(p.date_time, now),
-                    (Event::Bid(o), Event::Bid(b)) => {
-                        assert_eq!(b.date_time, now);
-                        assert_eq!((b.auction, b.price), (o.auction, o.price));
-                    }
-                    (Event::Auction(o), Event::Auction(a)) => {
-                        assert_eq!(a.date_time, now);
-                        assert!(o.expires > o.date_time);
-                        assert_eq!(a.expires - a.date_time, o.expires - o.date_time);
-                    }
-                    _ => panic!("{table:?}: the event changed kind"),
-                }
-            }
-        }
+        assert!(!direct.extra);
+        let arrays = generate(EventType::Bid, 0, 100, false, None).expect("generate");
+        assert!(direct.build(&arrays, None).is_err());
     }
 
     #[test]
@@ -886,13 +790,17 @@ mod tests {
                 (0..a.len()).map(|i| a.value(i)).collect::<Vec<_>>()
             })
             .collect();
-        let expected: Vec<i64> = events(EventType::Bid, 0)
-            .take(stored.len())
-            .map(|e| match e {
-                Event::Bid(b) => b.auction as i64,
-                _ => unreachable!(),
-            })
-            .collect();
+        let expected: Vec<i64> = nexmark::EventGenerator::new(nexmark::config::NexmarkConfig {
+            base_time: generator::BASE_TIME_MS,
+            ..Default::default()
+        })
+        .with_type_filter(EventType::Bid)
+        .take(stored.len())
+        .map(|e| match e {
+            nexmark::event::Event::Bid(b) => b.auction as i64,
+            _ => unreachable!(),
+        })
+        .collect();
         assert!(!stored.is_empty(), "some batches were committed first");
         assert_eq!(
             stored, expected,

@@ -1,0 +1,773 @@
+//! Nexmark events generated straight into Arrow column buffers.
+//!
+//! The events are the `nexmark` crate's (version 0.2.0, its default configuration with a
+//! fixed base time), value for value: each event seeds the same random number generator
+//! with its id and draws the same numbers in the same order. What differs is where they
+//! go. The crate builds a `String` for every text field (and clones the channel and URL
+//! out of a shared table) and hands out one `Event` at a time; here the characters are
+//! written into the column's byte buffer as they are drawn, and a batch comes out as
+//! Arrow arrays. That is most of the source's cost in the benchmarks, where the
+//! generator shares the core with the dataflow.
+//!
+//! Events are addressed by their position in their table (the crate's type-filtered
+//! offset), so any range of rows can be generated again after a failure.
+//!
+//! The tests compare every field with the crate's over runs of events at several
+//! offsets, including ones where the `f32` arithmetic of the crate's event times rounds.
+
+use std::sync::{Arc, LazyLock};
+
+use nexmark::config::NexmarkConfig;
+use nexmark::event::EventType;
+use rand08::rngs::SmallRng;
+use rand08::seq::SliceRandom;
+use rand08::{Rng, RngCore, SeedableRng};
+
+use datafusion::arrow::array::{ArrayRef, Int64Array, StringArray, TimestampMillisecondArray};
+use datafusion::arrow::buffer::{Buffer, OffsetBuffer, ScalarBuffer};
+
+use crate::error::{Error, Result};
+
+/// Fixed base time of generated events (2023-11-14 22:13:20 UTC): runs are repeatable.
+pub const BASE_TIME_MS: u64 = 1_700_000_000_000;
+
+/// The columns of each table, in the order [`generate`] returns them. `extra` is last in
+/// every table (and the last value each event draws), so it can be left out.
+pub fn columns(table: EventType) -> &'static [&'static str] {
+    match table {
+        EventType::Person => &[
+            "id",
+            "name",
+            "email_address",
+            "credit_card",
+            "city",
+            "state",
+            "date_time",
+            "extra",
+        ],
+        EventType::Auction => &[
+            "id",
+            "item_name",
+            "description",
+            "initial_bid",
+            "reserve",
+            "date_time",
+            "expires",
+            "seller",
+            "category",
+            "extra",
+        ],
+        EventType::Bid => &[
+            "auction",
+            "bidder",
+            "price",
+            "channel",
+            "url",
+            "date_time",
+            "extra",
+        ],
+    }
+}
+
+/// The kind of a table column as [`generate`] builds it: `Int64`, `Utf8`, or
+/// milliseconds since 1970.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Int,
+    Text,
+    Time,
+}
+
+/// The kind of `column` of `table`; `None` if the table has no such column.
+pub fn kind(table: EventType, column: &str) -> Option<Kind> {
+    if !columns(table).contains(&column) {
+        return None;
+    }
+    Some(match (table, column) {
+        (_, "date_time" | "expires") => Kind::Time,
+        (_, "extra")
+        | (EventType::Person, "name" | "email_address" | "credit_card" | "city" | "state")
+        | (EventType::Auction, "item_name" | "description")
+        | (EventType::Bid, "channel" | "url") => Kind::Text,
+        _ => Kind::Int,
+    })
+}
+
+/// Rows `from..from + n` of `table`, one array per column in [`columns`] order; without
+/// `extra` the last column (`extra`) is neither drawn nor returned. With `now`, every
+/// event happens at `now` (an auction keeps its length: `expires` moves with
+/// `date_time`).
+pub fn generate(
+    table: EventType,
+    from: u64,
+    n: usize,
+    extra: bool,
+    now: Option<u64>,
+) -> Result<Vec<ArrayRef>> {
+    let cfg = &*CONFIG;
+    let mut out = Vec::with_capacity(columns(table).len());
+    match table {
+        EventType::Bid => {
+            let mut b = Bids::with_capacity(n, extra);
+            for row in from..from + n as u64 {
+                let number = cfg.event_number(table, row);
+                b.push(cfg, number, now);
+            }
+            b.finish(&mut out)?;
+        }
+        EventType::Auction => {
+            let mut a = Auctions::with_capacity(n, extra);
+            for row in from..from + n as u64 {
+                let number = cfg.event_number(table, row);
+                a.push(cfg, number, now);
+            }
+            a.finish(&mut out)?;
+        }
+        EventType::Person => {
+            let mut p = Persons::with_capacity(n, extra);
+            for row in from..from + n as u64 {
+                let number = cfg.event_number(table, row);
+                p.push(cfg, number, now);
+            }
+            p.finish(&mut out)?;
+        }
+    }
+    Ok(out)
+}
+
+/// Ratios the crate hard-codes: hot sellers, auctions and bidders are chosen from
+/// batches of this many.
+const HOT_BATCH: usize = 100;
+
+/// The crate's number of channels besides the hot ones.
+const CHANNELS: usize = 10_000;
+
+/// The crate's default configuration, and what it derives from it.
+struct Config {
+    c: NexmarkConfig,
+    /// People, auctions and bids per cycle of events (1 + 3 + 46).
+    denominator: usize,
+    /// Microseconds between events (the crate computes it in `f32`).
+    delay_us: f32,
+}
+
+static CONFIG: LazyLock<Config> = LazyLock::new(|| {
+    let c = NexmarkConfig {
+        base_time: BASE_TIME_MS,
+        ..Default::default()
+    };
+    // A constant rate (first_rate == next_rate): one inter-event delay.
+    let delay_us = c.us_per_unit as f32 / c.first_rate as f32 * c.num_event_generators as f32;
+    Config {
+        denominator: c.person_proportion + c.auction_proportion + c.bid_proportion,
+        delay_us,
+        c,
+    }
+});
+
+/// The crate's table of (channel, URL) for bids outside the hot channels.
+static CHANNEL_URLS: LazyLock<Vec<(String, String)>> = LazyLock::new(|| {
+    (0..CHANNELS)
+        .map(|i| {
+            let mut url = base_url(i as u64);
+            let mut rng = SmallRng::seed_from_u64(i as u64);
+            if rng.gen_range(0..10) > 0 {
+                url.push_str("&channel_id=");
+                url.push_str(&i64::abs((i as i32).reverse_bits() as i64).to_string());
+            }
+            (format!("channel-{i}"), url)
+        })
+        .collect()
+});
+
+fn base_url(seed: u64) -> String {
+    let mut rng = SmallRng::seed_from_u64(seed);
+    let mut part = || {
+        let len = rng.gen_range(3..5usize);
+        (0..len)
+            .map(|_| {
+                if rng.gen_range(0..13) == 0 {
+                    '_'
+                } else {
+                    rng.gen_range(b'a'..=b'z') as char
+                }
+            })
+            .collect::<String>()
+    };
+    let (a, b, c) = (part(), part(), part());
+    format!("https://www.nexmark.com/{a}/{b}/{c}/item.htm?query=1")
+}
+
+impl Config {
+    /// The global event number of row `row` of `table`.
+    fn event_number(&self, table: EventType, row: u64) -> usize {
+        let c = &self.c;
+        let o = row as usize;
+        let global = match table {
+            EventType::Person => {
+                o / c.person_proportion * self.denominator + o % c.person_proportion
+            }
+            EventType::Auction => {
+                o / c.auction_proportion * self.denominator
+                    + c.person_proportion
+                    + o % c.auction_proportion
+            }
+            EventType::Bid => {
+                o / c.bid_proportion * self.denominator
+                    + c.person_proportion
+                    + c.auction_proportion
+                    + o % c.bid_proportion
+            }
+        };
+        c.first_event_number + global
+    }
+
+    fn timestamp(&self, event_number: usize) -> u64 {
+        self.c.base_time + ((event_number as f32 * self.delay_us) / 1000.0).round() as u64
+    }
+
+    fn last_person(&self, event_id: usize) -> usize {
+        let c = &self.c;
+        let epoch = event_id / self.denominator;
+        let offset = (event_id % self.denominator).min(c.person_proportion - 1);
+        epoch * c.person_proportion + offset
+    }
+
+    fn next_person(&self, event_id: usize, rng: &mut SmallRng) -> usize {
+        let people = self.last_person(event_id) + 1;
+        let active = people.min(self.c.active_people);
+        people - active + rng.gen_range(0..active + self.c.person_id_lead)
+    }
+
+    fn last_auction(&self, event_id: usize) -> usize {
+        let c = &self.c;
+        let mut epoch = event_id / self.denominator;
+        let mut offset = event_id % self.denominator;
+        if offset < c.person_proportion {
+            // Only persons have such ids, and they never ask.
+            epoch = epoch.saturating_sub(1);
+            offset = c.auction_proportion - 1;
+        } else if c.person_proportion + c.auction_proportion <= offset {
+            offset = c.auction_proportion - 1;
+        } else {
+            offset -= c.person_proportion;
+        }
+        epoch * c.auction_proportion + offset
+    }
+
+    fn next_auction(&self, event_id: usize, rng: &mut SmallRng) -> usize {
+        let max = self.last_auction(event_id);
+        let min = max.saturating_sub(self.c.in_flight_auctions);
+        min + rng.gen_range(0..max - min + 1 + self.c.auction_id_lead)
+    }
+}
+
+fn price(rng: &mut SmallRng) -> i64 {
+    (10.0_f32.powf(rng.gen::<f32>() * 6.0) * 100.0).round() as usize as i64
+}
+
+/// The length of the `extra` padding that brings an event of `size` bytes to about
+/// `average` bytes.
+fn extra_len(rng: &mut SmallRng, size: usize, average: usize) -> usize {
+    if size > average {
+        return 0;
+    }
+    let want = average - size;
+    let delta = (want + 2) / 5;
+    want - delta
+        + if delta == 0 {
+            0
+        } else {
+            rng.gen_range(0..2 * delta)
+        }
+}
+
+/// `rng.gen_range(b'a'..=b'z')`, computed as rand 0.8 does (a 32-bit draw times 26;
+/// the high half is the letter unless the low half falls in the biased zone), written
+/// out so that it inlines: drawing letters is most of the generator's time.
+#[inline(always)]
+fn letter(rng: &mut SmallRng) -> u8 {
+    const RANGE: u32 = 26;
+    const ZONE: u32 = u32::MAX - (u32::MAX - RANGE + 1) % RANGE;
+    loop {
+        let m = rng.next_u32() as u64 * RANGE as u64;
+        if m as u32 <= ZONE {
+            return b'a' + (m >> 32) as u8;
+        }
+    }
+}
+
+/// A text column being built: UTF-8 bytes and their end offsets.
+struct Text {
+    offsets: Vec<i32>,
+    bytes: Vec<u8>,
+}
+
+impl Text {
+    fn with_capacity(rows: usize, bytes_per_row: usize) -> Self {
+        let mut offsets = Vec::with_capacity(rows + 1);
+        offsets.push(0);
+        Self {
+            offsets,
+            bytes: Vec::with_capacity(rows * bytes_per_row),
+        }
+    }
+
+    /// Ends the current value.
+    fn end(&mut self) {
+        // A batch is at most a few MB (rows of under 1 KB, `BATCH` rows): the offsets
+        // fit; `finish` checks that they did.
+        self.offsets
+            .push(i32::try_from(self.bytes.len()).unwrap_or(i32::MIN));
+    }
+
+    fn push(&mut self, s: &str) {
+        self.bytes.extend_from_slice(s.as_bytes());
+        self.end();
+    }
+
+    /// `len` random lower-case letters, drawn one by one like the crate's strings.
+    fn letters(&mut self, rng: &mut SmallRng, len: usize) {
+        self.bytes.extend((0..len).map(|_| letter(rng)));
+    }
+
+    fn finish(self) -> Result<ArrayRef> {
+        if self.offsets.iter().any(|o| *o < 0) {
+            return Err(Error::internal("nexmark: a batch's text exceeds 2 GiB"));
+        }
+        let offsets = OffsetBuffer::new(ScalarBuffer::from(self.offsets));
+        let array = StringArray::try_new(offsets, Buffer::from_vec(self.bytes), None)?;
+        Ok(Arc::new(array))
+    }
+}
+
+fn ints(v: Vec<i64>) -> ArrayRef {
+    Arc::new(Int64Array::from(v))
+}
+
+fn times(v: Vec<i64>) -> ArrayRef {
+    Arc::new(TimestampMillisecondArray::from(v))
+}
+
+struct Bids {
+    auction: Vec<i64>,
+    bidder: Vec<i64>,
+    price: Vec<i64>,
+    channel: Text,
+    url: Text,
+    date_time: Vec<i64>,
+    extra: Option<Text>,
+}
+
+impl Bids {
+    fn with_capacity(n: usize, extra: bool) -> Self {
+        Self {
+            auction: Vec::with_capacity(n),
+            bidder: Vec::with_capacity(n),
+            price: Vec::with_capacity(n),
+            channel: Text::with_capacity(n, 12),
+            url: Text::with_capacity(n, 80),
+            date_time: Vec::with_capacity(n),
+            extra: extra.then(|| Text::with_capacity(n, 70)),
+        }
+    }
+
+    /// The crate's `Bid::new`.
+    fn push(&mut self, cfg: &Config, number: usize, now: Option<u64>) {
+        let c = &cfg.c;
+        let id = c.first_event_id + number;
+        let rng = &mut SmallRng::seed_from_u64(id as u64);
+        let auction = if 0 < rng.gen_range(0..c.hot_auction_ratio) {
+            (cfg.last_auction(id) / HOT_BATCH) * HOT_BATCH
+        } else {
+            cfg.next_auction(id, rng)
+        };
+        let bidder = if 0 < rng.gen_range(0..c.hot_bidder_ratio) {
+            (cfg.last_person(id) / HOT_BATCH) * HOT_BATCH + 1
+        } else {
+            cfg.next_person(id, rng)
+        };
+        self.auction.push((auction + c.first_auction_id) as i64);
+        self.bidder.push((bidder + c.first_person_id) as i64);
+        self.price.push(price(rng));
+        if rng.gen_range(0..c.hot_channel_ratio) > 0 {
+            let i = rng.gen_range(0..c.hot_channels.len());
+            self.channel.push(&c.hot_channels[i]);
+            self.url.push(&c.hot_urls[i]);
+        } else if let Some((channel, url)) = CHANNEL_URLS.choose(rng) {
+            self.channel.push(channel);
+            self.url.push(url);
+        }
+        self.date_time
+            .push(now.unwrap_or_else(|| cfg.timestamp(number)) as i64);
+        if let Some(extra) = self.extra.as_mut() {
+            let len = extra_len(rng, 8 + 8 + 8 + 8, c.avg_bid_byte_size);
+            extra.letters(rng, len);
+            extra.end();
+        }
+    }
+
+    fn finish(self, out: &mut Vec<ArrayRef>) -> Result<()> {
+        out.push(ints(self.auction));
+        out.push(ints(self.bidder));
+        out.push(ints(self.price));
+        out.push(self.channel.finish()?);
+        out.push(self.url.finish()?);
+        out.push(times(self.date_time));
+        if let Some(extra) = self.extra {
+            out.push(extra.finish()?);
+        }
+        Ok(())
+    }
+}
+
+struct Auctions {
+    id: Vec<i64>,
+    item_name: Text,
+    description: Text,
+    initial_bid: Vec<i64>,
+    reserve: Vec<i64>,
+    date_time: Vec<i64>,
+    expires: Vec<i64>,
+    seller: Vec<i64>,
+    category: Vec<i64>,
+    extra: Option<Text>,
+}
+
+impl Auctions {
+    fn with_capacity(n: usize, extra: bool) -> Self {
+        Self {
+            id: Vec::with_capacity(n),
+            item_name: Text::with_capacity(n, 20),
+            description: Text::with_capacity(n, 100),
+            initial_bid: Vec::with_capacity(n),
+            reserve: Vec::with_capacity(n),
+            date_time: Vec::with_capacity(n),
+            expires: Vec::with_capacity(n),
+            seller: Vec::with_capacity(n),
+            category: Vec::with_capacity(n),
+            extra: extra.then(|| Text::with_capacity(n, 340)),
+        }
+    }
+
+    /// The crate's `Auction::new`.
+    fn push(&mut self, cfg: &Config, number: usize, now: Option<u64>) {
+        let c = &cfg.c;
+        let id = c.first_event_id + number;
+        let rng = &mut SmallRng::seed_from_u64(id as u64);
+        self.id
+            .push((cfg.last_auction(id) + c.first_auction_id) as i64);
+        self.item_name.letters(rng, 20);
+        self.item_name.end();
+        self.description.letters(rng, 100);
+        self.description.end();
+        let initial_bid = price(rng);
+        self.initial_bid.push(initial_bid);
+        self.reserve.push(initial_bid + price(rng));
+        // The auction's length: up to twice the time until `in_flight_auctions` more
+        // auctions have started.
+        let time = cfg.timestamp(number);
+        let events_ahead = (c.in_flight_auctions * cfg.denominator) / c.auction_proportion;
+        let horizon = cfg.timestamp(number + events_ahead) - time;
+        let length = 1 + rng.gen_range(0..(horizon * 2).max(1));
+        let time = now.unwrap_or(time);
+        self.date_time.push(time as i64);
+        self.expires.push((time + length) as i64);
+        let seller = if rng.gen_range(0..c.hot_seller_ratio) > 0 {
+            (cfg.last_person(id) / HOT_BATCH) * HOT_BATCH
+        } else {
+            cfg.next_person(id, rng)
+        };
+        self.seller.push((seller + c.first_person_id) as i64);
+        self.category
+            .push((c.first_category_id + rng.gen_range(0..c.num_categories)) as i64);
+        if let Some(extra) = self.extra.as_mut() {
+            let size = 8 + 20 + 100 + 8 + 8 + 8 + 8 + 8;
+            let len = extra_len(rng, size, c.avg_auction_byte_size);
+            extra.letters(rng, len);
+            extra.end();
+        }
+    }
+
+    fn finish(self, out: &mut Vec<ArrayRef>) -> Result<()> {
+        out.push(ints(self.id));
+        out.push(self.item_name.finish()?);
+        out.push(self.description.finish()?);
+        out.push(ints(self.initial_bid));
+        out.push(ints(self.reserve));
+        out.push(times(self.date_time));
+        out.push(times(self.expires));
+        out.push(ints(self.seller));
+        out.push(ints(self.category));
+        if let Some(extra) = self.extra {
+            out.push(extra.finish()?);
+        }
+        Ok(())
+    }
+}
+
+struct Persons {
+    id: Vec<i64>,
+    name: Text,
+    email_address: Text,
+    credit_card: Text,
+    city: Text,
+    state: Text,
+    date_time: Vec<i64>,
+    extra: Option<Text>,
+}
+
+impl Persons {
+    fn with_capacity(n: usize, extra: bool) -> Self {
+        Self {
+            id: Vec::with_capacity(n),
+            name: Text::with_capacity(n, 12),
+            email_address: Text::with_capacity(n, 17),
+            credit_card: Text::with_capacity(n, 19),
+            city: Text::with_capacity(n, 10),
+            state: Text::with_capacity(n, 2),
+            date_time: Vec::with_capacity(n),
+            extra: extra.then(|| Text::with_capacity(n, 140)),
+        }
+    }
+
+    /// The crate's `Person::new`.
+    fn push(&mut self, cfg: &Config, number: usize, now: Option<u64>) {
+        let c = &cfg.c;
+        let id = c.first_event_id + number;
+        let rng = &mut SmallRng::seed_from_u64(id as u64);
+        self.id
+            .push((cfg.last_person(id) + c.first_person_id) as i64);
+        let start = self.name.bytes.len();
+        if let Some(first) = c.first_names.choose(rng) {
+            self.name.bytes.extend_from_slice(first.as_bytes());
+        }
+        self.name.bytes.push(b' ');
+        if let Some(last) = c.last_names.choose(rng) {
+            self.name.bytes.extend_from_slice(last.as_bytes());
+        }
+        let name_len = self.name.bytes.len() - start;
+        self.name.end();
+        let e = &mut self.email_address;
+        e.letters(rng, 7);
+        e.bytes.push(b'@');
+        e.letters(rng, 5);
+        e.bytes.extend_from_slice(b".com");
+        e.end();
+        let card = &mut self.credit_card;
+        for group in 0..4 {
+            if group > 0 {
+                card.bytes.push(b' ');
+            }
+            // Four digits, zero-padded (`{:04}` of 0..10000 in the crate).
+            let v: i32 = rng.gen_range(0..10000);
+            card.bytes
+                .extend([v / 1000, v / 100 % 10, v / 10 % 10, v % 10].map(|d| b'0' + d as u8));
+        }
+        card.end();
+        let city = c.us_cities.choose(rng).map_or("", |s| s.as_str());
+        let state = c.us_states.choose(rng).map_or("", |s| s.as_str());
+        self.city.push(city);
+        self.state.push(state);
+        self.date_time
+            .push(now.unwrap_or_else(|| cfg.timestamp(number)) as i64);
+        if let Some(extra) = self.extra.as_mut() {
+            let size = 8 + name_len + 17 + 19 + city.len() + state.len();
+            let len = extra_len(rng, size, c.avg_person_byte_size);
+            extra.letters(rng, len);
+            extra.end();
+        }
+    }
+
+    fn finish(self, out: &mut Vec<ArrayRef>) -> Result<()> {
+        out.push(ints(self.id));
+        out.push(self.name.finish()?);
+        out.push(self.email_address.finish()?);
+        out.push(self.credit_card.finish()?);
+        out.push(self.city.finish()?);
+        out.push(self.state.finish()?);
+        out.push(times(self.date_time));
+        if let Some(extra) = self.extra {
+            out.push(extra.finish()?);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::{Array, AsArray};
+    use datafusion::arrow::datatypes::{Int64Type, TimestampMillisecondType};
+    use nexmark::event::Event;
+    use nexmark::EventGenerator;
+
+    /// The crate's events of `table` from row `from`, as (column, value) pairs in
+    /// [`columns`] order, rendered as text.
+    fn crate_rows(table: EventType, from: u64, n: usize) -> Vec<Vec<String>> {
+        EventGenerator::new(NexmarkConfig {
+            base_time: BASE_TIME_MS,
+            ..Default::default()
+        })
+        .with_type_filter(table)
+        .with_offset(from)
+        .take(n)
+        .map(|e| match e {
+            Event::Person(p) => vec![
+                p.id.to_string(),
+                p.name,
+                p.email_address,
+                p.credit_card,
+                p.city,
+                p.state,
+                p.date_time.to_string(),
+                p.extra,
+            ],
+            Event::Auction(a) => vec![
+                a.id.to_string(),
+                a.item_name,
+                a.description,
+                a.initial_bid.to_string(),
+                a.reserve.to_string(),
+                a.date_time.to_string(),
+                a.expires.to_string(),
+                a.seller.to_string(),
+                a.category.to_string(),
+                a.extra,
+            ],
+            Event::Bid(b) => vec![
+                b.auction.to_string(),
+                b.bidder.to_string(),
+                b.price.to_string(),
+                b.channel,
+                b.url,
+                b.date_time.to_string(),
+                b.extra,
+            ],
+        })
+        .collect()
+    }
+
+    fn text(a: &ArrayRef, row: usize) -> String {
+        if let Some(s) = a.as_string_opt::<i32>() {
+            s.value(row).to_string()
+        } else if let Some(i) = a.as_primitive_opt::<Int64Type>() {
+            i.value(row).to_string()
+        } else {
+            a.as_primitive::<TimestampMillisecondType>()
+                .value(row)
+                .to_string()
+        }
+    }
+
+    fn same_as_the_crate(table: EventType, from: u64, n: usize) {
+        let ours = generate(table, from, n, true, None).expect("generate");
+        let names = columns(table);
+        assert_eq!(ours.len(), names.len());
+        for a in &ours {
+            assert_eq!(a.len(), n);
+            assert_eq!(a.null_count(), 0);
+        }
+        for (i, want) in crate_rows(table, from, n).into_iter().enumerate() {
+            for (c, (name, want)) in names.iter().zip(want).enumerate() {
+                let got = text(&ours[c], i);
+                assert_eq!(got, want, "{table:?} row {} column {name}", from + i as u64);
+            }
+        }
+    }
+
+    #[test]
+    fn every_table_equals_the_crate_from_the_start() {
+        same_as_the_crate(EventType::Bid, 0, 20_000);
+        same_as_the_crate(EventType::Auction, 0, 3_000);
+        same_as_the_crate(EventType::Person, 0, 2_000);
+    }
+
+    #[test]
+    fn every_table_equals_the_crate_far_into_the_stream() {
+        // Past 2^24 events the crate's event times are rounded in f32; at 100M events
+        // the people and auctions are long past the ids' warm-up.
+        for from in [16_777_000, 92_000_000, 1_000_000_007] {
+            same_as_the_crate(EventType::Bid, from, 3_000);
+            same_as_the_crate(EventType::Auction, from / 15, 500);
+            same_as_the_crate(EventType::Person, from / 46, 300);
+        }
+    }
+
+    #[test]
+    fn letters_are_rands_own() {
+        let (mut a, mut b) = (SmallRng::seed_from_u64(7), SmallRng::seed_from_u64(7));
+        for _ in 0..1_000_000 {
+            assert_eq!(letter(&mut a), b.gen_range(b'a'..=b'z'));
+        }
+    }
+
+    #[test]
+    fn without_extra_the_other_columns_are_the_same() {
+        for table in [EventType::Bid, EventType::Auction, EventType::Person] {
+            let all = generate(table, 1234, 500, true, None).expect("all");
+            let some = generate(table, 1234, 500, false, None).expect("some");
+            assert_eq!(some.len(), all.len() - 1);
+            for (a, b) in some.iter().zip(&all) {
+                assert_eq!(a.as_ref(), b.as_ref());
+            }
+        }
+    }
+
+    #[test]
+    fn now_stamps_every_table_and_keeps_auction_lengths() {
+        let now = BASE_TIME_MS + 1_000_000_000;
+        let times = |a: &ArrayRef| -> Vec<i64> {
+            a.as_primitive::<TimestampMillisecondType>()
+                .values()
+                .to_vec()
+        };
+        for table in [EventType::Bid, EventType::Auction, EventType::Person] {
+            let own = generate(table, 5, 50, true, None).expect("own");
+            let stamped = generate(table, 5, 50, true, Some(now)).expect("stamped");
+            let at = columns(table)
+                .iter()
+                .position(|c| *c == "date_time")
+                .expect("date_time");
+            assert!(times(&stamped[at]).iter().all(|t| *t == now as i64));
+            assert!(times(&own[at]).iter().all(|t| *t != now as i64));
+            for (c, name) in columns(table).iter().enumerate() {
+                if *name == "expires" {
+                    let (o, s) = (times(&own[c]), times(&stamped[c]));
+                    let (od, sd) = (times(&own[at]), times(&stamped[at]));
+                    for i in 0..o.len() {
+                        assert!(o[i] > od[i]);
+                        assert_eq!(s[i] - sd[i], o[i] - od[i]);
+                    }
+                } else if kind(table, name) != Some(Kind::Time) {
+                    assert_eq!(own[c].as_ref(), stamped[c].as_ref(), "{table:?} {name}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn kinds_follow_the_columns() {
+        assert_eq!(kind(EventType::Bid, "url"), Some(Kind::Text));
+        assert_eq!(kind(EventType::Bid, "price"), Some(Kind::Int));
+        assert_eq!(kind(EventType::Auction, "expires"), Some(Kind::Time));
+        assert_eq!(kind(EventType::Person, "state"), Some(Kind::Text));
+        assert_eq!(kind(EventType::Bid, "id"), None);
+        for table in [EventType::Bid, EventType::Auction, EventType::Person] {
+            assert_eq!(columns(table).last(), Some(&"extra"));
+            let arrays = generate(table, 0, 3, true, None).expect("generate");
+            for (name, a) in columns(table).iter().zip(&arrays) {
+                let want = match kind(table, name) {
+                    Some(Kind::Int) => datafusion::arrow::datatypes::DataType::Int64,
+                    Some(Kind::Text) => datafusion::arrow::datatypes::DataType::Utf8,
+                    Some(Kind::Time) => datafusion::arrow::datatypes::DataType::Timestamp(
+                        datafusion::arrow::datatypes::TimeUnit::Millisecond,
+                        None,
+                    ),
+                    None => panic!("{name} has no kind"),
+                };
+                assert_eq!(a.data_type(), &want, "{table:?} {name}");
+            }
+        }
+    }
+}
