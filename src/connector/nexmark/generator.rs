@@ -142,11 +142,34 @@ const HOT_BATCH: usize = 100;
 /// The crate's number of channels besides the hot ones.
 const CHANNELS: usize = 10_000;
 
-/// The crate's default configuration, and what it derives from it.
+// The crate's default configuration (`NexmarkConfig::default()`; a test checks that they
+// agree), as constants: divisions by them compile to multiplications.
+const PERSON_PROPORTION: usize = 1;
+const AUCTION_PROPORTION: usize = 3;
+const BID_PROPORTION: usize = 46;
+/// People, auctions and bids per cycle of events.
+const DENOMINATOR: usize = PERSON_PROPORTION + AUCTION_PROPORTION + BID_PROPORTION;
+const ACTIVE_PEOPLE: usize = 1000;
+const IN_FLIGHT_AUCTIONS: usize = 100;
+const PERSON_ID_LEAD: usize = 10;
+const AUCTION_ID_LEAD: usize = 10;
+const FIRST_EVENT_ID: usize = 0;
+const FIRST_EVENT_NUMBER: usize = 0;
+const HOT_SELLER_RATIO: usize = 4;
+const HOT_AUCTION_RATIO: usize = 2;
+const HOT_BIDDER_RATIO: usize = 4;
+const HOT_CHANNEL_RATIO: usize = 2;
+const FIRST_AUCTION_ID: usize = 1000;
+const FIRST_PERSON_ID: usize = 1000;
+const FIRST_CATEGORY_ID: usize = 10;
+const NUM_CATEGORIES: usize = 5;
+const AVG_PERSON_BYTE_SIZE: usize = 200;
+const AVG_AUCTION_BYTE_SIZE: usize = 500;
+const AVG_BID_BYTE_SIZE: usize = 100;
+
+/// The crate's default configuration: its name lists, and the event times.
 struct Config {
     c: NexmarkConfig,
-    /// People, auctions and bids per cycle of events (1 + 3 + 46).
-    denominator: usize,
     /// Microseconds between events (the crate computes it in `f32`).
     delay_us: f32,
 }
@@ -158,11 +181,7 @@ static CONFIG: LazyLock<Config> = LazyLock::new(|| {
     };
     // A constant rate (first_rate == next_rate): one inter-event delay.
     let delay_us = c.us_per_unit as f32 / c.first_rate as f32 * c.num_event_generators as f32;
-    Config {
-        denominator: c.person_proportion + c.auction_proportion + c.bid_proportion,
-        delay_us,
-        c,
-    }
+    Config { delay_us, c }
 });
 
 /// The crate's table of (channel, URL) for bids outside the hot channels.
@@ -198,28 +217,26 @@ fn base_url(seed: u64) -> String {
     format!("https://www.nexmark.com/{a}/{b}/{c}/item.htm?query=1")
 }
 
+// The crate's formulas, kept general: with its defaults some of them are trivial
+// (`% 1`, `min(0)`), and the constants let the compiler drop those parts.
+#[allow(clippy::modulo_one, clippy::unnecessary_min_or_max)]
 impl Config {
     /// The global event number of row `row` of `table`.
     fn event_number(&self, table: EventType, row: u64) -> usize {
-        let c = &self.c;
         let o = row as usize;
         let global = match table {
-            EventType::Person => {
-                o / c.person_proportion * self.denominator + o % c.person_proportion
-            }
+            EventType::Person => o / PERSON_PROPORTION * DENOMINATOR + o % PERSON_PROPORTION,
             EventType::Auction => {
-                o / c.auction_proportion * self.denominator
-                    + c.person_proportion
-                    + o % c.auction_proportion
+                o / AUCTION_PROPORTION * DENOMINATOR + PERSON_PROPORTION + o % AUCTION_PROPORTION
             }
             EventType::Bid => {
-                o / c.bid_proportion * self.denominator
-                    + c.person_proportion
-                    + c.auction_proportion
-                    + o % c.bid_proportion
+                o / BID_PROPORTION * DENOMINATOR
+                    + PERSON_PROPORTION
+                    + AUCTION_PROPORTION
+                    + o % BID_PROPORTION
             }
         };
-        c.first_event_number + global
+        FIRST_EVENT_NUMBER + global
     }
 
     fn timestamp(&self, event_number: usize) -> u64 {
@@ -227,38 +244,36 @@ impl Config {
     }
 
     fn last_person(&self, event_id: usize) -> usize {
-        let c = &self.c;
-        let epoch = event_id / self.denominator;
-        let offset = (event_id % self.denominator).min(c.person_proportion - 1);
-        epoch * c.person_proportion + offset
+        let epoch = event_id / DENOMINATOR;
+        let offset = (event_id % DENOMINATOR).min(PERSON_PROPORTION - 1);
+        epoch * PERSON_PROPORTION + offset
     }
 
     fn next_person(&self, event_id: usize, rng: &mut SmallRng) -> usize {
         let people = self.last_person(event_id) + 1;
-        let active = people.min(self.c.active_people);
-        people - active + rng.gen_range(0..active + self.c.person_id_lead)
+        let active = people.min(ACTIVE_PEOPLE);
+        people - active + rng.gen_range(0..active + PERSON_ID_LEAD)
     }
 
     fn last_auction(&self, event_id: usize) -> usize {
-        let c = &self.c;
-        let mut epoch = event_id / self.denominator;
-        let mut offset = event_id % self.denominator;
-        if offset < c.person_proportion {
+        let mut epoch = event_id / DENOMINATOR;
+        let mut offset = event_id % DENOMINATOR;
+        if offset < PERSON_PROPORTION {
             // Only persons have such ids, and they never ask.
             epoch = epoch.saturating_sub(1);
-            offset = c.auction_proportion - 1;
-        } else if c.person_proportion + c.auction_proportion <= offset {
-            offset = c.auction_proportion - 1;
+            offset = AUCTION_PROPORTION - 1;
+        } else if PERSON_PROPORTION + AUCTION_PROPORTION <= offset {
+            offset = AUCTION_PROPORTION - 1;
         } else {
-            offset -= c.person_proportion;
+            offset -= PERSON_PROPORTION;
         }
-        epoch * c.auction_proportion + offset
+        epoch * AUCTION_PROPORTION + offset
     }
 
     fn next_auction(&self, event_id: usize, rng: &mut SmallRng) -> usize {
         let max = self.last_auction(event_id);
-        let min = max.saturating_sub(self.c.in_flight_auctions);
-        min + rng.gen_range(0..max - min + 1 + self.c.auction_id_lead)
+        let min = max.saturating_sub(IN_FLIGHT_AUCTIONS);
+        min + rng.gen_range(0..max - min + 1 + AUCTION_ID_LEAD)
     }
 }
 
@@ -328,7 +343,11 @@ impl Text {
 
     /// `len` random lower-case letters, drawn one by one like the crate's strings.
     fn letters(&mut self, rng: &mut SmallRng, len: usize) {
-        self.bytes.extend((0..len).map(|_| letter(rng)));
+        // A local copy of the generator's state: through `rng` the compiler would store
+        // the state back to memory after every byte written (the bytes might alias it).
+        let mut local = rng.clone();
+        self.bytes.extend((0..len).map(|_| letter(&mut local)));
+        *rng = local;
     }
 
     fn finish(self) -> Result<ArrayRef> {
@@ -375,22 +394,22 @@ impl Bids {
     /// The crate's `Bid::new`.
     fn push(&mut self, cfg: &Config, number: usize, now: Option<u64>) {
         let c = &cfg.c;
-        let id = c.first_event_id + number;
+        let id = FIRST_EVENT_ID + number;
         let rng = &mut SmallRng::seed_from_u64(id as u64);
-        let auction = if 0 < rng.gen_range(0..c.hot_auction_ratio) {
+        let auction = if 0 < rng.gen_range(0..HOT_AUCTION_RATIO) {
             (cfg.last_auction(id) / HOT_BATCH) * HOT_BATCH
         } else {
             cfg.next_auction(id, rng)
         };
-        let bidder = if 0 < rng.gen_range(0..c.hot_bidder_ratio) {
+        let bidder = if 0 < rng.gen_range(0..HOT_BIDDER_RATIO) {
             (cfg.last_person(id) / HOT_BATCH) * HOT_BATCH + 1
         } else {
             cfg.next_person(id, rng)
         };
-        self.auction.push((auction + c.first_auction_id) as i64);
-        self.bidder.push((bidder + c.first_person_id) as i64);
+        self.auction.push((auction + FIRST_AUCTION_ID) as i64);
+        self.bidder.push((bidder + FIRST_PERSON_ID) as i64);
         self.price.push(price(rng));
-        if rng.gen_range(0..c.hot_channel_ratio) > 0 {
+        if rng.gen_range(0..HOT_CHANNEL_RATIO) > 0 {
             let i = rng.gen_range(0..c.hot_channels.len());
             self.channel.push(&c.hot_channels[i]);
             self.url.push(&c.hot_urls[i]);
@@ -401,7 +420,7 @@ impl Bids {
         self.date_time
             .push(now.unwrap_or_else(|| cfg.timestamp(number)) as i64);
         if let Some(extra) = self.extra.as_mut() {
-            let len = extra_len(rng, 8 + 8 + 8 + 8, c.avg_bid_byte_size);
+            let len = extra_len(rng, 8 + 8 + 8 + 8, AVG_BID_BYTE_SIZE);
             extra.letters(rng, len);
             extra.end();
         }
@@ -452,11 +471,10 @@ impl Auctions {
 
     /// The crate's `Auction::new`.
     fn push(&mut self, cfg: &Config, number: usize, now: Option<u64>) {
-        let c = &cfg.c;
-        let id = c.first_event_id + number;
+        let id = FIRST_EVENT_ID + number;
         let rng = &mut SmallRng::seed_from_u64(id as u64);
         self.id
-            .push((cfg.last_auction(id) + c.first_auction_id) as i64);
+            .push((cfg.last_auction(id) + FIRST_AUCTION_ID) as i64);
         self.item_name.letters(rng, 20);
         self.item_name.end();
         self.description.letters(rng, 100);
@@ -467,23 +485,23 @@ impl Auctions {
         // The auction's length: up to twice the time until `in_flight_auctions` more
         // auctions have started.
         let time = cfg.timestamp(number);
-        let events_ahead = (c.in_flight_auctions * cfg.denominator) / c.auction_proportion;
+        let events_ahead = (IN_FLIGHT_AUCTIONS * DENOMINATOR) / AUCTION_PROPORTION;
         let horizon = cfg.timestamp(number + events_ahead) - time;
         let length = 1 + rng.gen_range(0..(horizon * 2).max(1));
         let time = now.unwrap_or(time);
         self.date_time.push(time as i64);
         self.expires.push((time + length) as i64);
-        let seller = if rng.gen_range(0..c.hot_seller_ratio) > 0 {
+        let seller = if rng.gen_range(0..HOT_SELLER_RATIO) > 0 {
             (cfg.last_person(id) / HOT_BATCH) * HOT_BATCH
         } else {
             cfg.next_person(id, rng)
         };
-        self.seller.push((seller + c.first_person_id) as i64);
+        self.seller.push((seller + FIRST_PERSON_ID) as i64);
         self.category
-            .push((c.first_category_id + rng.gen_range(0..c.num_categories)) as i64);
+            .push((FIRST_CATEGORY_ID + rng.gen_range(0..NUM_CATEGORIES)) as i64);
         if let Some(extra) = self.extra.as_mut() {
             let size = 8 + 20 + 100 + 8 + 8 + 8 + 8 + 8;
-            let len = extra_len(rng, size, c.avg_auction_byte_size);
+            let len = extra_len(rng, size, AVG_AUCTION_BYTE_SIZE);
             extra.letters(rng, len);
             extra.end();
         }
@@ -534,10 +552,9 @@ impl Persons {
     /// The crate's `Person::new`.
     fn push(&mut self, cfg: &Config, number: usize, now: Option<u64>) {
         let c = &cfg.c;
-        let id = c.first_event_id + number;
+        let id = FIRST_EVENT_ID + number;
         let rng = &mut SmallRng::seed_from_u64(id as u64);
-        self.id
-            .push((cfg.last_person(id) + c.first_person_id) as i64);
+        self.id.push((cfg.last_person(id) + FIRST_PERSON_ID) as i64);
         let start = self.name.bytes.len();
         if let Some(first) = c.first_names.choose(rng) {
             self.name.bytes.extend_from_slice(first.as_bytes());
@@ -573,7 +590,7 @@ impl Persons {
             .push(now.unwrap_or_else(|| cfg.timestamp(number)) as i64);
         if let Some(extra) = self.extra.as_mut() {
             let size = 8 + name_len + 17 + 19 + city.len() + state.len();
-            let len = extra_len(rng, size, c.avg_person_byte_size);
+            let len = extra_len(rng, size, AVG_PERSON_BYTE_SIZE);
             extra.letters(rng, len);
             extra.end();
         }
@@ -692,6 +709,61 @@ mod tests {
             same_as_the_crate(EventType::Auction, from / 15, 500);
             same_as_the_crate(EventType::Person, from / 46, 300);
         }
+    }
+
+    #[test]
+    fn the_constants_are_the_crates_defaults() {
+        let c = NexmarkConfig::default();
+        assert_eq!(
+            [
+                PERSON_PROPORTION,
+                AUCTION_PROPORTION,
+                BID_PROPORTION,
+                ACTIVE_PEOPLE,
+                IN_FLIGHT_AUCTIONS,
+                PERSON_ID_LEAD,
+                AUCTION_ID_LEAD,
+                FIRST_EVENT_ID,
+                FIRST_EVENT_NUMBER,
+                HOT_SELLER_RATIO,
+                HOT_AUCTION_RATIO,
+                HOT_BIDDER_RATIO,
+                HOT_CHANNEL_RATIO,
+                FIRST_AUCTION_ID,
+                FIRST_PERSON_ID,
+                FIRST_CATEGORY_ID,
+                NUM_CATEGORIES,
+                AVG_PERSON_BYTE_SIZE,
+                AVG_AUCTION_BYTE_SIZE,
+                AVG_BID_BYTE_SIZE,
+            ],
+            [
+                c.person_proportion,
+                c.auction_proportion,
+                c.bid_proportion,
+                c.active_people,
+                c.in_flight_auctions,
+                c.person_id_lead,
+                c.auction_id_lead,
+                c.first_event_id,
+                c.first_event_number,
+                c.hot_seller_ratio,
+                c.hot_auction_ratio,
+                c.hot_bidder_ratio,
+                c.hot_channel_ratio,
+                c.first_auction_id,
+                c.first_person_id,
+                c.first_category_id,
+                c.num_categories,
+                c.avg_person_byte_size,
+                c.avg_auction_byte_size,
+                c.avg_bid_byte_size,
+            ]
+        );
+        assert_eq!(
+            (c.first_rate, c.next_rate, c.num_event_generators),
+            (10_000, 10_000, 1)
+        );
     }
 
     #[test]
