@@ -28,7 +28,7 @@
 use std::io::Cursor;
 use std::sync::Arc;
 
-use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::array::{RecordBatch, RecordBatchOptions};
 use datafusion::arrow::compute::filter_record_batch;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::ipc::reader::StreamReader;
@@ -48,9 +48,12 @@ fn chunk_key(kind: u8, epoch: u64) -> [u8; 9] {
     k
 }
 
-/// Produces rows `from..from + n` of a regenerable source again, with the stream's
-/// schema: exactly the rows the source tagged with `from` ([`tag_regenerable`]).
-pub type Regenerate = Arc<dyn Fn(u64, usize) -> Result<RecordBatch> + Send + Sync>;
+/// Produces rows `from..from + n` of a regenerable source again: exactly the rows the
+/// source tagged with `from` ([`tag_regenerable`]), with the stream's columns — or, given
+/// `columns`, only those (by index, in that order), which lets the source skip the work
+/// of the others.
+pub type Regenerate =
+    Arc<dyn Fn(u64, usize, Option<&[usize]>) -> Result<RecordBatch> + Send + Sync>;
 
 /// Schema metadata key of a batch's first row's position in its source.
 const REGENERATE_FROM: &str = "eddy.regenerate_from";
@@ -109,11 +112,19 @@ impl StoredRows {
         self.clone().into_batches().collect()
     }
 
+    /// [`StoredRows::into_batches`], with every column.
+    pub fn into_batches(self) -> impl Iterator<Item = Result<RecordBatch>> + Send + 'static {
+        self.into_projected(None)
+    }
+
     /// The rows, one chunk read and decoded at a time as the iterator advances (a scan
     /// of a long stream holds one chunk in memory, not the stream). A chunk deleted
     /// since this snapshot was taken (its rows expired under the retention, or the
-    /// stream was dropped) is skipped.
-    pub fn into_batches(self) -> impl Iterator<Item = Result<RecordBatch>> + Send + 'static {
+    /// stream was dropped) is skipped. With `projection`, only those columns (by index).
+    pub fn into_projected(
+        self,
+        projection: Option<Vec<usize>>,
+    ) -> impl Iterator<Item = Result<RecordBatch>> + Send + 'static {
         let mut next = 0;
         let mut ready: std::vec::IntoIter<RecordBatch> = vec![].into_iter();
         std::iter::from_fn(move || loop {
@@ -122,7 +133,7 @@ impl StoredRows {
             }
             let c = self.chunks.get(next)?.clone();
             next += 1;
-            match self.chunk(&c) {
+            match self.chunk(&c, projection.as_deref()) {
                 Ok(batches) => ready = batches.into_iter(),
                 Err(e) => {
                     next = self.chunks.len();
@@ -132,17 +143,38 @@ impl StoredRows {
         })
     }
 
-    fn chunk(&self, c: &Chunk) -> Result<Vec<RecordBatch>> {
+    fn chunk(&self, c: &Chunk, projection: Option<&[usize]>) -> Result<Vec<RecordBatch>> {
+        // Rows below the retention's cutoff are filtered on their time column, so such a
+        // chunk is read whole and projected after.
+        let cutoff = self.cutoff.filter(|(_, t)| c.min < *t);
+        if let (Some(p), None, None, Some(runs)) = (projection, cutoff, &c.resident, &c.runs) {
+            let schema = Arc::new(self.schema.project(p)?);
+            if p.is_empty() {
+                // No column (`count(*)`): the runs know how many rows there are.
+                return runs
+                    .iter()
+                    .filter(|(_, n)| *n > 0)
+                    .map(|(_, n)| {
+                        let rows = RecordBatchOptions::new().with_row_count(Some(*n as usize));
+                        Ok(RecordBatch::try_new_with_options(
+                            schema.clone(),
+                            vec![],
+                            &rows,
+                        )?)
+                    })
+                    .collect();
+            }
+            return regenerate(&self.regenerate, c, Some(p))?
+                .into_iter()
+                .filter(|b| b.num_rows() > 0)
+                .map(|b| with_schema(&schema, &b))
+                .collect();
+        }
         let batches = match (&c.resident, &self.store) {
             (Some(b), _) => b.as_ref().clone(),
-            (None, _) if c.runs.is_some() => regenerate(&self.regenerate, c)?
+            (None, _) if c.runs.is_some() => regenerate(&self.regenerate, c, None)?
                 .into_iter()
-                .map(|b| {
-                    Ok(RecordBatch::try_new(
-                        self.schema.clone(),
-                        b.columns().to_vec(),
-                    )?)
-                })
+                .map(|b| with_schema(&self.schema, &b))
                 .collect::<Result<_>>()?,
             (None, Some((storage, state_id))) => {
                 match storage.get(&keys::state_key(*state_id, &chunk_key(DATA, c.epoch)))? {
@@ -154,29 +186,45 @@ impl StoredRows {
         };
         let mut out = Vec::with_capacity(batches.len());
         for b in batches {
-            let b = match self.cutoff {
-                Some((col, cutoff)) if c.min < cutoff => {
-                    filter_record_batch(&b, &keep_from(&b, col, cutoff)?)?
-                }
-                _ => b,
+            let b = match cutoff {
+                Some((col, cutoff)) => filter_record_batch(&b, &keep_from(&b, col, cutoff)?)?,
+                None => b,
             };
             if b.num_rows() > 0 {
-                out.push(b);
+                out.push(match projection {
+                    Some(p) => b.project(p)?,
+                    None => b,
+                });
             }
         }
         Ok(out)
     }
 }
 
-/// The rows of a chunk stored as positions.
-fn regenerate(f: &Option<Regenerate>, c: &Chunk) -> Result<Vec<RecordBatch>> {
+/// `batch`'s columns under `schema` (the source's tag and column names dropped).
+fn with_schema(schema: &SchemaRef, batch: &RecordBatch) -> Result<RecordBatch> {
+    Ok(RecordBatch::try_new_with_options(
+        schema.clone(),
+        batch.columns().to_vec(),
+        &RecordBatchOptions::new().with_row_count(Some(batch.num_rows())),
+    )?)
+}
+
+/// The rows of a chunk stored as positions (only `columns`, if given).
+fn regenerate(
+    f: &Option<Regenerate>,
+    c: &Chunk,
+    columns: Option<&[usize]>,
+) -> Result<Vec<RecordBatch>> {
     let (Some(f), Some(runs)) = (f, &c.runs) else {
         return Err(Error::Storage(format!(
             "the rows of epoch {} are stored as source positions, and the stream cannot produce them again",
             c.epoch
         )));
     };
-    runs.iter().map(|(from, n)| f(*from, *n as usize)).collect()
+    runs.iter()
+        .map(|(from, n)| f(*from, *n as usize, columns))
+        .collect()
 }
 
 fn decode_chunk(bytes: &[u8], schema: &SchemaRef) -> Result<Vec<RecordBatch>> {
@@ -364,7 +412,7 @@ impl Operator for StreamOperator {
         if let Some(meta) = state.get(&chunk_key(META, epoch))? {
             let chunk = decode_meta(epoch, &meta)?;
             if chunk.runs.is_some() {
-                return regenerate(&self.regenerate, &chunk);
+                return regenerate(&self.regenerate, &chunk, None);
             }
         }
         match state.get(&chunk_key(DATA, epoch))? {
@@ -692,18 +740,22 @@ mod tests {
     fn counting_source(schema: &SchemaRef) -> (Regenerate, Arc<std::sync::atomic::AtomicU64>) {
         let asked = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let (schema, counter) = (schema.clone(), asked.clone());
-        let f: Regenerate = Arc::new(move |from, n| {
+        let f: Regenerate = Arc::new(move |from, n, columns: Option<&[usize]>| {
             counter.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
             let text: String = (from..from + n as u64)
                 .map(|i| format!("{i} r{i} +1\n"))
                 .collect();
-            tag_regenerable(changes(&schema, &text).data, from)
+            let batch = tag_regenerable(changes(&schema, &text).data, from)?;
+            Ok(match columns {
+                Some(c) => batch.project(c)?,
+                None => batch,
+            })
         });
         (f, asked)
     }
 
     fn source_rows(f: &Regenerate, from: u64, n: usize) -> ChangeBatch {
-        ChangeBatch::inserts(f(from, n).unwrap())
+        ChangeBatch::inserts(f(from, n, None).unwrap())
     }
 
     fn has_key(storage: &Arc<dyn Storage>, kind: u8, epoch: u64) -> bool {
@@ -744,6 +796,28 @@ mod tests {
         assert_eq!(asked.load(std::sync::atomic::Ordering::Relaxed), 6);
         let snap = op.snapshot().unwrap();
         assert!(snap.batches().unwrap().iter().all(|b| b.schema() == schema));
+        // A read of some columns gets only those (no column at all: just the count).
+        let proj: Vec<RecordBatch> = op
+            .stored()
+            .into_projected(Some(vec![1]))
+            .collect::<Result<_>>()
+            .unwrap();
+        assert!(proj.iter().all(|b| b.num_columns() == 1
+            && b.schema().field(0).name() == "v"
+            && b.schema().metadata().is_empty()));
+        assert_eq!(proj.iter().map(|b| b.num_rows()).sum::<usize>(), 6);
+        asked.store(0, std::sync::atomic::Ordering::Relaxed);
+        let none: Vec<RecordBatch> = op
+            .stored()
+            .into_projected(Some(vec![]))
+            .collect::<Result<_>>()
+            .unwrap();
+        assert_eq!(none.iter().map(|b| b.num_rows()).sum::<usize>(), 6);
+        assert_eq!(
+            asked.load(std::sync::atomic::Ordering::Relaxed),
+            0,
+            "counting needs no rows"
+        );
         // The log replay of epoch 1, and a restart from a checkpoint after it.
         let reader = StateReader::new(5, storage.as_ref());
         let logged = op.logged_rows(1, &reader).unwrap();
@@ -794,6 +868,14 @@ mod tests {
         assert!(!has_key(&storage, DATA, 3));
         let want = vec!["0 r0 +1", "1 r1 +1", "2 r2 +2", "3 r3 +1", "7 x +1"];
         assert_eq!(snapshot_rows(&op), want);
+        // A projected read of stored rows and positions alike.
+        let keys: Vec<RecordBatch> = op
+            .stored()
+            .into_projected(Some(vec![0]))
+            .collect::<Result<_>>()
+            .unwrap();
+        assert!(keys.iter().all(|b| b.num_columns() == 1));
+        assert_eq!(keys.iter().map(|b| b.num_rows()).sum::<usize>(), 6);
         // A stream without the function stores tagged rows like any other.
         let storage: Arc<dyn Storage> = Arc::new(MemoryStorage::new());
         let mut plain = stored_op(&schema, &storage);

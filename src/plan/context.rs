@@ -702,14 +702,21 @@ impl TableProvider for RelationTable {
             snapshot
                 .ensure_fresh()
                 .map_err(|e| DataFusionError::External(Box::new(e)))?;
+            // The projection goes down to the chunks: a generator-fed stream then
+            // generates only the columns asked for.
+            let schema = match projection {
+                Some(p) => Arc::new(self.schema.project(p)?),
+                None => self.schema.clone(),
+            };
             let part = Arc::new(StoredScan {
-                schema: self.schema.clone(),
+                schema: schema.clone(),
                 rows: rows.clone(),
+                projection: projection.cloned(),
             });
             return Ok(Arc::new(StreamingTableExec::try_new(
-                self.schema.clone(),
+                schema,
                 vec![part],
-                projection,
+                None,
                 vec![],
                 false,
                 None,
@@ -727,10 +734,12 @@ impl TableProvider for RelationTable {
     }
 }
 
-/// A scan of a stream's stored rows, decoded chunk by chunk as DataFusion pulls them.
+/// A scan of a stream's stored rows, decoded chunk by chunk as DataFusion pulls them:
+/// columns `projection` (all without one), whose schema is `schema`.
 struct StoredScan {
     schema: SchemaRef,
     rows: StoredRows,
+    projection: Option<Vec<usize>>,
 }
 
 impl std::fmt::Debug for StoredScan {
@@ -746,13 +755,19 @@ impl PartitionStream for StoredScan {
 
     fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
         let schema = self.schema.clone();
-        let batches = self.rows.clone().into_batches().map(move |b| {
-            let b = b.map_err(|e| DataFusionError::External(Box::new(e)))?;
-            Ok(datafusion::arrow::array::RecordBatch::try_new(
-                schema.clone(),
-                b.columns().to_vec(),
-            )?)
-        });
+        let batches = self
+            .rows
+            .clone()
+            .into_projected(self.projection.clone())
+            .map(move |b| {
+                let b = b.map_err(|e| DataFusionError::External(Box::new(e)))?;
+                Ok(datafusion::arrow::array::RecordBatch::try_new_with_options(
+                    schema.clone(),
+                    b.columns().to_vec(),
+                    &datafusion::arrow::array::RecordBatchOptions::new()
+                        .with_row_count(Some(b.num_rows())),
+                )?)
+            });
         Box::pin(RecordBatchStreamAdapter::new(
             self.schema.clone(),
             futures::stream::iter(batches),

@@ -22,7 +22,7 @@ use nexmark::event::EventType;
 use parking_lot::Mutex;
 use tracing::{error, info, warn};
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, RecordBatchOptions};
 use datafusion::arrow::compute::{can_cast_types, cast_with_options, CastOptions};
 use datafusion::arrow::datatypes::{
     DataType, Int64Type, SchemaRef, TimeUnit, TimestampMillisecondType,
@@ -430,6 +430,8 @@ struct DirectPath {
     picks: Vec<usize>,
     /// Whether `extra` is declared (generating it is most of a bid's cost).
     extra: bool,
+    /// The generator's position of `extra`.
+    extra_pick: usize,
 }
 
 impl DirectPath {
@@ -447,53 +449,86 @@ impl DirectPath {
             }
             picks.push(columns(table).iter().position(|c| *c == name)?);
         }
-        let extra = picks.contains(&(columns(table).len() - 1));
+        // `extra` is the generator's last column.
+        let extra_pick = columns(table).len() - 1;
         Some(Self {
             schema,
+            extra: picks.contains(&extra_pick),
             picks,
-            extra,
+            extra_pick,
         })
     }
 
     /// The declared columns of a generated batch; with `from` (the batch's first row),
     /// tagged as rows the stream can have generated again instead of storing them.
     fn build(&self, arrays: &[ArrayRef], from: Option<u64>) -> Result<RecordBatch> {
-        let mut out: Vec<ArrayRef> = Vec::with_capacity(self.picks.len());
-        for (pick, target) in self.picks.iter().zip(self.schema.fields()) {
-            let native = arrays
-                .get(*pick)
-                .ok_or_else(|| Error::internal("nexmark: a generated column is missing"))?;
-            let cast = if native.data_type() == target.data_type() {
-                native.clone()
-            } else {
-                let opts = CastOptions {
-                    safe: false,
-                    ..Default::default()
-                };
-                cast_with_options(native, target.data_type(), &opts).map_err(|e| {
-                    Error::invalid_with(
-                        "22003",
-                        format!(
-                            "nexmark column {} does not fit its type: {e}",
-                            target.name()
-                        ),
-                    )
-                })?
-            };
-            out.push(cast);
-        }
+        let out = (0..self.picks.len())
+            .map(|i| self.column(arrays, i))
+            .collect::<Result<Vec<_>>>()?;
         let batch = RecordBatch::try_new(self.schema.clone(), out)?;
         match from {
             Some(from) => tag_regenerable(batch, from),
             None => Ok(batch),
         }
     }
+
+    /// Declared columns `columns` (by index) of `n` generated rows.
+    fn build_columns(
+        &self,
+        arrays: &[ArrayRef],
+        columns: &[usize],
+        n: usize,
+    ) -> Result<RecordBatch> {
+        let out = columns
+            .iter()
+            .map(|i| self.column(arrays, *i))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(RecordBatch::try_new_with_options(
+            Arc::new(self.schema.project(columns)?),
+            out,
+            &RecordBatchOptions::new().with_row_count(Some(n)),
+        )?)
+    }
+
+    /// Declared column `i`, cast to its declared type.
+    fn column(&self, arrays: &[ArrayRef], i: usize) -> Result<ArrayRef> {
+        let target = self.schema.field(i);
+        let native = self
+            .picks
+            .get(i)
+            .and_then(|pick| arrays.get(*pick))
+            .ok_or_else(|| Error::internal("nexmark: a generated column is missing"))?;
+        if native.data_type() == target.data_type() {
+            return Ok(native.clone());
+        }
+        let opts = CastOptions {
+            safe: false,
+            ..Default::default()
+        };
+        cast_with_options(native, target.data_type(), &opts).map_err(|e| {
+            Error::invalid_with(
+                "22003",
+                format!(
+                    "nexmark column {} does not fit its type: {e}",
+                    target.name()
+                ),
+            )
+        })
+    }
+
+    /// Whether any of declared columns `columns` is `extra`.
+    fn needs_extra(&self, columns: &[usize]) -> bool {
+        columns
+            .iter()
+            .any(|i| self.picks.get(*i) == Some(&self.extra_pick))
+    }
 }
 
 /// For a stream of generated events: produces its rows again from their positions, so
 /// the stream stores positions instead of rows. `None` for a stream whose rows cannot
 /// be produced again: with `use_real_time` (stamped with the clock), or with columns
-/// that go through the JSON decoder.
+/// that go through the JSON decoder. A read of some columns only (a pull query's
+/// projection) skips drawing `extra` when it is not among them.
 pub fn regenerate(entry: &CatalogEntry) -> Result<Option<Regenerate>> {
     let opts = NexmarkOptions::from_entry(entry)?;
     if opts.real_time {
@@ -503,10 +538,18 @@ pub fn regenerate(entry: &CatalogEntry) -> Result<Option<Regenerate>> {
         return Ok(None);
     };
     let table = opts.table;
-    Ok(Some(Arc::new(move |from, n| {
-        let arrays = generate(table, from, n, direct.extra, None)?;
-        direct.build(&arrays, Some(from))
-    })))
+    Ok(Some(Arc::new(
+        move |from, n, columns: Option<&[usize]>| match columns {
+            None => {
+                let arrays = generate(table, from, n, direct.extra, None)?;
+                direct.build(&arrays, Some(from))
+            }
+            Some(columns) => {
+                let arrays = generate(table, from, n, direct.needs_extra(columns), None)?;
+                direct.build_columns(&arrays, columns, n)
+            }
+        },
+    )))
 }
 
 /// Row `row` of a generated batch (every column, `extra` included) as a JSON object
@@ -657,6 +700,41 @@ mod tests {
         assert!(!direct.extra);
         let arrays = generate(EventType::Bid, 0, 100, false, None).expect("generate");
         assert!(direct.build(&arrays, None).is_err());
+    }
+
+    #[test]
+    fn regenerating_some_columns_gives_the_same_values() {
+        let ts = DataType::Timestamp(TimeUnit::Microsecond, None);
+        let (i, t) = (DataType::Int64, DataType::Utf8);
+        let mut e = entry(&[
+            ("auction", i.clone()),
+            ("bidder", i.clone()),
+            ("price", DataType::Float64),
+            ("channel", t.clone()),
+            ("url", t.clone()),
+            ("date_time", ts),
+            ("extra", t),
+        ]);
+        e.options = [
+            ("connector".to_string(), "nexmark".to_string()),
+            ("table".to_string(), "bid".to_string()),
+        ]
+        .into();
+        let f = regenerate(&e).expect("options").expect("regenerable");
+        let all = f(100, 500, None).expect("all");
+        assert_eq!(all.num_columns(), 7);
+        for cols in [vec![0, 2], vec![6, 1], vec![], vec![3, 4, 5], vec![2, 2]] {
+            let some = f(100, 500, Some(&cols)).expect("some");
+            assert_eq!(some.num_rows(), 500);
+            assert_eq!(some.num_columns(), cols.len());
+            for (j, c) in cols.iter().enumerate() {
+                assert_eq!(some.column(j), all.column(*c), "{cols:?}");
+                assert_eq!(some.schema().field(j), e.schema().field(*c));
+            }
+        }
+        // Rows stamped with the clock cannot be generated again.
+        e.options.insert("use_real_time".into(), "true".into());
+        assert!(regenerate(&e).expect("options").is_none());
     }
 
     #[test]
