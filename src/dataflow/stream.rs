@@ -55,22 +55,33 @@ fn chunk_key(kind: u8, epoch: u64) -> [u8; 9] {
 pub type Regenerate =
     Arc<dyn Fn(u64, usize, Option<&[usize]>) -> Result<RecordBatch> + Send + Sync>;
 
-/// Schema metadata key of a batch's first row's position in its source.
+/// Schema metadata key of a batch's first row's position in its source, and its row
+/// count (`"<from>,<rows>"`).
 const REGENERATE_FROM: &str = "eddy.regenerate_from";
 
 /// Marks `batch` as the rows of its source from position `from` on, which the source
 /// can produce again (see the module documentation).
 pub fn tag_regenerable(batch: RecordBatch, from: u64) -> Result<RecordBatch> {
-    let schema = batch.schema().as_ref().clone().with_metadata(
-        [(REGENERATE_FROM.to_string(), from.to_string())]
-            .into_iter()
-            .collect(),
-    );
+    let tag = format!("{from},{}", batch.num_rows());
+    let schema = batch
+        .schema()
+        .as_ref()
+        .clone()
+        .with_metadata([(REGENERATE_FROM.to_string(), tag)].into_iter().collect());
     Ok(batch.with_schema(Arc::new(schema))?)
 }
 
+/// The source position of a tagged batch's first row, if the batch still holds every
+/// row it was tagged with: a filter on the way (a watermark dropping late rows) keeps
+/// the schema and its tag, but the rows are no longer the source's from `from` on.
 fn regenerable_from(batch: &RecordBatch) -> Option<u64> {
-    batch.schema().metadata().get(REGENERATE_FROM)?.parse().ok()
+    let (from, rows) = batch
+        .schema_ref()
+        .metadata()
+        .get(REGENERATE_FROM)?
+        .split_once(',')?;
+    let rows: usize = rows.parse().ok()?;
+    (rows == batch.num_rows()).then(|| from.parse().ok())?
 }
 
 /// One epoch's rows.
@@ -862,11 +873,26 @@ mod tests {
         op.process(0, twice, &mut out).unwrap();
         persist(&mut op, &storage, 2);
         assert!(has_key(&storage, DATA, 2));
-        // Epoch 3: generated only again, stored as positions.
-        op.process(0, source_rows(&f, 3, 1), &mut out).unwrap();
+        // Epoch 3: a generated batch a filter took rows from (a watermark dropping late
+        // rows keeps the schema, and so the tag): not the source's rows any more.
+        let tagged = f(3, 3, None).unwrap();
+        let kept = filter_record_batch(
+            &tagged,
+            &datafusion::arrow::array::BooleanArray::from(vec![true, false, true]),
+        )
+        .unwrap();
+        assert!(kept.schema().metadata().contains_key(REGENERATE_FROM));
+        assert!(regenerable_from(&kept).is_none());
+        op.process(0, ChangeBatch::inserts(kept), &mut out).unwrap();
         persist(&mut op, &storage, 3);
-        assert!(!has_key(&storage, DATA, 3));
-        let want = vec!["0 r0 +1", "1 r1 +1", "2 r2 +2", "3 r3 +1", "7 x +1"];
+        assert!(has_key(&storage, DATA, 3));
+        // Epoch 4: generated only again, stored as positions.
+        op.process(0, source_rows(&f, 6, 1), &mut out).unwrap();
+        persist(&mut op, &storage, 4);
+        assert!(!has_key(&storage, DATA, 4));
+        let want = vec![
+            "0 r0 +1", "1 r1 +1", "2 r2 +2", "3 r3 +1", "5 r5 +1", "6 r6 +1", "7 x +1",
+        ];
         assert_eq!(snapshot_rows(&op), want);
         // A projected read of stored rows and positions alike.
         let keys: Vec<RecordBatch> = op
@@ -875,7 +901,7 @@ mod tests {
             .collect::<Result<_>>()
             .unwrap();
         assert!(keys.iter().all(|b| b.num_columns() == 1));
-        assert_eq!(keys.iter().map(|b| b.num_rows()).sum::<usize>(), 6);
+        assert_eq!(keys.iter().map(|b| b.num_rows()).sum::<usize>(), 8);
         // A stream without the function stores tagged rows like any other.
         let storage: Arc<dyn Storage> = Arc::new(MemoryStorage::new());
         let mut plain = stored_op(&schema, &storage);
