@@ -156,44 +156,46 @@ impl StoredRows {
 
     fn chunk(&self, c: &Chunk, projection: Option<&[usize]>) -> Result<Vec<RecordBatch>> {
         // Rows below the retention's cutoff are filtered on their time column, so such a
-        // chunk is read whole and projected after.
+        // chunk is read whole and projected after; a chunk stored as source positions is
+        // otherwise generated with the projected columns only.
         let cutoff = self.cutoff.filter(|(_, t)| c.min < *t);
-        if let (Some(p), None, None, Some(runs)) = (projection, cutoff, &c.resident, &c.runs) {
-            let schema = Arc::new(self.schema.project(p)?);
-            if p.is_empty() {
-                // No column (`count(*)`): the runs know how many rows there are.
-                return runs
-                    .iter()
-                    .filter(|(_, n)| *n > 0)
-                    .map(|(_, n)| {
-                        let rows = RecordBatchOptions::new().with_row_count(Some(*n as usize));
-                        Ok(RecordBatch::try_new_with_options(
-                            schema.clone(),
-                            vec![],
-                            &rows,
-                        )?)
-                    })
-                    .collect();
-            }
-            return regenerate(&self.regenerate, c, Some(p))?
-                .into_iter()
-                .filter(|b| b.num_rows() > 0)
-                .map(|b| with_schema(&schema, &b))
+        let pushed = projection.filter(|_| cutoff.is_none() && c.resident.is_none());
+        if let (Some([]), Some(runs)) = (pushed, &c.runs) {
+            // No column (`count(*)`): the runs know how many rows there are.
+            let schema = Arc::new(self.schema.project(&[])?);
+            return runs
+                .iter()
+                .filter(|(_, n)| *n > 0)
+                .map(|(_, n)| {
+                    let rows = RecordBatchOptions::new().with_row_count(Some(*n as usize));
+                    Ok(RecordBatch::try_new_with_options(
+                        schema.clone(),
+                        vec![],
+                        &rows,
+                    )?)
+                })
                 .collect();
         }
-        let batches = match (&c.resident, &self.store) {
-            (Some(b), _) => b.as_ref().clone(),
-            (None, _) if c.runs.is_some() => regenerate(&self.regenerate, c, None)?
-                .into_iter()
-                .map(|b| with_schema(&self.schema, &b))
-                .collect::<Result<_>>()?,
+        let (batches, projected) = match (&c.resident, &self.store) {
+            (Some(b), _) => (b.as_ref().clone(), false),
+            (None, _) if c.runs.is_some() => {
+                let schema = match pushed {
+                    Some(p) => Arc::new(self.schema.project(p)?),
+                    None => self.schema.clone(),
+                };
+                let batches = regenerate(&self.regenerate, c, pushed)?
+                    .iter()
+                    .map(|b| with_schema(&schema, b))
+                    .collect::<Result<_>>()?;
+                (batches, pushed.is_some())
+            }
             (None, Some((storage, state_id))) => {
                 match storage.get(&keys::state_key(*state_id, &chunk_key(DATA, c.epoch)))? {
-                    Some(v) => decode_chunk(&v, &self.schema)?,
-                    None => vec![],
+                    Some(v) => (decode_chunk(&v, &self.schema)?, false),
+                    None => (vec![], false),
                 }
             }
-            (None, None) => vec![],
+            (None, None) => (vec![], false),
         };
         let mut out = Vec::with_capacity(batches.len());
         for b in batches {
@@ -203,8 +205,8 @@ impl StoredRows {
             };
             if b.num_rows() > 0 {
                 out.push(match projection {
-                    Some(p) => b.project(p)?,
-                    None => b,
+                    Some(p) if !projected => b.project(p)?,
+                    _ => b,
                 });
             }
         }
@@ -769,6 +771,14 @@ mod tests {
         ChangeBatch::inserts(f(from, n, None).unwrap())
     }
 
+    /// The rows of `op`'s chunks, columns `cols` only.
+    fn projected(op: &StreamOperator, cols: Vec<usize>) -> Vec<RecordBatch> {
+        op.stored()
+            .into_projected(Some(cols))
+            .collect::<Result<_>>()
+            .unwrap()
+    }
+
     fn has_key(storage: &Arc<dyn Storage>, kind: u8, epoch: u64) -> bool {
         StateReader::new(5, storage.as_ref())
             .get(&chunk_key(kind, epoch))
@@ -808,21 +818,13 @@ mod tests {
         let snap = op.snapshot().unwrap();
         assert!(snap.batches().unwrap().iter().all(|b| b.schema() == schema));
         // A read of some columns gets only those (no column at all: just the count).
-        let proj: Vec<RecordBatch> = op
-            .stored()
-            .into_projected(Some(vec![1]))
-            .collect::<Result<_>>()
-            .unwrap();
+        let proj: Vec<RecordBatch> = projected(&op, vec![1]);
         assert!(proj.iter().all(|b| b.num_columns() == 1
             && b.schema().field(0).name() == "v"
             && b.schema().metadata().is_empty()));
         assert_eq!(proj.iter().map(|b| b.num_rows()).sum::<usize>(), 6);
         asked.store(0, std::sync::atomic::Ordering::Relaxed);
-        let none: Vec<RecordBatch> = op
-            .stored()
-            .into_projected(Some(vec![]))
-            .collect::<Result<_>>()
-            .unwrap();
+        let none: Vec<RecordBatch> = projected(&op, vec![]);
         assert_eq!(none.iter().map(|b| b.num_rows()).sum::<usize>(), 6);
         assert_eq!(
             asked.load(std::sync::atomic::Ordering::Relaxed),
@@ -895,11 +897,7 @@ mod tests {
         ];
         assert_eq!(snapshot_rows(&op), want);
         // A projected read of stored rows and positions alike.
-        let keys: Vec<RecordBatch> = op
-            .stored()
-            .into_projected(Some(vec![0]))
-            .collect::<Result<_>>()
-            .unwrap();
+        let keys: Vec<RecordBatch> = projected(&op, vec![0]);
         assert!(keys.iter().all(|b| b.num_columns() == 1));
         assert_eq!(keys.iter().map(|b| b.num_rows()).sum::<usize>(), 8);
         // A stream without the function stores tagged rows like any other.

@@ -104,34 +104,36 @@ pub fn generate(
     extra: bool,
     now: Option<u64>,
 ) -> Result<Vec<ArrayRef>> {
-    let cfg = &*CONFIG;
-    let mut out = Vec::with_capacity(columns(table).len());
     match table {
-        EventType::Bid => {
-            let mut b = Bids::with_capacity(n, extra);
-            for row in from..from + n as u64 {
-                let number = cfg.event_number(table, row);
-                b.push(cfg, number, now);
-            }
-            b.finish(&mut out)?;
-        }
-        EventType::Auction => {
-            let mut a = Auctions::with_capacity(n, extra);
-            for row in from..from + n as u64 {
-                let number = cfg.event_number(table, row);
-                a.push(cfg, number, now);
-            }
-            a.finish(&mut out)?;
-        }
-        EventType::Person => {
-            let mut p = Persons::with_capacity(n, extra);
-            for row in from..from + n as u64 {
-                let number = cfg.event_number(table, row);
-                p.push(cfg, number, now);
-            }
-            p.finish(&mut out)?;
-        }
+        EventType::Bid => rows::<Bids>(table, from, n, extra, now),
+        EventType::Auction => rows::<Auctions>(table, from, n, extra, now),
+        EventType::Person => rows::<Persons>(table, from, n, extra, now),
     }
+}
+
+/// The column buffers of one table: one event at a time in, Arrow arrays out.
+trait Columns {
+    fn with_capacity(n: usize, extra: bool) -> Self;
+    /// Appends event `number` (the crate's `<Table>::new`).
+    fn push(&mut self, cfg: &Config, number: usize, now: Option<u64>);
+    /// The arrays, in [`columns`] order.
+    fn finish(self, out: &mut Vec<ArrayRef>) -> Result<()>;
+}
+
+fn rows<C: Columns>(
+    table: EventType,
+    from: u64,
+    n: usize,
+    extra: bool,
+    now: Option<u64>,
+) -> Result<Vec<ArrayRef>> {
+    let cfg = &*CONFIG;
+    let mut c = C::with_capacity(n, extra);
+    for row in from..from + n as u64 {
+        c.push(cfg, cfg.event_number(table, row), now);
+    }
+    let mut out = Vec::with_capacity(columns(table).len());
+    c.finish(&mut out)?;
     Ok(out)
 }
 
@@ -378,7 +380,7 @@ struct Bids {
     extra: Option<Text>,
 }
 
-impl Bids {
+impl Columns for Bids {
     fn with_capacity(n: usize, extra: bool) -> Self {
         Self {
             auction: Vec::with_capacity(n),
@@ -391,7 +393,6 @@ impl Bids {
         }
     }
 
-    /// The crate's `Bid::new`.
     fn push(&mut self, cfg: &Config, number: usize, now: Option<u64>) {
         let c = &cfg.c;
         let id = FIRST_EVENT_ID + number;
@@ -453,7 +454,7 @@ struct Auctions {
     extra: Option<Text>,
 }
 
-impl Auctions {
+impl Columns for Auctions {
     fn with_capacity(n: usize, extra: bool) -> Self {
         Self {
             id: Vec::with_capacity(n),
@@ -469,7 +470,6 @@ impl Auctions {
         }
     }
 
-    /// The crate's `Auction::new`.
     fn push(&mut self, cfg: &Config, number: usize, now: Option<u64>) {
         let id = FIRST_EVENT_ID + number;
         let rng = &mut SmallRng::seed_from_u64(id as u64);
@@ -535,7 +535,7 @@ struct Persons {
     extra: Option<Text>,
 }
 
-impl Persons {
+impl Columns for Persons {
     fn with_capacity(n: usize, extra: bool) -> Self {
         Self {
             id: Vec::with_capacity(n),
@@ -549,7 +549,6 @@ impl Persons {
         }
     }
 
-    /// The crate's `Person::new`.
     fn push(&mut self, cfg: &Config, number: usize, now: Option<u64>) {
         let c = &cfg.c;
         let id = FIRST_EVENT_ID + number;
