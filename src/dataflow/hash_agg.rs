@@ -31,6 +31,8 @@ struct Group {
     /// Set while the group is touched in the current epoch: what it emitted before the
     /// epoch (`None`: no row), as cheap summaries of its accumulators.
     before: Option<Option<Vec<AccState>>>,
+    /// Changed since the last checkpoint, and so on the operator's `dirty` list.
+    dirty: bool,
 }
 
 pub struct HashAggOperator {
@@ -41,8 +43,10 @@ pub struct HashAggOperator {
     groups: hashbrown::HashMap<Key, Group>,
     /// Groups touched this epoch, in the order first touched.
     touched: Vec<Key>,
-    /// Groups changed since the last checkpoint.
-    dirty: hashbrown::HashSet<Key>,
+    /// Groups changed since the last checkpoint, each listed when its `dirty` flag is
+    /// set (or when it goes away unflagged). A group that goes and comes back is listed
+    /// twice; the checkpoint writes it once.
+    dirty: Vec<Key>,
     global: bool,
     initialized: bool,
     /// The input only inserts (aggregates may keep smaller state).
@@ -86,7 +90,7 @@ impl HashAggOperator {
             aggs,
             groups: hashbrown::HashMap::new(),
             touched: Vec::new(),
-            dirty: hashbrown::HashSet::new(),
+            dirty: Vec::new(),
             global,
             initialized: false,
             append_only: false,
@@ -157,6 +161,7 @@ impl HashAggOperator {
             rows: 0,
             accs: self.aggs.iter().map(|a| a.new_state()).collect(),
             before: None,
+            dirty: false,
         }
     }
 
@@ -279,6 +284,7 @@ impl Operator for HashAggOperator {
                         rows: 0,
                         accs: fresh.accs.clone(),
                         before: None,
+                        dirty: false,
                     })
                 }
             };
@@ -320,6 +326,8 @@ impl Operator for HashAggOperator {
             }
             let old = g.before.take().flatten();
             let new = Self::output_of(&self.aggs, self.global, g);
+            let newly_dirty = !g.dirty;
+            g.dirty = true;
             if !self.global && g.rows == 0 {
                 self.groups.remove(&key);
             }
@@ -331,7 +339,9 @@ impl Operator for HashAggOperator {
                     rows.push((key.clone(), n, 1));
                 }
             }
-            self.dirty.insert(key);
+            if newly_dirty {
+                self.dirty.push(key);
+            }
         }
         if !rows.is_empty() {
             rows.sort_by_key(|(_, _, d)| *d);
@@ -342,9 +352,10 @@ impl Operator for HashAggOperator {
 
     fn checkpoint(&mut self, state: &mut StateWriter) -> Result<()> {
         let mut buf = Vec::new();
-        for key in self.dirty.drain() {
-            match self.groups.get(&key) {
-                Some(g) => {
+        for key in self.dirty.drain(..) {
+            match self.groups.get_mut(&key) {
+                Some(g) if g.dirty => {
+                    g.dirty = false;
                     buf.clear();
                     buf.extend_from_slice(&g.rows.to_le_bytes());
                     for a in &g.accs {
@@ -352,6 +363,8 @@ impl Operator for HashAggOperator {
                     }
                     state.put(&key, &buf);
                 }
+                // Listed twice (it went and came back) and already written.
+                Some(_) => {}
                 None => state.delete(&key),
             }
         }
@@ -382,6 +395,7 @@ impl Operator for HashAggOperator {
                     rows,
                     accs,
                     before: None,
+                    dirty: false,
                 },
             );
             Ok(())
@@ -422,8 +436,8 @@ impl Operator for HashAggOperator {
         let open = self.by_end.split_off(&watermark.saturating_add(1));
         for (_, keys) in std::mem::replace(&mut self.by_end, open) {
             for key in keys {
-                if self.groups.remove(&key).is_some() {
-                    self.dirty.insert(key);
+                if self.groups.remove(&key).is_some_and(|g| !g.dirty) {
+                    self.dirty.push(key);
                 }
             }
         }
@@ -478,6 +492,42 @@ mod tests {
             HashAggOperator::new(output, keys, aggs, String::new(), EvalErrors::new()).unwrap(),
             input,
         )
+    }
+
+    /// After each checkpoint the stored groups equal the live ones, whatever happened
+    /// to a group in between: changed twice, gone, gone and back.
+    #[test]
+    fn each_checkpoint_stores_exactly_the_live_groups() {
+        let storage = crate::storage::memory::MemoryStorage::new();
+        let (mut op, input) = grouped();
+        let epochs = [
+            vec!["a 1 +1\nb 2 +1\nc 3 +1"],
+            // a gone and back (two epochs), b gone, d in and out, c changed twice.
+            vec!["a 1 -1\nb 2 -1\nd 4 +1\nc 5 +1", "c 6 +1"],
+            vec!["a 7 +1\nd 4 -1"],
+            vec![],
+        ];
+        let summary = |op: &HashAggOperator| {
+            let mut g: Vec<(Key, i64, Vec<AccState>)> = op
+                .groups
+                .iter()
+                .map(|(k, g)| (k.clone(), g.rows, g.accs.clone()))
+                .collect();
+            g.sort_by(|x, y| x.0.cmp(&y.0));
+            g
+        };
+        for (n, interval) in epochs.into_iter().enumerate() {
+            for text in interval {
+                run_epoch(&mut op, vec![(0, changes(&input, text))]);
+            }
+            checkpoint(&mut op, &storage, 4);
+            let (mut back, _) = grouped();
+            back.restore(&StateReader::new(4, &storage)).unwrap();
+            assert!(op.dirty.is_empty());
+            assert!(op.groups.values().all(|g| !g.dirty));
+            assert_eq!(summary(&op), summary(&back), "after checkpoint {n}");
+        }
+        assert_eq!(op.groups.len(), 2);
     }
 
     /// GROUP BY k, window_end: sum(v), with window_end as the window key.

@@ -16,10 +16,9 @@
 
 use std::collections::BTreeMap;
 
-use hashbrown::{HashMap, HashSet};
+use hashbrown::HashMap;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use datafusion::arrow::array::{
     Array, ArrayRef, Int64Array, RecordBatch, RecordBatchOptions, UInt32Array,
 };
@@ -81,17 +80,27 @@ impl JoinKind {
     }
 }
 
+/// An encoded key or row. Shared, not copied, between the index, the dirty list and
+/// output rows under construction: a clone is a reference count.
+type Bytes = Arc<[u8]>;
+
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 struct RowState {
     count: i64,
     matches: i64,
+    /// Changed since the last checkpoint, and so on its side's `dirty` list.
+    dirty: bool,
 }
 
 #[derive(Default)]
 struct Side {
     /// join key → row → state
     index: HashMap<Bytes, HashMap<Bytes, RowState>>,
-    dirty: HashSet<(Bytes, Bytes)>,
+    /// Rows changed since the last checkpoint, each listed when its `dirty` flag is set
+    /// (or when it leaves the index unflagged). A row that leaves and comes back is
+    /// listed twice; the checkpoint writes it once. A list instead of a set: inserting
+    /// every changed row into a hash set was a seventh of q4's time.
+    dirty: Vec<(Bytes, Bytes)>,
     rows: usize,
     /// With a time bound: stored rows by event time (µs), to expire them.
     by_time: BTreeMap<i64, Vec<(Bytes, Bytes)>>,
@@ -249,7 +258,7 @@ impl HashJoinOperator {
                 if any_nulls && cols.iter().any(|c| c.is_null(i)) {
                     None
                 } else {
-                    Some(Bytes::copy_from_slice(k))
+                    Some(Bytes::from(k))
                 }
             })
             .collect())
@@ -303,7 +312,7 @@ impl HashJoinOperator {
         let rows: Vec<Bytes> = self.row_codecs[side]
             .encode_flat(batch.columns(), batch.num_rows())
             .iter()
-            .map(Bytes::copy_from_slice)
+            .map(Bytes::from)
             .collect();
 
         // Candidate pairs with the other side's current state.
@@ -339,7 +348,9 @@ impl HashJoinOperator {
                 let key = keys[*i]
                     .clone()
                     .ok_or_else(|| Error::internal("pair without key"))?;
-                let st = self.sides[other]
+                let held_back = self.holds_back(other);
+                let s = &mut self.sides[other];
+                let st = s
                     .index
                     .get_mut(&key)
                     .and_then(|b| b.get_mut(their_row))
@@ -348,10 +359,13 @@ impl HashJoinOperator {
                 st.matches += d;
                 let after = self.kind.solo(other, st.count, st.matches);
                 // An interval join's unmatched rows come out when they expire.
-                if after != before && !self.holds_back(other) {
+                if after != before && !held_back {
                     out.push(solo(other, their_row.clone(), after - before));
                 }
-                self.sides[other].dirty.insert((key, their_row.clone()));
+                if !st.dirty {
+                    st.dirty = true;
+                    s.dirty.push((key, their_row.clone()));
+                }
             }
         }
 
@@ -380,9 +394,12 @@ impl HashJoinOperator {
             let st = bucket.entry(row.clone()).or_insert(RowState {
                 count: 0,
                 matches: m,
+                dirty: false,
             });
             st.count += d;
             st.matches = m;
+            let newly_dirty = !st.dirty;
+            st.dirty = true;
             if st.count == 0 {
                 bucket.remove(&row);
                 s.rows = s.rows.saturating_sub(1);
@@ -398,7 +415,9 @@ impl HashJoinOperator {
                         .push((key.clone(), row.clone()));
                 }
             }
-            s.dirty.insert((key, row));
+            if newly_dirty {
+                s.dirty.push((key, row));
+            }
         }
         Ok(())
     }
@@ -468,14 +487,13 @@ fn null_row(codec: &RowCodec, schema: &SchemaRef) -> Result<Bytes> {
     Ok(Bytes::from(codec.encode_rows(&cols, 1).remove(0)))
 }
 
-/// Storage key of one stored row: side, key length, key, row.
-fn state_key(side: usize, key: &[u8], row: &[u8]) -> Vec<u8> {
-    let mut k = Vec::with_capacity(5 + key.len() + row.len());
+/// Storage key of one stored row, into `k`: side, key length, key, row.
+fn state_key(k: &mut Vec<u8>, side: usize, key: &[u8], row: &[u8]) {
+    k.clear();
     k.push(side as u8);
     k.extend_from_slice(&(key.len() as u32).to_be_bytes());
     k.extend_from_slice(key);
     k.extend_from_slice(row);
-    k
 }
 
 impl Operator for HashJoinOperator {
@@ -578,16 +596,21 @@ impl Operator for HashJoinOperator {
     }
 
     fn checkpoint(&mut self, state: &mut StateWriter) -> Result<()> {
+        let mut k = vec![];
         for side in 0..2 {
             let s = &mut self.sides[side];
-            for (key, row) in s.dirty.drain() {
-                let k = state_key(side, &key, &row);
-                match s.index.get(&key).and_then(|b| b.get(&row)) {
-                    Some(st) => {
-                        let mut v = st.count.to_le_bytes().to_vec();
-                        v.extend_from_slice(&st.matches.to_le_bytes());
+            for (key, row) in s.dirty.drain(..) {
+                state_key(&mut k, side, &key, &row);
+                match s.index.get_mut(&key).and_then(|b| b.get_mut(&row)) {
+                    Some(st) if st.dirty => {
+                        st.dirty = false;
+                        let mut v = [0u8; 16];
+                        v[..8].copy_from_slice(&st.count.to_le_bytes());
+                        v[8..].copy_from_slice(&st.matches.to_le_bytes());
                         state.put(&k, &v);
                     }
+                    // Listed twice (it left and came back) and already written.
+                    Some(_) => {}
                     None => state.delete(&k),
                 }
             }
@@ -608,11 +631,14 @@ impl Operator for HashJoinOperator {
             let row = &k[5 + klen..];
             let count = i64::from_le_bytes(v[..8].try_into().map_err(|_| bad())?);
             let matches = i64::from_le_bytes(v[8..].try_into().map_err(|_| bad())?);
-            sides[side]
-                .index
-                .entry(Bytes::copy_from_slice(key))
-                .or_default()
-                .insert(Bytes::copy_from_slice(row), RowState { count, matches });
+            sides[side].index.entry_ref(key).or_default().insert(
+                Bytes::from(row),
+                RowState {
+                    count,
+                    matches,
+                    dirty: false,
+                },
+            );
             sides[side].rows += 1;
             Ok(())
         })?;
@@ -686,7 +712,9 @@ impl Operator for HashJoinOperator {
                         if n != 0 {
                             released.push(solo(side, row.clone(), n));
                         }
-                        s.dirty.insert((key.clone(), row));
+                        if !st.dirty {
+                            s.dirty.push((key.clone(), row));
+                        }
                     }
                     if bucket.is_empty() {
                         s.index.remove(&key);
@@ -950,5 +978,47 @@ mod tests {
         restored.restore(&StateReader::new(9, &storage)).unwrap();
         let out = run_epoch(&mut restored, vec![(1, changes(&r, "1 100 -1"))]);
         assert_eq!(out, vec!["1 10 1 100 -1", "1 10 NULL NULL +1"]);
+    }
+
+    /// After each checkpoint the stored state equals the live one, whatever happened
+    /// to a row in between: changed twice, gone, gone and back, matched and unmatched.
+    #[test]
+    fn each_checkpoint_stores_exactly_the_live_state() {
+        let storage = crate::storage::MemoryStorage::new();
+        let (mut op, l, r) = join(JoinKind::Left, false);
+        let epochs: Vec<Vec<(usize, &str)>> = vec![
+            vec![(0, "1 10 +1\n2 20 +1\n3 30 +1"), (1, "1 100 +1")],
+            // 1 10 gone and back, 2 20 gone, 4 40 in and out, 3 30 twice.
+            vec![
+                (0, "1 10 -1\n2 20 -1\n4 40 +1\n3 30 +1"),
+                (0, "1 10 +1\n4 40 -1"),
+                (1, "1 100 -1\n3 300 +1"),
+            ],
+            // Matches change with no change to the row itself.
+            vec![(1, "3 300 -1\n1 100 +1")],
+            vec![],
+        ];
+        for (n, epoch) in epochs.into_iter().enumerate() {
+            let inputs = epoch
+                .into_iter()
+                .map(|(port, text)| (port, changes(if port == 0 { &l } else { &r }, text)))
+                .collect();
+            run_epoch(&mut op, inputs);
+            checkpoint(&mut op, &storage, 9);
+            let (mut restored, _, _) = join(JoinKind::Left, false);
+            restored.restore(&StateReader::new(9, &storage)).unwrap();
+            for side in 0..2 {
+                assert!(op.sides[side].dirty.is_empty());
+                assert_eq!(
+                    op.sides[side].index, restored.sides[side].index,
+                    "side {side} after checkpoint {n}"
+                );
+                assert_eq!(op.sides[side].rows, restored.sides[side].rows);
+            }
+        }
+        assert_eq!(
+            op.sides[0].index.values().map(|b| b.len()).sum::<usize>(),
+            2
+        );
     }
 }
