@@ -64,12 +64,12 @@ impl RunBuilder {
     /// The run's bytes: entries sorted by key, the last write of a key winning.
     pub fn finish(self) -> Vec<u8> {
         let data = &self.data;
-        // Sort (prefix, entry) pairs: the first 16 bytes of each key as a big-endian
-        // integer order most keys without touching `data` again (an indirect compare of
+        // Sort (prefix, entry) pairs: the first 32 bytes of each key as big-endian
+        // integers order most keys without touching `data` again (an indirect compare of
         // every pair was a tenth of a join's checkpoint). Ties fall back to the whole
         // keys, then to write order, so equal keys stay in write order and the last one
         // is the newest.
-        let mut order: Vec<(u128, usize)> = self
+        let mut order: Vec<((u128, u128), usize)> = self
             .entries
             .iter()
             .enumerate()
@@ -101,18 +101,26 @@ impl RunBuilder {
     }
 }
 
-/// How many leading key bytes [`key_prefix`] packs into an integer.
-const PREFIX: usize = 16;
+/// How many leading key bytes [`key_prefix`] packs into integers.
+const PREFIX: usize = 32;
 
-/// The first [`PREFIX`] bytes of `key`, zero-padded, as a big-endian integer. When two
+/// The first [`PREFIX`] bytes of `key`, zero-padded, as two big-endian integers. When two
 /// prefixes differ they order the keys as the byte strings do; when they are equal the
 /// keys may still differ (past the prefix, or by trailing zero bytes), and
-/// [`RunBuilder::finish`] compares the whole keys.
-fn key_prefix(key: &[u8]) -> u128 {
+/// [`RunBuilder::finish`] compares the whole keys. Two integers, not one: a join's state
+/// keys start with its side, the join key's length and the join key, so the first 16
+/// bytes alone tie for every row of a key (q7's: every bid of a window).
+fn key_prefix(key: &[u8]) -> (u128, u128) {
     let mut b = [0u8; PREFIX];
     let n = key.len().min(PREFIX);
     b[..n].copy_from_slice(&key[..n]);
-    u128::from_be_bytes(b)
+    let (hi, lo) = b.split_at(PREFIX / 2);
+    let int = |half: &[u8]| {
+        let mut a = [0u8; PREFIX / 2];
+        a.copy_from_slice(half);
+        u128::from_be_bytes(a)
+    };
+    (int(hi), int(lo))
 }
 
 fn write_entry(out: &mut Vec<u8>, key: &[u8], value: Option<&[u8]>) {
@@ -286,11 +294,11 @@ mod tests {
         );
     }
 
-    /// Keys that tie on the 16-byte prefix (trailing zeros, a shared long start) still
-    /// come out in byte order, and the last write of each key wins.
+    /// Keys that tie on the sort prefix (trailing zeros, a shared long start) still come
+    /// out in byte order, and the last write of each key wins.
     #[test]
     fn keys_that_share_the_sort_prefix_are_ordered_by_their_bytes() {
-        let long = |tail: &[u8]| [&[7u8; 16][..], tail].concat();
+        let long = |tail: &[u8]| [&[7u8; 40][..], tail].concat();
         let keys: Vec<Vec<u8>> = vec![
             b"ab\0".to_vec(),
             b"ab".to_vec(),
@@ -299,6 +307,9 @@ mod tests {
             long(b""),
             long(b"a\0"),
             long(b"a"),
+            [&[7u8; 20][..], b"b"].concat(),
+            [&[7u8; 20][..], b"a\0"].concat(),
+            vec![7u8; 20],
             vec![],
             vec![0],
         ];
