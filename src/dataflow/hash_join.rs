@@ -362,10 +362,7 @@ impl HashJoinOperator {
                 if after != before && !held_back {
                     out.push(solo(other, their_row.clone(), after - before));
                 }
-                if !st.dirty {
-                    st.dirty = true;
-                    s.dirty.push((key, their_row.clone()));
-                }
+                mark_dirty(st, &mut s.dirty, &key, their_row);
             }
         }
 
@@ -398,8 +395,7 @@ impl HashJoinOperator {
             });
             st.count += d;
             st.matches = m;
-            let newly_dirty = !st.dirty;
-            st.dirty = true;
+            mark_dirty(st, &mut s.dirty, &key, &row);
             if st.count == 0 {
                 bucket.remove(&row);
                 s.rows = s.rows.saturating_sub(1);
@@ -414,9 +410,6 @@ impl HashJoinOperator {
                         .or_default()
                         .push((key.clone(), row.clone()));
                 }
-            }
-            if newly_dirty {
-                s.dirty.push((key, row));
             }
         }
         Ok(())
@@ -485,6 +478,15 @@ fn null_row(codec: &RowCodec, schema: &SchemaRef) -> Result<Bytes> {
         .map(|f| datafusion::arrow::array::new_null_array(f.data_type(), 1))
         .collect();
     Ok(Bytes::from(codec.encode_rows(&cols, 1).remove(0)))
+}
+
+/// Flag a stored row as changed since the last checkpoint, listing it the first time.
+/// Call it before the row leaves the index, so that its delete is written too.
+fn mark_dirty(st: &mut RowState, list: &mut Vec<(Bytes, Bytes)>, key: &Bytes, row: &Bytes) {
+    if !st.dirty {
+        st.dirty = true;
+        list.push((key.clone(), row.clone()));
+    }
 }
 
 /// Storage key of one stored row, into `k`: side, key length, key, row.
@@ -704,7 +706,7 @@ impl Operator for HashJoinOperator {
                     let Some(bucket) = s.index.get_mut(&key) else {
                         continue;
                     };
-                    if let Some(st) = bucket.remove(&row) {
+                    if let Some(mut st) = bucket.remove(&row) {
                         s.rows = s.rows.saturating_sub(1);
                         // Held back until now: the row never matched (or matched, for
                         // a semi join) and never will change.
@@ -712,9 +714,7 @@ impl Operator for HashJoinOperator {
                         if n != 0 {
                             released.push(solo(side, row.clone(), n));
                         }
-                        if !st.dirty {
-                            s.dirty.push((key.clone(), row));
-                        }
+                        mark_dirty(&mut st, &mut s.dirty, &key, &row);
                     }
                     if bucket.is_empty() {
                         s.index.remove(&key);

@@ -83,15 +83,16 @@ impl RunBuilder {
                     .then_with(|| a.cmp(b))
             })
         });
-        let order: Vec<usize> = order.into_iter().map(|(_, i)| i).collect();
         let mut out = Vec::with_capacity(MAGIC.len() + data.len() + 9 * self.entries.len());
         out.extend_from_slice(MAGIC);
-        for (i, idx) in order.iter().enumerate() {
+        for (i, (prefix, idx)) in order.iter().enumerate() {
             let (ks, ke, value) = self.entries[*idx];
             let key = &data[ks..ke];
-            if let Some(next) = order.get(i + 1) {
+            // A newer write of the same key follows: this one is superseded. (Keys
+            // with different prefixes differ; only equal prefixes need the bytes.)
+            if let Some((next_prefix, next)) = order.get(i + 1) {
                 let (ns, ne, _) = self.entries[*next];
-                if &data[ns..ne] == key {
+                if next_prefix == prefix && &data[ns..ne] == key {
                     continue;
                 }
             }
