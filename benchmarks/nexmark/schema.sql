@@ -23,21 +23,24 @@
 
 CREATE STREAM bid (
     auction BIGINT, bidder BIGINT, price BIGINT, channel TEXT, url TEXT,
-    date_time TIMESTAMP, extra TEXT)
+    date_time TIMESTAMP, extra TEXT,
+    WATERMARK FOR date_time AS date_time - INTERVAL '4' SECOND)
     WITH (connector = 'nexmark', table = 'bid',
           event_rate = {{bid_rate}}, use_real_time = {{real_time}},
           max_events = {{bid_events}});
 
 CREATE STREAM auction (
     id BIGINT, item_name TEXT, description TEXT, initial_bid BIGINT, reserve BIGINT,
-    date_time TIMESTAMP, expires TIMESTAMP, seller BIGINT, category BIGINT, extra TEXT)
+    date_time TIMESTAMP, expires TIMESTAMP, seller BIGINT, category BIGINT, extra TEXT,
+    WATERMARK FOR date_time AS date_time - INTERVAL '4' SECOND)
     WITH (connector = 'nexmark', table = 'auction',
           event_rate = {{auction_rate}}, use_real_time = {{real_time}},
           max_events = {{auction_events}});
 
 CREATE STREAM person (
     id BIGINT, name TEXT, email_address TEXT, credit_card TEXT, city TEXT, state TEXT,
-    date_time TIMESTAMP, extra TEXT)
+    date_time TIMESTAMP, extra TEXT,
+    WATERMARK FOR date_time AS date_time - INTERVAL '4' SECOND)
     WITH (connector = 'nexmark', table = 'person',
           event_rate = {{person_rate}}, use_real_time = {{real_time}},
           max_events = {{person_events}});

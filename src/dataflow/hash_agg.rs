@@ -53,10 +53,11 @@ pub struct HashAggOperator {
     append_only: bool,
     display: String,
     errors: Arc<EvalErrors>,
-    /// Index of the group key that is a `window_end`: groups of closed windows are
-    /// freed when the watermark passes their end.
-    window_end_key: Option<usize>,
-    /// Groups by window end (only with `window_end_key`).
+    /// (index, offset) of a group key that closes its group: a group whose key plus
+    /// the offset is at or below the watermark is closed (a window's end with offset
+    /// 0, its start with offset the window's size). Closed groups are freed.
+    close_key: Option<(usize, i64)>,
+    /// Groups by the time they close (only with `close_key`).
     by_end: BTreeMap<i64, Vec<Key>>,
     /// Windows ending at or below this are closed: their groups are gone, and input
     /// for them is dropped (counted as late).
@@ -96,29 +97,36 @@ impl HashAggOperator {
             append_only: false,
             display,
             errors,
-            window_end_key: None,
+            close_key: None,
             by_end: BTreeMap::new(),
             closed_upto: None,
             late: 0,
         })
     }
 
-    /// Group key `key` is a window end: free closed windows' groups (see
-    /// [`Operator::on_watermark`]).
-    pub fn with_window_end_key(mut self, key: Option<usize>) -> Self {
-        self.window_end_key = key;
+    /// Group key `key.0` (a timestamp) plus `key.1` µs is when its group closes: free
+    /// closed groups (see [`Operator::on_watermark`]). The planner passes a window's
+    /// end with offset 0, or its start with the window's size.
+    pub fn with_close_key(mut self, key: Option<(usize, i64)>) -> Self {
+        self.close_key = key;
         self
     }
 
-    /// Each row's window end (µs), when a group key is one.
+    /// When each row's group closes (µs), with a close key.
     fn window_ends(&self, key_cols: &[ArrayRef]) -> Result<Option<Vec<Option<i64>>>> {
-        let Some(k) = self.window_end_key else {
+        let Some((k, offset)) = self.close_key else {
             return Ok(None);
         };
         let col = key_cols
             .get(k)
-            .ok_or_else(|| Error::internal("window_end key out of range"))?;
-        Ok(Some(super::watermark::micros(col)?))
+            .ok_or_else(|| Error::internal("close key out of range"))?;
+        let mut ends = super::watermark::micros(col)?;
+        if offset != 0 {
+            for e in ends.iter_mut().flatten() {
+                *e = e.saturating_add(offset);
+            }
+        }
+        Ok(Some(ends))
     }
 
     /// Declare the input append-only (see [`AggSpec::with_append_only`]).
@@ -402,7 +410,7 @@ impl Operator for HashAggOperator {
         })?;
         self.initialized = !groups.is_empty();
         self.groups = groups;
-        if self.window_end_key.is_some() && !self.groups.is_empty() {
+        if self.close_key.is_some() && !self.groups.is_empty() {
             let keys: Vec<Key> = self.groups.keys().cloned().collect();
             let refs: Vec<&[u8]> = keys.iter().map(|k| k.as_ref()).collect();
             let cols = self.key_codec.decode(&refs)?;
@@ -422,7 +430,7 @@ impl Operator for HashAggOperator {
     }
 
     fn wants_watermark(&self) -> bool {
-        self.window_end_key.is_some()
+        self.close_key.is_some()
     }
 
     fn late_rows(&self) -> u64 {
@@ -542,7 +550,7 @@ mod tests {
         ];
         let mut op = HashAggOperator::new(output, keys, aggs, String::new(), EvalErrors::new())
             .unwrap()
-            .with_window_end_key(Some(1));
+            .with_close_key(Some((1, 0)));
         assert!(op.wants_watermark());
         let out = run_epoch(
             &mut op,
@@ -610,11 +618,55 @@ mod tests {
         let mut back =
             HashAggOperator::new(output2, keys2, aggs2, String::new(), EvalErrors::new())
                 .unwrap()
-                .with_window_end_key(Some(1));
+                .with_close_key(Some((1, 0)));
         back.restore(&StateReader::new(3, &storage)).unwrap();
         assert_eq!(back.state_entries(), 1);
         back.on_watermark(120_000_000, &mut vec![]).unwrap();
         assert_eq!(back.state_entries(), 0);
+    }
+
+    /// GROUP BY window_start of 60 s windows (q5's and q7's form): the key closes at
+    /// start + 60 s (the offset the planner passes), here and after a restore.
+    #[test]
+    fn window_start_keys_close_at_the_windows_end() {
+        let input = schema(&[("k", I64), ("window_start", TS), ("v", I64)]);
+        let output = schema(&[("k", I64), ("window_start", TS), ("n", I64)]);
+        let make = || {
+            let aggs = vec![agg(
+                AggKind::Count,
+                false,
+                Some("v"),
+                &input,
+                DataType::Int64,
+            )];
+            let keys = vec![
+                col("k", &input).unwrap(),
+                col("window_start", &input).unwrap(),
+            ];
+            HashAggOperator::new(output.clone(), keys, aggs, String::new(), EvalErrors::new())
+                .unwrap()
+                .with_close_key(Some((1, 60_000_000)))
+        };
+        let mut op = make();
+        run_epoch(&mut op, vec![(0, changes(&input, "1 0 5 +1\n1 60 7 +1"))]);
+        let storage = crate::storage::memory::MemoryStorage::new();
+        checkpoint(&mut op, &storage, 1);
+        let mut back = make();
+        back.restore(&StateReader::new(1, &storage)).unwrap();
+        for op in [&mut op, &mut back] {
+            // The window [0, 60) is open until the watermark reaches 60 s.
+            op.on_watermark(59_999_999, &mut vec![]).unwrap();
+            assert_eq!(op.state_entries(), 2);
+            op.on_watermark(60_000_000, &mut vec![]).unwrap();
+            assert_eq!(op.state_entries(), 1);
+            // A change for it is late; the next window still counts.
+            let out = run_epoch(op, vec![(0, changes(&input, "1 0 1 +1\n1 60 1 +1"))]);
+            assert_eq!(
+                out,
+                vec![format!("1 {} 1 -1", ts(60)), format!("1 {} 2 +1", ts(60))]
+            );
+            assert_eq!(op.late_rows(), 1);
+        }
     }
 
     #[test]

@@ -107,13 +107,19 @@ struct Side {
 }
 
 /// A time-bounded (interval) join: `lo <= left.t - right.t <= hi` (µs; either bound
-/// may be open). Once the watermark W is passed, a left row with `t < W + lo` and a
-/// right row with `t < W - hi` can meet no future row, so they leave the state; what
-/// they emitted stays (an outer row that never matched stays NULL-padded).
+/// may be open). Each side's `t` follows the watermark W with a delay (see
+/// `plan::event_time`): every change still to come on a side has `t >= W - delay`
+/// (0 for an event-time column, a window's size minus 1µs for its start). So a left
+/// row with `t < W - delay[1] + lo` and a right row with `t < W - delay[0] - hi` can
+/// meet no future row, and leave the state; what they emitted stays (an outer row that
+/// never matched stays NULL-padded). Equal window starts (q7's join) bound `t` to
+/// `[0, 0]`: a window's rows leave once it has closed.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct TimeBound {
-    /// Index of the event-time column in each input.
+    /// Index of the bounded column in each input.
     pub columns: [usize; 2],
+    /// How far below the watermark each side's column may still come (µs).
+    pub delays: [i64; 2],
     pub lo: Option<i64>,
     pub hi: Option<i64>,
 }
@@ -205,19 +211,24 @@ impl HashJoinOperator {
 
     /// Does `side` hold back its unmatched (NULL-padded, anti) rows until they expire?
     /// In an interval join a side whose rows expire emits them once the watermark
-    /// proves no match can come, instead of at once and retracted on a match.
+    /// proves no match can come, instead of at once and retracted on a match. A semi
+    /// join's rows come out when they match, at once: a first match is not undone by
+    /// a later one, and a match that goes away (a retracted maximum in q7) is a
+    /// change the view shows like any other.
     fn holds_back(&self, side: usize) -> bool {
-        self.time_bound.is_some_and(|b| {
-            if side == 0 {
-                b.lo.is_some()
-            } else {
-                b.hi.is_some()
-            }
-        })
+        self.kind.solo(side, 1, 0) != 0
+            && self.time_bound.is_some_and(|b| {
+                if side == 0 {
+                    b.lo.is_some()
+                } else {
+                    b.hi.is_some()
+                }
+            })
     }
 
-    /// Expire stored rows with the watermark (see [`TimeBound`]). Both inputs must be
-    /// append-only: an expired row can never be retracted.
+    /// Expire stored rows with the watermark (see [`TimeBound`]). No change may come
+    /// for an expired row: the inputs are append-only, or (inner and semi joins) the
+    /// bounded columns follow the watermark, retractions included.
     pub fn with_time_bound(mut self, bound: Option<TimeBound>) -> Self {
         self.time_bound = bound;
         self
@@ -692,13 +703,15 @@ impl Operator for HashJoinOperator {
         };
         let kind = self.kind;
         let mut released: Vec<OutRow> = vec![];
-        // Left rows before W + lo, right rows before W - hi, can match nothing new.
+        // Left rows before W - delay[1] + lo, right rows before W - delay[0] - hi, can
+        // match nothing new.
         let cutoffs = [
-            b.lo.map(|lo| watermark.saturating_add(lo)),
-            b.hi.map(|hi| watermark.saturating_sub(hi)),
+            b.lo.map(|lo| watermark.saturating_sub(b.delays[1]).saturating_add(lo)),
+            b.hi.map(|hi| watermark.saturating_sub(b.delays[0]).saturating_sub(hi)),
         ];
         for (side, cutoff) in cutoffs.into_iter().enumerate() {
             let Some(cutoff) = cutoff else { continue };
+            let held_back = self.holds_back(side);
             let s = &mut self.sides[side];
             let keep = s.by_time.split_off(&cutoff);
             for (_, rows) in std::mem::replace(&mut s.by_time, keep) {
@@ -711,7 +724,7 @@ impl Operator for HashJoinOperator {
                         // Held back until now: the row never matched (or matched, for
                         // a semi join) and never will change.
                         let n = kind.solo(side, st.count, st.matches);
-                        if n != 0 {
+                        if n != 0 && held_back {
                             released.push(solo(side, row.clone(), n));
                         }
                         mark_dirty(&mut st, &mut s.dirty, &key, &row);
@@ -779,6 +792,7 @@ mod tests {
         let out = schema(&[("k", I64), ("t", TS), ("k2", I64), ("u", TS)]);
         let bound = TimeBound {
             columns: [1, 1],
+            delays: [0, 0],
             lo: Some(-10_000_000),
             hi: Some(5_000_000),
         };
@@ -835,6 +849,69 @@ mod tests {
         assert_eq!(back.state_entries(), 1);
         back.on_watermark(300_000_000, &mut vec![]).unwrap();
         assert_eq!(back.state_entries(), 0);
+    }
+
+    /// q7's form: windowed rows semi-joined to their window's maximum on (window
+    /// start, price), the maximum retracted and replaced as bids arrive. Window starts
+    /// lag the watermark by the size less 1µs: a 10 s window's rows leave the state
+    /// once the watermark reaches its end, and nothing comes out when they do.
+    #[test]
+    fn window_join_with_retractions_forgets_closed_windows() {
+        let l = schema(&[("ws", TS), ("price", I64), ("id", I64)]);
+        let r = schema(&[("ws2", TS), ("maxp", I64)]);
+        let size = 10_000_000;
+        let make = || {
+            HashJoinOperator::new(
+                JoinKind::LeftSemi,
+                l.clone(),
+                l.clone(),
+                r.clone(),
+                vec![col("ws", &l).unwrap(), col("price", &l).unwrap()],
+                vec![col("ws2", &r).unwrap(), col("maxp", &r).unwrap()],
+                None,
+                false,
+                String::new(),
+                EvalErrors::new(),
+            )
+            .unwrap()
+            .with_time_bound(Some(TimeBound {
+                columns: [0, 0],
+                delays: [size - 1, size - 1],
+                lo: Some(0),
+                hi: Some(0),
+            }))
+        };
+        let mut op = make();
+        // A semi join's matched rows come out at once, not when they expire.
+        let got = run_epoch(
+            &mut op,
+            vec![
+                (0, changes(&l, "0 5 1 +1\n0 7 2 +1\n10 3 3 +1")),
+                (1, changes(&r, "0 5 +1\n10 3 +1")),
+            ],
+        );
+        assert_eq!(
+            got,
+            vec![format!("{} 5 1 +1", ts(0)), format!("{} 3 3 +1", ts(10))]
+        );
+        // The maximum of window 0 moves from 5 to 7: a retraction and an insertion.
+        let got = run_epoch(&mut op, vec![(1, changes(&r, "0 5 -1\n0 7 +1"))]);
+        assert_eq!(
+            got,
+            vec![format!("{} 5 1 -1", ts(0)), format!("{} 7 2 +1", ts(0))]
+        );
+        assert_eq!(op.state_entries(), 5);
+        // 1µs before window 0 ends: a bid at the watermark still falls into it.
+        let mut emitted = vec![];
+        op.on_watermark(size - 1, &mut emitted).unwrap();
+        assert_eq!(op.state_entries(), 5);
+        // At its end window 0 is closed: its rows leave, silently; window 10 stays.
+        op.on_watermark(size, &mut emitted).unwrap();
+        assert!(consolidate(&emitted).is_empty());
+        assert_eq!(op.state_entries(), 2);
+        // Window 10 still follows its maximum.
+        let got = run_epoch(&mut op, vec![(1, changes(&r, "10 3 -1\n10 4 +1"))]);
+        assert_eq!(got, vec![format!("{} 3 3 -1", ts(10))]);
     }
 
     /// stream LEFT JOIN table FOR SYSTEM_TIME AS OF PROCTIME(): stream rows meet the

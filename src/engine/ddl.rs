@@ -56,7 +56,7 @@ fn unbounded_stream_joins(
             let lookup = crate::plan::lower::reads_for_lookup(&j.left)
                 || crate::plan::lower::reads_for_lookup(&j.right);
             // So does a time-bounded join of watermarked streams (its state expires).
-            let bounded = crate::plan::lower::join_time_bound(j).is_some();
+            let bounded = crate::plan::event_time::join_time_bound(j).is_some();
             if !lookup && !bounded {
                 streams.extend(streams_under(&j.left));
                 streams.extend(streams_under(&j.right));

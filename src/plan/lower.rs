@@ -22,11 +22,12 @@ use datafusion::physical_expr::create_physical_expr;
 use datafusion::physical_plan::PhysicalExpr;
 
 use super::context::RelationTable;
+use super::event_time::{join_time_bound, time_columns};
 use crate::dataflow::accumulators::{AggKind, AggSpec};
 use crate::dataflow::expr::EvalErrors;
 use crate::dataflow::filter::FilterOperator;
 use crate::dataflow::hash_agg::HashAggOperator;
-use crate::dataflow::hash_join::{HashJoinOperator, JoinKind, TimeBound};
+use crate::dataflow::hash_join::{HashJoinOperator, JoinKind};
 use crate::dataflow::materialize::MaterializeOperator;
 use crate::dataflow::project::ProjectOperator;
 use crate::dataflow::runtime::{NodeInput, NodeSpec, Subgraph};
@@ -73,134 +74,6 @@ pub(crate) fn reads_for_lookup(plan: &LogicalPlan) -> bool {
         LogicalPlan::SubqueryAlias(s) => reads_for_lookup(&s.input),
         _ => false,
     }
-}
-
-/// The name of the event-time column `plan` passes through from a watermarked relation
-/// (through filters, aliases and projections that keep the column as it is).
-fn side_event_time(plan: &LogicalPlan) -> Option<String> {
-    match plan {
-        LogicalPlan::TableScan(scan) => {
-            let p = source_as_provider(&scan.source).ok()?;
-            let any: &dyn std::any::Any = p.as_ref();
-            let name = any.downcast_ref::<RelationTable>()?.event_time.clone()?;
-            scan.projected_schema
-                .fields()
-                .iter()
-                .any(|f| f.name() == &name)
-                .then_some(name)
-        }
-        LogicalPlan::Filter(f) => side_event_time(&f.input),
-        LogicalPlan::SubqueryAlias(s) => side_event_time(&s.input),
-        LogicalPlan::Projection(p) => {
-            let name = side_event_time(&p.input)?;
-            p.expr
-                .iter()
-                .any(|e| matches!(e, Expr::Column(c) if c.name == name))
-                .then_some(name)
-        }
-        _ => None,
-    }
-}
-
-/// `col` or `col ± INTERVAL '...'`: the column and the offset in microseconds.
-fn column_plus_interval(e: &Expr) -> Option<(datafusion::common::Column, i64)> {
-    use datafusion::common::ScalarValue;
-    use datafusion::logical_expr::{BinaryExpr, Operator as Op};
-    match e {
-        Expr::Column(c) => Some((c.clone(), 0)),
-        Expr::Cast(c) => column_plus_interval(&c.expr),
-        Expr::BinaryExpr(BinaryExpr { left, op, right }) => {
-            let (c, base) = column_plus_interval(left)?;
-            let micros = match right.as_ref() {
-                Expr::Literal(ScalarValue::IntervalMonthDayNano(Some(v)), _) if v.months == 0 => {
-                    v.days as i64 * 86_400_000_000 + v.nanoseconds / 1000
-                }
-                Expr::Literal(ScalarValue::IntervalDayTime(Some(v)), _) => {
-                    v.days as i64 * 86_400_000_000 + v.milliseconds as i64 * 1000
-                }
-                _ => return None,
-            };
-            match op {
-                Op::Plus => Some((c, base + micros)),
-                Op::Minus => Some((c, base - micros)),
-                _ => None,
-            }
-        }
-        _ => None,
-    }
-}
-
-/// An interval join's bound on `left.t - right.t`, read from the join's filter, when
-/// both sides carry their relation's event-time column (see [`TimeBound`]).
-pub(crate) fn join_time_bound(j: &datafusion::logical_expr::Join) -> Option<TimeBound> {
-    use datafusion::logical_expr::{BinaryExpr, Operator as Op};
-    let lname = side_event_time(&j.left)?;
-    let rname = side_event_time(&j.right)?;
-    let lcol = j
-        .left
-        .schema()
-        .fields()
-        .iter()
-        .position(|f| f.name() == &lname)?;
-    let rcol = j
-        .right
-        .schema()
-        .fields()
-        .iter()
-        .position(|f| f.name() == &rname)?;
-    let filter = j.filter.as_ref()?;
-    let mut conjuncts: Vec<Expr> = vec![];
-    for e in datafusion::logical_expr::utils::split_conjunction(filter) {
-        match e {
-            Expr::Between(b) if !b.negated => {
-                conjuncts.push((*b.expr.clone()).gt_eq(*b.low.clone()));
-                conjuncts.push((*b.expr.clone()).lt_eq(*b.high.clone()));
-            }
-            other => conjuncts.push(other.clone()),
-        }
-    }
-    // Which side a column is, when it is that side's event-time column.
-    let side_of = |c: &datafusion::common::Column| -> Option<usize> {
-        if c.name == lname && j.left.schema().has_column(c) {
-            Some(0)
-        } else if c.name == rname && j.right.schema().has_column(c) {
-            Some(1)
-        } else {
-            None
-        }
-    };
-    let (mut lo, mut hi): (Option<i64>, Option<i64>) = (None, None);
-    for e in &conjuncts {
-        let Expr::BinaryExpr(BinaryExpr { left, op, right }) = e else {
-            continue;
-        };
-        let (Some((a, x)), Some((b, y))) =
-            (column_plus_interval(left), column_plus_interval(right))
-        else {
-            continue;
-        };
-        // a + x OP b + y, with a and b the two sides' event times.
-        let (op, c) = match (side_of(&a), side_of(&b)) {
-            // left + x OP right + y  =>  left - right OP y - x
-            (Some(0), Some(1)) => (*op, y - x),
-            // right + x OP left + y  =>  left - right OP' x - y (OP flipped)
-            (Some(1), Some(0)) => match op.swap() {
-                Some(o) => (o, x - y),
-                None => continue,
-            },
-            _ => continue,
-        };
-        match op {
-            Op::GtEq | Op::Gt => lo = Some(lo.map_or(c, |l: i64| l.max(c))),
-            Op::LtEq | Op::Lt => hi = Some(hi.map_or(c, |h: i64| h.min(c))),
-            _ => {}
-        }
-    }
-    (lo.is_some() || hi.is_some()).then_some(TimeBound {
-        columns: [lcol, rcol],
-        lo,
-        hi,
-    })
 }
 
 /// How a windowed view emits and keeps its windows.
@@ -720,11 +593,23 @@ impl<'a> Lowering<'a> {
                         .join(", ")
                 );
                 let append_only = self.is_append_only(&input);
-                // A window_end key lets the aggregate free closed windows' groups.
-                let window_end_key = a
-                    .group_expr
+                // A group key that follows the watermark with delay D (a window's start
+                // or end, see `plan::event_time`) lets the aggregate free closed
+                // windows' groups: key v is closed once the watermark reaches v + D + 1
+                // (for window_start, the window's end). A column named window_end
+                // closes at its value otherwise (SESSION's).
+                let keys_delay = time_columns(plan);
+                let close_key = keys_delay
                     .iter()
-                    .position(|g| matches!(g, Expr::Column(c) if c.name == "window_end"));
+                    .take(a.group_expr.len())
+                    .enumerate()
+                    .find_map(|(k, d)| Some((k, (*d)?.checked_add(1)?)))
+                    .or_else(|| {
+                        a.group_expr
+                            .iter()
+                            .position(|g| matches!(g, Expr::Column(c) if c.name == "window_end"))
+                            .map(|k| (k, 0))
+                    });
                 let op = HashAggOperator::new(
                     out_schema.clone(),
                     keys,
@@ -733,7 +618,7 @@ impl<'a> Lowering<'a> {
                     self.errors.clone(),
                 )?
                 .with_append_only(append_only)
-                .with_window_end_key(window_end_key);
+                .with_close_key(close_key);
                 Ok((self.push(Box::new(op), vec![input]), out_schema))
             }
             LogicalPlan::Distinct(Distinct::All(inner)) => {
@@ -791,10 +676,19 @@ impl<'a> Lowering<'a> {
                         ))
                     }
                 };
-                // A time-bounded join of two streams forgets rows the watermark has passed.
-                let time_bound = join_time_bound(j)
-                    .filter(|_| lookup.is_none())
-                    .filter(|_| self.is_append_only(&left) && self.is_append_only(&right));
+                // A time-bounded join forgets rows the watermark has passed. Both inputs
+                // append-only: an expired row is never retracted. Inner and semi joins
+                // also take inputs that retract (q5's and q7's windowed aggregates): a
+                // retraction carries the bounded column too, so it comes at or above
+                // the watermark (minus the column's delay), where nothing has expired
+                // (see `plan::event_time`); and these joins hold back no output.
+                let retracting_ok = matches!(
+                    kind,
+                    JoinKind::Inner | JoinKind::LeftSemi | JoinKind::RightSemi
+                );
+                let time_bound = join_time_bound(j).filter(|_| lookup.is_none()).filter(|_| {
+                    retracting_ok || (self.is_append_only(&left) && self.is_append_only(&right))
+                });
                 if let Some(side) = lookup {
                     if !self.is_append_only(if side == 0 { &left } else { &right }) {
                         return Err(Error::not_supported(

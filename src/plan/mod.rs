@@ -6,6 +6,7 @@
 
 pub mod context;
 pub mod errors;
+pub mod event_time;
 pub mod functions;
 pub mod lower;
 pub mod rewrite;
