@@ -106,22 +106,92 @@ struct Side {
     by_time: BTreeMap<i64, Vec<(Bytes, Bytes)>>,
 }
 
-/// A time-bounded (interval) join: `lo <= left.t - right.t <= hi` (µs; either bound
-/// may be open). Each side's `t` follows the watermark W with a delay (see
-/// `plan::event_time`): every change still to come on a side has `t >= W - delay`
-/// (0 for an event-time column, a window's size minus 1µs for its start). So a left
-/// row with `t < W - delay[1] + lo` and a right row with `t < W - delay[0] - hi` can
-/// meet no future row, and leave the state; what they emitted stays (an outer row that
-/// never matched stays NULL-padded). Equal window starts (q7's join) bound `t` to
-/// `[0, 0]`: a window's rows leave once it has closed.
+/// A time-bounded (interval) join: conditions `left.a - right.b >= lo` and/or
+/// `left.c - right.d <= hi` (µs), each with one column per side. The column on the
+/// far side of each condition follows the watermark W with a delay (see
+/// `plan::event_time`): every change still to come on that side has a value of at
+/// least `W - delay` (0 for an event-time column, a window's size less 1µs for its
+/// start). So a left row with `a < W - delay + lo` and a right row with
+/// `d < W - delay - hi` can meet no future row, and leave the state; what they emitted
+/// stays (an outer row that never matched stays NULL-padded).
+///
+/// - `c.t BETWEEN s.t AND s.t + INTERVAL '1' MINUTE`: one pair of columns, both ends.
+/// - Equal window starts (q7's join): one pair, `[0, 0]`: a window's rows leave once it
+///   has closed.
+/// - `B.t BETWEEN A.t AND A.expires` (q4): a bid leaves once the watermark passes its
+///   time (`A.t - B.t <= 0`), an auction once it passes its `expires`
+///   (`A.expires - B.t >= 0`).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct TimeBound {
-    /// Index of the bounded column in each input.
+    /// `left - right >= value`: how left rows expire.
+    pub lo: Option<Expiry>,
+    /// `left - right <= value`: how right rows expire.
+    pub hi: Option<Expiry>,
+}
+
+/// One side of a [`TimeBound`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Expiry {
+    /// The condition's column in each input: the expiring side's own time, and the
+    /// other side's column that follows the watermark.
     pub columns: [usize; 2],
-    /// How far below the watermark each side's column may still come (µs).
-    pub delays: [i64; 2],
-    pub lo: Option<i64>,
-    pub hi: Option<i64>,
+    /// How far below the watermark the other side's column may still come (µs).
+    pub delay: i64,
+    /// The same for the expiring side's own column, when it follows the watermark.
+    pub own_delay: Option<i64>,
+    /// The bound on `left - right` (µs).
+    pub value: i64,
+}
+
+impl TimeBound {
+    /// How rows of `side` expire, if they do.
+    fn expiry(&self, side: usize) -> Option<Expiry> {
+        if side == 0 {
+            self.lo
+        } else {
+            self.hi
+        }
+    }
+
+    /// The rows of `side` older than this (by `expiry(side).columns[side]`) can meet no
+    /// future row, at watermark `w`.
+    fn cutoff(&self, side: usize, w: i64) -> Option<i64> {
+        let e = self.expiry(side)?;
+        let base = w.saturating_sub(e.delay);
+        Some(if side == 0 {
+            base.saturating_add(e.value)
+        } else {
+            base.saturating_sub(e.value)
+        })
+    }
+
+    /// Can no change come any more for a row of `side` once it has expired? Always
+    /// when the side only inserts; for a side that retracts (an aggregate's output),
+    /// when its own column follows the watermark and the cutoff stays at or below
+    /// `W - own delay`: a retraction carries the row's value, which is then late.
+    pub fn expired_rows_stay_gone(&self, side: usize, append_only: bool) -> bool {
+        let Some(e) = self.expiry(side) else {
+            return true;
+        };
+        append_only
+            || e.own_delay.is_some_and(|own| {
+                // cutoff(side, W) - W <= -own
+                let offset = if side == 0 {
+                    e.value.saturating_sub(e.delay)
+                } else {
+                    e.value.saturating_neg().saturating_sub(e.delay)
+                };
+                offset <= own.saturating_neg()
+            })
+    }
+
+    /// The column of `side` its rows are timed by: the one they expire by, or else
+    /// the one in the other side's condition (a NULL there matches nothing either).
+    fn column(&self, side: usize) -> Option<usize> {
+        self.expiry(side)
+            .or(self.expiry(1 - side))
+            .map(|e| e.columns[side])
+    }
 }
 
 pub struct HashJoinOperator {
@@ -216,14 +286,7 @@ impl HashJoinOperator {
     /// a later one, and a match that goes away (a retracted maximum in q7) is a
     /// change the view shows like any other.
     fn holds_back(&self, side: usize) -> bool {
-        self.kind.solo(side, 1, 0) != 0
-            && self.time_bound.is_some_and(|b| {
-                if side == 0 {
-                    b.lo.is_some()
-                } else {
-                    b.hi.is_some()
-                }
-            })
+        self.kind.solo(side, 1, 0) != 0 && self.time_bound.is_some_and(|b| b.expiry(side).is_some())
     }
 
     /// Expire stored rows with the watermark (see [`TimeBound`]). No change may come
@@ -236,12 +299,10 @@ impl HashJoinOperator {
 
     /// Event times (µs) of a side's column in `data`, when the join is time-bounded.
     fn event_times(&self, side: usize, data: &RecordBatch) -> Result<Option<Vec<Option<i64>>>> {
-        let Some(b) = self.time_bound else {
+        let Some(column) = self.time_bound.and_then(|b| b.column(side)) else {
             return Ok(None);
         };
-        Ok(Some(super::watermark::micros(
-            data.column(b.columns[side]),
-        )?))
+        Ok(Some(super::watermark::micros(data.column(column))?))
     }
 
     /// Make this a lookup join probed by `side` (see the `lookup` field). Only inner
@@ -379,6 +440,7 @@ impl HashJoinOperator {
 
         // Apply this side's changes to its state, and its own solo outputs.
         let times = self.event_times(side, &batch.data)?;
+        let expires = self.time_bound.and_then(|b| b.expiry(side)).is_some();
         for (i, (key, row)) in keys.into_iter().zip(rows).enumerate() {
             let d = batch.diff(i);
             let m = my_matches[i];
@@ -415,7 +477,8 @@ impl HashJoinOperator {
                 }
             } else if st.count == d {
                 s.rows += 1;
-                if let Some(t) = times.as_ref().and_then(|t| t[i]) {
+                // Timed only when this side's rows expire.
+                if let Some(t) = times.as_ref().and_then(|t| t[i]).filter(|_| expires) {
                     s.by_time
                         .entry(t)
                         .or_default()
@@ -521,14 +584,48 @@ impl Operator for HashJoinOperator {
 
     fn describe(&self) -> String {
         if let Some(b) = self.time_bound {
-            let s = |v: Option<i64>| {
-                v.map_or("unbounded".to_string(), |v| format!("{} s", v as f64 / 1e6))
+            let secs = |e: Option<Expiry>| {
+                e.map_or("unbounded".to_string(), |e| {
+                    format!("{} s", e.value as f64 / 1e6)
+                })
             };
+            let same_columns = match (b.lo, b.hi) {
+                (Some(lo), Some(hi)) => lo.columns == hi.columns,
+                _ => true,
+            };
+            if same_columns {
+                return format!(
+                    "{} (interval: left.t - right.t in [{}, {}], state expires with the watermark)",
+                    self.display,
+                    secs(b.lo),
+                    secs(b.hi)
+                );
+            }
+            // Two conditions on different columns (q4's BETWEEN A.date_time AND A.expires).
+            let name = |side: usize, e: Expiry| {
+                self.input_schemas[side]
+                    .field(e.columns[side])
+                    .name()
+                    .clone()
+            };
+            let cond = |e: Option<Expiry>, op: &str| {
+                e.map(|e| {
+                    format!(
+                        "left.{} - right.{} {op} {}",
+                        name(0, e),
+                        name(1, e),
+                        secs(Some(e))
+                    )
+                })
+            };
+            let conds: Vec<String> = [cond(b.lo, ">="), cond(b.hi, "<=")]
+                .into_iter()
+                .flatten()
+                .collect();
             return format!(
-                "{} (interval: left.t - right.t in [{}, {}], state expires with the watermark)",
+                "{} (interval: {}, state expires with the watermark)",
                 self.display,
-                s(b.lo),
-                s(b.hi)
+                conds.join(", ")
             );
         }
         match self.lookup {
@@ -658,6 +755,9 @@ impl Operator for HashJoinOperator {
         // An interval join finds its rows' times again, to keep expiring them.
         if self.time_bound.is_some() {
             for side in 0..2 {
+                if self.time_bound.and_then(|b| b.expiry(side)).is_none() {
+                    continue;
+                }
                 let entries: Vec<(Bytes, Bytes)> = self.sides[side]
                     .index
                     .iter()
@@ -703,12 +803,7 @@ impl Operator for HashJoinOperator {
         };
         let kind = self.kind;
         let mut released: Vec<OutRow> = vec![];
-        // Left rows before W - delay[1] + lo, right rows before W - delay[0] - hi, can
-        // match nothing new.
-        let cutoffs = [
-            b.lo.map(|lo| watermark.saturating_sub(b.delays[1]).saturating_add(lo)),
-            b.hi.map(|hi| watermark.saturating_sub(b.delays[0]).saturating_sub(hi)),
-        ];
+        let cutoffs = [b.cutoff(0, watermark), b.cutoff(1, watermark)];
         for (side, cutoff) in cutoffs.into_iter().enumerate() {
             let Some(cutoff) = cutoff else { continue };
             let held_back = self.holds_back(side);
@@ -791,10 +886,18 @@ mod tests {
         let r = schema(&[("k2", I64), ("u", TS)]);
         let out = schema(&[("k", I64), ("t", TS), ("k2", I64), ("u", TS)]);
         let bound = TimeBound {
-            columns: [1, 1],
-            delays: [0, 0],
-            lo: Some(-10_000_000),
-            hi: Some(5_000_000),
+            lo: Some(Expiry {
+                columns: [1, 1],
+                delay: 0,
+                own_delay: Some(0),
+                value: -10_000_000,
+            }),
+            hi: Some(Expiry {
+                columns: [1, 1],
+                delay: 0,
+                own_delay: Some(0),
+                value: 5_000_000,
+            }),
         };
         let make = || {
             HashJoinOperator::new(
@@ -851,6 +954,91 @@ mod tests {
         assert_eq!(back.state_entries(), 0);
     }
 
+    /// q4's form: a JOIN b ON a.k = b.k AND b.u BETWEEN a.t AND a.ends. Right rows
+    /// expire by their own time once the watermark passes it (no later left row can
+    /// start before them); left rows by `ends` (no later right row can come before
+    /// it), whatever their `t`.
+    #[test]
+    fn each_side_expires_by_its_own_condition() {
+        let l = schema(&[("k", I64), ("t", TS), ("ends", TS)]);
+        let r = schema(&[("k2", I64), ("u", TS)]);
+        let pair = schema(&[("k", I64), ("t", TS), ("ends", TS), ("k2", I64), ("u", TS)]);
+        let filter = binary(
+            binary(
+                col("u", &pair).unwrap(),
+                Op::GtEq,
+                col("t", &pair).unwrap(),
+                &pair,
+            )
+            .unwrap(),
+            Op::And,
+            binary(
+                col("u", &pair).unwrap(),
+                Op::LtEq,
+                col("ends", &pair).unwrap(),
+                &pair,
+            )
+            .unwrap(),
+            &pair,
+        )
+        .unwrap();
+        let mut op = HashJoinOperator::new(
+            JoinKind::Inner,
+            pair.clone(),
+            l.clone(),
+            r.clone(),
+            vec![col("k", &l).unwrap()],
+            vec![col("k2", &r).unwrap()],
+            Some(filter),
+            false,
+            String::new(),
+            EvalErrors::new(),
+        )
+        .unwrap()
+        .with_time_bound(Some(TimeBound {
+            // ends - u >= 0
+            lo: Some(Expiry {
+                columns: [2, 1],
+                delay: 0,
+                own_delay: None,
+                value: 0,
+            }),
+            // t - u <= 0
+            hi: Some(Expiry {
+                columns: [1, 1],
+                delay: 0,
+                own_delay: Some(0),
+                value: 0,
+            }),
+        }));
+        let got = run_epoch(
+            &mut op,
+            vec![
+                (0, changes(&l, "1 100 110 +1\n2 100 NULL +1")),
+                (1, changes(&r, "1 105 +1")),
+            ],
+        );
+        assert_eq!(
+            got,
+            vec![format!("1 {} {} 1 {} +1", ts(100), ts(110), ts(105))]
+        );
+        // The left row without an end can match nothing: not kept.
+        assert_eq!(op.state_entries(), 2);
+        // W = 106: the bid at 105 goes; the auction ending at 110 stays.
+        op.on_watermark(106_000_000, &mut vec![]).unwrap();
+        assert_eq!(op.state_entries(), 1);
+        let got = run_epoch(&mut op, vec![(1, changes(&r, "1 108 +1"))]);
+        assert_eq!(
+            got,
+            vec![format!("1 {} {} 1 {} +1", ts(100), ts(110), ts(108))]
+        );
+        // W = 111: the auction has ended, and the bid at 108 is past too.
+        let mut emitted = vec![];
+        op.on_watermark(111_000_000, &mut emitted).unwrap();
+        assert!(emitted.is_empty());
+        assert_eq!(op.state_entries(), 0);
+    }
+
     /// q7's form: windowed rows semi-joined to their window's maximum on (window
     /// start, price), the maximum retracted and replaced as bids arrive. Window starts
     /// lag the watermark by the size less 1µs: a 10 s window's rows leave the state
@@ -860,6 +1048,12 @@ mod tests {
         let l = schema(&[("ws", TS), ("price", I64), ("id", I64)]);
         let r = schema(&[("ws2", TS), ("maxp", I64)]);
         let size = 10_000_000;
+        let window = Expiry {
+            columns: [0, 0],
+            delay: size - 1,
+            own_delay: Some(size - 1),
+            value: 0,
+        };
         let make = || {
             HashJoinOperator::new(
                 JoinKind::LeftSemi,
@@ -875,10 +1069,8 @@ mod tests {
             )
             .unwrap()
             .with_time_bound(Some(TimeBound {
-                columns: [0, 0],
-                delays: [size - 1, size - 1],
-                lo: Some(0),
-                hi: Some(0),
+                lo: Some(window),
+                hi: Some(window),
             }))
         };
         let mut op = make();

@@ -34,7 +34,7 @@ use datafusion::logical_expr::{BinaryExpr, Expr, LogicalPlan, Operator as Op};
 
 use super::context::RelationTable;
 use crate::catalog::ObjectKind;
-use crate::dataflow::hash_join::TimeBound;
+use crate::dataflow::hash_join::{Expiry, TimeBound};
 
 /// For each output column of `plan`, its delay (µs) behind the watermark, or `None`
 /// when it does not follow the watermark (see the module documentation).
@@ -205,14 +205,17 @@ fn column_plus_offset(e: &Expr) -> Option<(Column, i64)> {
     }
 }
 
-/// The bound a join's key and condition put on `left.t - right.t`, for a pair of
-/// columns that follow the watermark (one per side), when there is one (see
-/// [`TimeBound`]). Equal keys (`l.window_start = r.window_start`) bound the difference
-/// to `[0, 0]`; `BETWEEN` and comparisons with interval offsets bound it on one or both
-/// ends. Among several pairs, one bounded on both ends is preferred.
+/// The bound a join's key and condition put on its two sides' times, when there is one
+/// (see [`TimeBound`]). Each conjunct `left.a + x OP right.b + y` between timestamp
+/// columns bounds `left.a - right.b`. A lower bound lets left rows expire when
+/// `right.b` follows the watermark; an upper bound lets right rows expire when
+/// `left.a` does. Equal keys (`l.window_start = r.window_start`) bound the difference
+/// to `[0, 0]`. One pair of columns bounded on both ends is preferred; otherwise each
+/// side takes the first condition that lets it expire (q4: bids by `B.date_time >=
+/// A.date_time`, auctions by `B.date_time <= A.expires`).
 pub(crate) fn join_time_bound(j: &datafusion::logical_expr::Join) -> Option<TimeBound> {
     let delays = [time_columns(&j.left), time_columns(&j.right)];
-    if delays.iter().any(|d| d.iter().all(Option::is_none)) {
+    if delays.iter().all(|d| d.iter().all(Option::is_none)) {
         return None;
     }
     let schemas = [j.left.schema(), j.right.schema()];
@@ -235,16 +238,16 @@ pub(crate) fn join_time_bound(j: &datafusion::logical_expr::Join) -> Option<Time
             }
         }
     }
-    // Which side and column a column is, when that column follows the watermark.
+    // Which side and column a timestamp column is.
     let locate = |c: &Column| -> Option<(usize, usize)> {
         (0..2).find_map(|side| {
             let i = schemas[side].index_of_column(c).ok()?;
-            delays[side].get(i).copied().flatten().map(|_| (side, i))
+            is_timestamp(schemas[side].field(i).data_type()).then_some((side, i))
         })
     };
-    // (left column, right column) → (lo, hi)
-    type Pair = (usize, usize);
-    let mut bounds: Vec<(Pair, (Option<i64>, Option<i64>))> = vec![];
+    // [left column, right column] → (lo, hi) on left - right.
+    type Bounds = (Option<i64>, Option<i64>);
+    let mut pairs: Vec<([usize; 2], Bounds)> = vec![];
     for (a, op, b) in &conjuncts {
         let (Some((a, x)), Some((b, y))) = (column_plus_offset(a), column_plus_offset(b)) else {
             continue;
@@ -255,22 +258,22 @@ pub(crate) fn join_time_bound(j: &datafusion::logical_expr::Join) -> Option<Time
         // a + x OP b + y, with a and b on opposite sides.
         let (cols, op, c) = match (a.0, b.0) {
             // left + x OP right + y  =>  left - right OP y - x
-            (0, 1) => ((a.1, b.1), *op, y - x),
+            (0, 1) => ([a.1, b.1], *op, y - x),
             // right + x OP left + y  =>  left - right OP' x - y (OP flipped)
             (1, 0) => match op.swap() {
-                Some(o) => ((b.1, a.1), o, x - y),
+                Some(o) => ([b.1, a.1], o, x - y),
                 None => continue,
             },
             _ => continue,
         };
-        let entry = match bounds.iter_mut().find(|(k, _)| *k == cols) {
-            Some((_, e)) => e,
+        let index = match pairs.iter().position(|(k, _)| *k == cols) {
+            Some(i) => i,
             None => {
-                bounds.push((cols, (None, None)));
-                &mut bounds.last_mut().expect("just pushed").1
+                pairs.push((cols, (None, None)));
+                pairs.len() - 1
             }
         };
-        let (lo, hi) = entry;
+        let (lo, hi) = &mut pairs[index].1;
         if matches!(op, Op::GtEq | Op::Gt | Op::Eq) {
             *lo = Some(lo.map_or(c, |l: i64| l.max(c)));
         }
@@ -278,17 +281,31 @@ pub(crate) fn join_time_bound(j: &datafusion::logical_expr::Join) -> Option<Time
             *hi = Some(hi.map_or(c, |h: i64| h.min(c)));
         }
     }
-    let best = bounds
+    // A lower bound expires left rows if the right column follows the watermark; an
+    // upper bound expires right rows if the left column does.
+    let expiry = |cols: [usize; 2], value: Option<i64>, far: usize| -> Option<Expiry> {
+        Some(Expiry {
+            columns: cols,
+            delay: delays[far].get(cols[far]).copied().flatten()?,
+            own_delay: delays[1 - far].get(cols[1 - far]).copied().flatten(),
+            value: value?,
+        })
+    };
+    let both = pairs
         .iter()
-        .find(|(_, (lo, hi))| lo.is_some() && hi.is_some())
-        .or_else(|| bounds.first())?;
-    let ((l, r), (lo, hi)) = *best;
-    Some(TimeBound {
-        columns: [l, r],
-        delays: [delays[0][l]?, delays[1][r]?],
-        lo,
-        hi,
-    })
+        .find_map(|(cols, (lo, hi))| Some((expiry(*cols, *lo, 1)?, expiry(*cols, *hi, 0)?)));
+    let (lo, hi) = match both {
+        Some((lo, hi)) => (Some(lo), Some(hi)),
+        None => (
+            pairs
+                .iter()
+                .find_map(|(cols, (lo, _))| expiry(*cols, *lo, 1)),
+            pairs
+                .iter()
+                .find_map(|(cols, (_, hi))| expiry(*cols, *hi, 0)),
+        ),
+    };
+    (lo.is_some() || hi.is_some()).then_some(TimeBound { lo, hi })
 }
 
 #[cfg(test)]
@@ -378,13 +395,28 @@ mod tests {
             .1
     }
 
-    /// The time bound of the (first) join in `query`'s plan.
-    fn bound(query: &str) -> Option<TimeBound> {
+    /// The time bound of the (first) join in `query`'s plan, each expiry as (left
+    /// column, right column, delay, own delay, value).
+    type Named = (String, String, i64, Option<i64>, i64);
+    fn bound(query: &str) -> Option<(Option<Named>, Option<Named>, TimeBound)> {
         let mut found = None;
         plan(query)
             .apply(|n| {
                 if let LogicalPlan::Join(j) = n {
-                    found = Some(join_time_bound(j));
+                    found = Some(join_time_bound(j).map(|b| {
+                        let named = |e: Option<Expiry>| {
+                            e.map(|e| {
+                                (
+                                    j.left.schema().field(e.columns[0]).name().clone(),
+                                    j.right.schema().field(e.columns[1]).name().clone(),
+                                    e.delay,
+                                    e.own_delay,
+                                    e.value,
+                                )
+                            })
+                        };
+                        (named(b.lo), named(b.hi), b)
+                    }));
                     return Ok(TreeNodeRecursion::Stop);
                 }
                 Ok(TreeNodeRecursion::Continue)
@@ -436,35 +468,48 @@ mod tests {
 
     #[test]
     fn joins_are_bounded_by_equal_windows_and_by_time_conditions() {
+        let e = |l: &str, r: &str, delay: i64, own: Option<i64>, value: i64| {
+            Some((l.to_string(), r.to_string(), delay, own, value))
+        };
         // q7's form: windowed rows joined to their window's maximum.
-        let b = bound(
+        let (lo, hi, b) = bound(
             "SELECT b.k FROM TUMBLE(s, t, INTERVAL '10' SECOND) AS b \
              JOIN (SELECT window_start, max(v) AS m FROM TUMBLE(s, t, INTERVAL '10' SECOND) \
                    GROUP BY window_start) AS w \
              ON b.window_start = w.window_start AND b.v = w.m",
         )
         .expect("bounded");
-        assert_eq!((b.lo, b.hi), (Some(0), Some(0)));
-        assert_eq!(b.delays, [10 * SEC - 1, 10 * SEC - 1]);
+        let w = 10 * SEC - 1;
+        assert_eq!(lo, e("window_start", "window_start", w, Some(w), 0));
+        assert_eq!(hi, e("window_start", "window_start", w, Some(w), 0));
+        // The aggregate's side retracts, but a retraction of a closed window is late.
+        assert!(b.expired_rows_stay_gone(0, true) && b.expired_rows_stay_gone(1, false));
         // An interval join: left.t - right.t in [-60 s, 0].
-        let b = bound(
+        let (lo, hi, _) = bound(
             "SELECT a.k FROM s a JOIN s c ON a.k = c.k \
              AND c.t BETWEEN a.t AND a.t + INTERVAL '1' MINUTE",
         )
         .expect("bounded");
-        assert_eq!((b.lo, b.hi, b.delays), (Some(-60 * SEC), Some(0), [0, 0]));
-        // q4's form: one end only.
-        let b = bound("SELECT a.k FROM s a JOIN s c ON a.k = c.k AND c.t >= a.t").expect("bounded");
-        assert_eq!((b.lo, b.hi), (None, Some(0)));
-        // No bound: a plain key, a stream without a watermark, a table.
-        assert_eq!(bound("SELECT a.k FROM s a JOIN s c ON a.k = c.k"), None);
-        assert_eq!(
-            bound("SELECT a.k FROM s a JOIN u c ON a.k = c.k AND c.t >= a.t"),
-            None
-        );
-        assert_eq!(
-            bound("SELECT a.k FROM s a JOIN tb c ON a.k = c.k AND c.t >= a.t"),
-            None
-        );
+        assert_eq!(lo, e("t", "t", 0, Some(0), -60 * SEC));
+        assert_eq!(hi, e("t", "t", 0, Some(0), 0));
+        // q4's form: right rows expire by c.t >= a.t, left rows by c.t <= a.ends.
+        let (lo, hi, _) = bound(
+            "SELECT a.k FROM (SELECT k, t, t + INTERVAL '1' HOUR AS ends FROM s) a \
+             JOIN s c ON a.k = c.k AND c.t BETWEEN a.t AND a.ends",
+        )
+        .expect("bounded");
+        assert_eq!(lo, e("ends", "t", 0, Some(-3600 * SEC), 0));
+        assert_eq!(hi, e("t", "t", 0, Some(0), 0));
+        // Rows of a side without a watermark expire by the other side's: a table's
+        // rows could still be deleted then, which the planner checks.
+        let (lo, hi, b) =
+            bound("SELECT a.k FROM s a JOIN tb c ON a.k = c.k AND c.t >= a.t").expect("bounded");
+        assert_eq!((lo, hi), (None, e("t", "t", 0, None, 0)));
+        assert!(b.expired_rows_stay_gone(0, false) && !b.expired_rows_stay_gone(1, false));
+        // No bound: a plain key; a condition whose far side does not follow the
+        // watermark (a stream without one, a table).
+        assert!(bound("SELECT a.k FROM s a JOIN s c ON a.k = c.k").is_none());
+        assert!(bound("SELECT a.k FROM s a JOIN u c ON a.k = c.k AND c.t <= a.t").is_none());
+        assert!(bound("SELECT a.k FROM s a JOIN tb c ON a.k = c.k AND c.t <= a.t").is_none());
     }
 }

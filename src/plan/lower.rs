@@ -682,12 +682,17 @@ impl<'a> Lowering<'a> {
                 // retraction carries the bounded column too, so it comes at or above
                 // the watermark (minus the column's delay), where nothing has expired
                 // (see `plan::event_time`); and these joins hold back no output.
+                let append_only = [self.is_append_only(&left), self.is_append_only(&right)];
                 let retracting_ok = matches!(
                     kind,
                     JoinKind::Inner | JoinKind::LeftSemi | JoinKind::RightSemi
                 );
-                let time_bound = join_time_bound(j).filter(|_| lookup.is_none()).filter(|_| {
-                    retracting_ok || (self.is_append_only(&left) && self.is_append_only(&right))
+                let time_bound = join_time_bound(j).filter(|_| lookup.is_none()).filter(|b| {
+                    if retracting_ok {
+                        (0..2).all(|side| b.expired_rows_stay_gone(side, append_only[side]))
+                    } else {
+                        append_only[0] && append_only[1]
+                    }
                 });
                 if let Some(side) = lookup {
                     if !self.is_append_only(if side == 0 { &left } else { &right }) {
