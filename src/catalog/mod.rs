@@ -113,8 +113,12 @@ pub struct CatalogEntry {
 
 /// The lowering new views get. 0: every occurrence of a subquery gets its own
 /// operators. 1: identical subqueries of one view share one set of operators (q5's two
-/// copies of the same windowed count are computed once).
-pub const PLAN_VERSION: u32 = 1;
+/// copies of the same windowed count are computed once). 2: joins find their time
+/// bounds through `plan::event_time` (window starts, each side by its own condition,
+/// inputs that retract), and a time-bounded semi join emits a match at once instead of
+/// when the row expires; earlier views keep their interval joins as they were, since
+/// rows they held back are still to come out.
+pub const PLAN_VERSION: u32 = 2;
 
 impl CatalogEntry {
     /// The Arrow schema of the relation's rows. Every field is nullable at the Arrow

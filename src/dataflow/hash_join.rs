@@ -219,6 +219,8 @@ pub struct HashJoinOperator {
     probes: Vec<ChangeBatch>,
     /// An interval join's bound: rows expire with the watermark.
     time_bound: Option<TimeBound>,
+    /// See [`HashJoinOperator::with_semi_held_back`].
+    semi_held_back: bool,
 }
 
 /// Output row under construction: left row, right row (None = NULLs), multiplicity.
@@ -276,6 +278,7 @@ impl HashJoinOperator {
             lookup: None,
             probes: vec![],
             time_bound: None,
+            semi_held_back: false,
         })
     }
 
@@ -286,7 +289,15 @@ impl HashJoinOperator {
     /// a later one, and a match that goes away (a retracted maximum in q7) is a
     /// change the view shows like any other.
     fn holds_back(&self, side: usize) -> bool {
-        self.kind.solo(side, 1, 0) != 0 && self.time_bound.is_some_and(|b| b.expiry(side).is_some())
+        (self.kind.solo(side, 1, 0) != 0 || self.semi_held_back)
+            && self.time_bound.is_some_and(|b| b.expiry(side).is_some())
+    }
+
+    /// Hold a time-bounded semi join's matched rows until they expire, as views
+    /// created before plan version 2 did (their held rows are still to come out).
+    pub fn with_semi_held_back(mut self, held: bool) -> Self {
+        self.semi_held_back = held;
+        self
     }
 
     /// Expire stored rows with the watermark (see [`TimeBound`]). No change may come

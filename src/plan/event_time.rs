@@ -308,6 +308,152 @@ pub(crate) fn join_time_bound(j: &datafusion::logical_expr::Join) -> Option<Time
     (lo.is_some() || hi.is_some()).then_some(TimeBound { lo, hi })
 }
 
+/// Views created before plan version 2 (`catalog::PLAN_VERSION`) keep the interval
+/// joins they were lowered with.
+pub(crate) mod legacy {
+    use super::*;
+
+    /// The name of the event-time column `plan` passes through from a watermarked relation
+    /// (through filters, aliases and projections that keep the column as it is).
+    fn legacy_side_event_time(plan: &LogicalPlan) -> Option<String> {
+        match plan {
+            LogicalPlan::TableScan(scan) => {
+                let p = source_as_provider(&scan.source).ok()?;
+                let any: &dyn std::any::Any = p.as_ref();
+                let name = any.downcast_ref::<RelationTable>()?.event_time.clone()?;
+                scan.projected_schema
+                    .fields()
+                    .iter()
+                    .any(|f| f.name() == &name)
+                    .then_some(name)
+            }
+            LogicalPlan::Filter(f) => legacy_side_event_time(&f.input),
+            LogicalPlan::SubqueryAlias(s) => legacy_side_event_time(&s.input),
+            LogicalPlan::Projection(p) => {
+                let name = legacy_side_event_time(&p.input)?;
+                p.expr
+                    .iter()
+                    .any(|e| matches!(e, Expr::Column(c) if c.name == name))
+                    .then_some(name)
+            }
+            _ => None,
+        }
+    }
+
+    /// `col` or `col ± INTERVAL '...'`: the column and the offset in microseconds.
+    fn legacy_column_plus_interval(e: &Expr) -> Option<(datafusion::common::Column, i64)> {
+        use datafusion::common::ScalarValue;
+        use datafusion::logical_expr::{BinaryExpr, Operator as Op};
+        match e {
+            Expr::Column(c) => Some((c.clone(), 0)),
+            Expr::Cast(c) => legacy_column_plus_interval(&c.expr),
+            Expr::BinaryExpr(BinaryExpr { left, op, right }) => {
+                let (c, base) = legacy_column_plus_interval(left)?;
+                let micros = match right.as_ref() {
+                    Expr::Literal(ScalarValue::IntervalMonthDayNano(Some(v)), _)
+                        if v.months == 0 =>
+                    {
+                        v.days as i64 * 86_400_000_000 + v.nanoseconds / 1000
+                    }
+                    Expr::Literal(ScalarValue::IntervalDayTime(Some(v)), _) => {
+                        v.days as i64 * 86_400_000_000 + v.milliseconds as i64 * 1000
+                    }
+                    _ => return None,
+                };
+                match op {
+                    Op::Plus => Some((c, base + micros)),
+                    Op::Minus => Some((c, base - micros)),
+                    _ => None,
+                }
+            }
+            _ => None,
+        }
+    }
+
+    /// The bound views created before plan version 2 were lowered with (kept so that a
+    /// restarted view keeps its operators' behaviour, see `catalog::PLAN_VERSION`): read
+    /// from the join's filter only, between the two sides' event-time columns as they
+    /// pass through filters, aliases and projections, one pair for both ends.
+    pub(crate) fn legacy_join_time_bound(j: &datafusion::logical_expr::Join) -> Option<TimeBound> {
+        use datafusion::logical_expr::{BinaryExpr, Operator as Op};
+        let lname = legacy_side_event_time(&j.left)?;
+        let rname = legacy_side_event_time(&j.right)?;
+        let lcol = j
+            .left
+            .schema()
+            .fields()
+            .iter()
+            .position(|f| f.name() == &lname)?;
+        let rcol = j
+            .right
+            .schema()
+            .fields()
+            .iter()
+            .position(|f| f.name() == &rname)?;
+        let filter = j.filter.as_ref()?;
+        let mut conjuncts: Vec<Expr> = vec![];
+        for e in datafusion::logical_expr::utils::split_conjunction(filter) {
+            match e {
+                Expr::Between(b) if !b.negated => {
+                    conjuncts.push((*b.expr.clone()).gt_eq(*b.low.clone()));
+                    conjuncts.push((*b.expr.clone()).lt_eq(*b.high.clone()));
+                }
+                other => conjuncts.push(other.clone()),
+            }
+        }
+        // Which side a column is, when it is that side's event-time column.
+        let side_of = |c: &datafusion::common::Column| -> Option<usize> {
+            if c.name == lname && j.left.schema().has_column(c) {
+                Some(0)
+            } else if c.name == rname && j.right.schema().has_column(c) {
+                Some(1)
+            } else {
+                None
+            }
+        };
+        let (mut lo, mut hi): (Option<i64>, Option<i64>) = (None, None);
+        for e in &conjuncts {
+            let Expr::BinaryExpr(BinaryExpr { left, op, right }) = e else {
+                continue;
+            };
+            let (Some((a, x)), Some((b, y))) = (
+                legacy_column_plus_interval(left),
+                legacy_column_plus_interval(right),
+            ) else {
+                continue;
+            };
+            // a + x OP b + y, with a and b the two sides' event times.
+            let (op, c) = match (side_of(&a), side_of(&b)) {
+                // left + x OP right + y  =>  left - right OP y - x
+                (Some(0), Some(1)) => (*op, y - x),
+                // right + x OP left + y  =>  left - right OP' x - y (OP flipped)
+                (Some(1), Some(0)) => match op.swap() {
+                    Some(o) => (o, x - y),
+                    None => continue,
+                },
+                _ => continue,
+            };
+            match op {
+                Op::GtEq | Op::Gt => lo = Some(lo.map_or(c, |l: i64| l.max(c))),
+                Op::LtEq | Op::Lt => hi = Some(hi.map_or(c, |h: i64| h.min(c))),
+                _ => {}
+            }
+        }
+        let expiry = |value: Option<i64>| {
+            value.map(|value| Expiry {
+                columns: [lcol, rcol],
+                delay: 0,
+                own_delay: Some(0),
+                value,
+            })
+        };
+        (lo.is_some() || hi.is_some()).then_some(TimeBound {
+            lo: expiry(lo),
+            hi: expiry(hi),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -511,5 +657,38 @@ mod tests {
         assert!(bound("SELECT a.k FROM s a JOIN s c ON a.k = c.k").is_none());
         assert!(bound("SELECT a.k FROM s a JOIN u c ON a.k = c.k AND c.t <= a.t").is_none());
         assert!(bound("SELECT a.k FROM s a JOIN tb c ON a.k = c.k AND c.t <= a.t").is_none());
+    }
+
+    /// Views of plan version 1 keep the bounds they were lowered with: interval
+    /// conditions between event times only.
+    #[test]
+    fn views_of_plan_version_1_keep_their_interval_joins() {
+        let legacy_bound = |query: &str| {
+            let mut found = None;
+            plan(query)
+                .apply(|n| {
+                    if let LogicalPlan::Join(j) = n {
+                        found = Some((legacy::legacy_join_time_bound(j), join_time_bound(j)));
+                        return Ok(TreeNodeRecursion::Stop);
+                    }
+                    Ok(TreeNodeRecursion::Continue)
+                })
+                .unwrap();
+            found.expect("a join")
+        };
+        let (old, new) = legacy_bound(
+            "SELECT a.k FROM s a JOIN s c ON a.k = c.k \
+             AND c.t BETWEEN a.t AND a.t + INTERVAL '1' MINUTE",
+        );
+        assert!(old.is_some());
+        assert_eq!(old, new);
+        let (old, new) = legacy_bound(
+            "SELECT b.k FROM TUMBLE(s, t, INTERVAL '10' SECOND) AS b \
+             JOIN (SELECT window_start, max(v) AS m FROM TUMBLE(s, t, INTERVAL '10' SECOND) \
+                   GROUP BY window_start) AS w \
+             ON b.window_start = w.window_start AND b.v = w.m",
+        );
+        assert_eq!(old, None);
+        assert!(new.is_some());
     }
 }

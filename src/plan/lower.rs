@@ -22,7 +22,7 @@ use datafusion::physical_expr::create_physical_expr;
 use datafusion::physical_plan::PhysicalExpr;
 
 use super::context::RelationTable;
-use super::event_time::{join_time_bound, time_columns};
+use super::event_time::{join_time_bound, legacy, time_columns};
 use crate::dataflow::accumulators::{AggKind, AggSpec};
 use crate::dataflow::expr::EvalErrors;
 use crate::dataflow::filter::FilterOperator;
@@ -56,6 +56,8 @@ pub struct Lowering<'a> {
     /// so that a subquery written twice (q5's windowed count, once per side of its
     /// join) is computed once and read by both consumers.
     shared: Option<std::collections::HashMap<LogicalPlan, (NodeInput, SchemaRef)>>,
+    /// The `crate::catalog::PLAN_VERSION` to lower as.
+    plan_version: u32,
 }
 
 /// Does `plan` read one relation marked for a lookup join (through projections,
@@ -95,6 +97,7 @@ impl<'a> Lowering<'a> {
             node_append_only: vec![],
             window: None,
             shared: None,
+            plan_version: 0,
         }
     }
 
@@ -103,6 +106,7 @@ impl<'a> Lowering<'a> {
     /// position).
     pub fn with_plan_version(mut self, version: u32) -> Self {
         self.shared = (version >= 1).then(Default::default);
+        self.plan_version = version;
         self
     }
 
@@ -687,8 +691,15 @@ impl<'a> Lowering<'a> {
                     kind,
                     JoinKind::Inner | JoinKind::LeftSemi | JoinKind::RightSemi
                 );
-                let time_bound = join_time_bound(j).filter(|_| lookup.is_none()).filter(|b| {
-                    if retracting_ok {
+                // Views created before plan version 2 keep the interval joins they had.
+                let v2 = self.plan_version >= 2;
+                let bound = if v2 {
+                    join_time_bound(j)
+                } else {
+                    legacy::legacy_join_time_bound(j)
+                };
+                let time_bound = bound.filter(|_| lookup.is_none()).filter(|b| {
+                    if retracting_ok && v2 {
                         (0..2).all(|side| b.expired_rows_stay_gone(side, append_only[side]))
                     } else {
                         append_only[0] && append_only[1]
@@ -741,7 +752,8 @@ impl<'a> Lowering<'a> {
                     self.errors.clone(),
                 )?
                 .with_lookup(lookup)
-                .with_time_bound(time_bound);
+                .with_time_bound(time_bound)
+                .with_semi_held_back(!v2);
                 Ok((self.push(Box::new(op), vec![left, right]), out_schema))
             }
             LogicalPlan::Union(u) => {
