@@ -59,6 +59,10 @@ pub(crate) fn time_columns(plan: &LogicalPlan) -> Vec<Option<i64>> {
         }
         LogicalPlan::Filter(f) => time_columns(&f.input),
         LogicalPlan::SubqueryAlias(s) => time_columns(&s.input),
+        // SESSION's placeholders: a SessionWindowOperator re-emits a key's old rows
+        // (retracted and inserted again) when its sessions merge or split, so none of
+        // its columns follows the watermark.
+        LogicalPlan::Projection(p) if p.expr.iter().any(is_session_window) => none(),
         LogicalPlan::Projection(p) => {
             let input = time_columns(&p.input);
             p.expr
@@ -96,6 +100,24 @@ pub(crate) fn time_columns(plan: &LogicalPlan) -> Vec<Option<i64>> {
         }
         _ => none(),
     }
+}
+
+/// Does `e` call SESSION's placeholder functions?
+fn is_session_window(e: &Expr) -> bool {
+    use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+    let mut found = false;
+    let _ = e.apply(|x| {
+        if let Expr::ScalarFunction(f) = x {
+            if f.name() == super::functions::SESSION_START
+                || f.name() == super::functions::SESSION_END
+            {
+                found = true;
+                return Ok(TreeNodeRecursion::Stop);
+            }
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    found
 }
 
 fn is_timestamp(t: &datafusion::arrow::datatypes::DataType) -> bool {
@@ -605,6 +627,11 @@ mod tests {
         assert_eq!(delay_of(agg, "window_start"), Some(10 * SEC - 1));
         assert_eq!(delay_of(agg, "m"), None);
         assert_eq!(delay_of(agg, "k"), None);
+        // SESSION re-emits old rows as sessions merge: even the event time is out.
+        let session = "SELECT k, t, window_start, count(*) AS n \
+                       FROM SESSION(s, t, INTERVAL '10' SECOND) GROUP BY k, t, window_start";
+        assert_eq!(delay_of(session, "t"), None);
+        assert_eq!(delay_of(session, "window_start"), None);
         // A union with a branch that does not follow the watermark: nothing.
         assert_eq!(
             delay_of("SELECT t FROM s UNION ALL SELECT t FROM u", "t"),
