@@ -173,15 +173,11 @@ impl TimeBound {
         let Some(e) = self.expiry(side) else {
             return true;
         };
+        // The cutoff at W, less W, must be at most -own delay.
         append_only
             || e.own_delay.is_some_and(|own| {
-                // cutoff(side, W) - W <= -own
-                let offset = if side == 0 {
-                    e.value.saturating_sub(e.delay)
-                } else {
-                    e.value.saturating_neg().saturating_sub(e.delay)
-                };
-                offset <= own.saturating_neg()
+                self.cutoff(side, 0)
+                    .is_some_and(|offset| offset <= own.saturating_neg())
             })
     }
 
@@ -289,8 +285,12 @@ impl HashJoinOperator {
     /// a later one, and a match that goes away (a retracted maximum in q7) is a
     /// change the view shows like any other.
     fn holds_back(&self, side: usize) -> bool {
-        (self.kind.solo(side, 1, 0) != 0 || self.semi_held_back)
-            && self.time_bound.is_some_and(|b| b.expiry(side).is_some())
+        (self.kind.solo(side, 1, 0) != 0 || self.semi_held_back) && self.expires(side)
+    }
+
+    /// Do rows of `side` expire with the watermark?
+    fn expires(&self, side: usize) -> bool {
+        self.time_bound.is_some_and(|b| b.expiry(side).is_some())
     }
 
     /// Hold a time-bounded semi join's matched rows until they expire, as views
@@ -451,7 +451,7 @@ impl HashJoinOperator {
 
         // Apply this side's changes to its state, and its own solo outputs.
         let times = self.event_times(side, &batch.data)?;
-        let expires = self.time_bound.and_then(|b| b.expiry(side)).is_some();
+        let expires = self.expires(side);
         for (i, (key, row)) in keys.into_iter().zip(rows).enumerate() {
             let d = batch.diff(i);
             let m = my_matches[i];
@@ -766,7 +766,7 @@ impl Operator for HashJoinOperator {
         // An interval join finds its rows' times again, to keep expiring them.
         if self.time_bound.is_some() {
             for side in 0..2 {
-                if self.time_bound.and_then(|b| b.expiry(side)).is_none() {
+                if !self.expires(side) {
                     continue;
                 }
                 let entries: Vec<(Bytes, Bytes)> = self.sides[side]

@@ -227,50 +227,39 @@ fn column_plus_offset(e: &Expr) -> Option<(Column, i64)> {
     }
 }
 
-/// The bound a join's key and condition put on its two sides' times, when there is one
-/// (see [`TimeBound`]). Each conjunct `left.a + x OP right.b + y` between timestamp
-/// columns bounds `left.a - right.b`. A lower bound lets left rows expire when
-/// `right.b` follows the watermark; an upper bound lets right rows expire when
-/// `left.a` does. Equal keys (`l.window_start = r.window_start`) bound the difference
-/// to `[0, 0]`. One pair of columns bounded on both ends is preferred; otherwise each
-/// side takes the first condition that lets it expire (q4: bids by `B.date_time >=
-/// A.date_time`, auctions by `B.date_time <= A.expires`).
-pub(crate) fn join_time_bound(j: &datafusion::logical_expr::Join) -> Option<TimeBound> {
-    let delays = [time_columns(&j.left), time_columns(&j.right)];
-    if delays.iter().all(|d| d.iter().all(Option::is_none)) {
-        return None;
-    }
-    let schemas = [j.left.schema(), j.right.schema()];
-    // (left.t + x) OP (right.t + y) for every conjunct and every key pair.
-    let mut conjuncts: Vec<(Expr, Op, Expr)> =
-        j.on.iter()
-            .map(|(l, r)| (l.clone(), Op::Eq, r.clone()))
-            .collect();
-    if let Some(filter) = &j.filter {
-        for e in datafusion::logical_expr::utils::split_conjunction(filter) {
-            match e {
-                Expr::Between(b) if !b.negated => {
-                    conjuncts.push((*b.expr.clone(), Op::GtEq, *b.low.clone()));
-                    conjuncts.push((*b.expr.clone(), Op::LtEq, *b.high.clone()));
-                }
-                Expr::BinaryExpr(BinaryExpr { left, op, right }) => {
-                    conjuncts.push((*left.clone(), *op, *right.clone()))
-                }
-                _ => {}
+/// The comparisons of a join's condition, `BETWEEN` split into its two ends.
+fn filter_comparisons(j: &datafusion::logical_expr::Join) -> Vec<(Expr, Op, Expr)> {
+    let mut out = vec![];
+    let Some(filter) = &j.filter else {
+        return out;
+    };
+    for e in datafusion::logical_expr::utils::split_conjunction(filter) {
+        match e {
+            Expr::Between(b) if !b.negated => {
+                out.push((*b.expr.clone(), Op::GtEq, *b.low.clone()));
+                out.push((*b.expr.clone(), Op::LtEq, *b.high.clone()));
             }
+            Expr::BinaryExpr(BinaryExpr { left, op, right }) => {
+                out.push((*left.clone(), *op, *right.clone()))
+            }
+            _ => {}
         }
     }
-    // Which side and column a timestamp column is.
-    let locate = |c: &Column| -> Option<(usize, usize)> {
-        (0..2).find_map(|side| {
-            let i = schemas[side].index_of_column(c).ok()?;
-            is_timestamp(schemas[side].field(i).data_type()).then_some((side, i))
-        })
-    };
-    // [left column, right column] → (lo, hi) on left - right.
-    type Bounds = (Option<i64>, Option<i64>);
+    out
+}
+
+/// Bounds on `left - right` for a pair of columns.
+type Bounds = (Option<i64>, Option<i64>);
+
+/// For each pair of columns (left, right) that `conjuncts` compare (`a + x OP b + y`,
+/// with `locate` giving a column's side and index, or `None` to ignore it), the bounds
+/// on `left - right`: the largest lower and the smallest upper.
+fn pair_bounds(
+    conjuncts: &[(Expr, Op, Expr)],
+    locate: impl Fn(&Column) -> Option<(usize, usize)>,
+) -> Vec<([usize; 2], Bounds)> {
     let mut pairs: Vec<([usize; 2], Bounds)> = vec![];
-    for (a, op, b) in &conjuncts {
+    for (a, op, b) in conjuncts {
         let (Some((a, x)), Some((b, y))) = (column_plus_offset(a), column_plus_offset(b)) else {
             continue;
         };
@@ -288,6 +277,9 @@ pub(crate) fn join_time_bound(j: &datafusion::logical_expr::Join) -> Option<Time
             },
             _ => continue,
         };
+        if !matches!(op, Op::GtEq | Op::Gt | Op::Eq | Op::LtEq | Op::Lt) {
+            continue;
+        }
         let index = match pairs.iter().position(|(k, _)| *k == cols) {
             Some(i) => i,
             None => {
@@ -303,6 +295,36 @@ pub(crate) fn join_time_bound(j: &datafusion::logical_expr::Join) -> Option<Time
             *hi = Some(hi.map_or(c, |h: i64| h.min(c)));
         }
     }
+    pairs
+}
+
+/// The bound a join's key and condition put on its two sides' times, when there is one
+/// (see [`TimeBound`]). Each conjunct `left.a + x OP right.b + y` between timestamp
+/// columns bounds `left.a - right.b`. A lower bound lets left rows expire when
+/// `right.b` follows the watermark; an upper bound lets right rows expire when
+/// `left.a` does. Equal keys (`l.window_start = r.window_start`) bound the difference
+/// to `[0, 0]`. One pair of columns bounded on both ends is preferred; otherwise each
+/// side takes the first condition that lets it expire (q4: bids by `B.date_time >=
+/// A.date_time`, auctions by `B.date_time <= A.expires`).
+pub(crate) fn join_time_bound(j: &datafusion::logical_expr::Join) -> Option<TimeBound> {
+    let delays = [time_columns(&j.left), time_columns(&j.right)];
+    if delays.iter().all(|d| d.iter().all(Option::is_none)) {
+        return None;
+    }
+    let schemas = [j.left.schema(), j.right.schema()];
+    // (left.t + x) OP (right.t + y) for every key pair and every conjunct.
+    let mut conjuncts: Vec<(Expr, Op, Expr)> =
+        j.on.iter()
+            .map(|(l, r)| (l.clone(), Op::Eq, r.clone()))
+            .collect();
+    conjuncts.extend(filter_comparisons(j));
+    // Which side and column a timestamp column is.
+    let pairs = pair_bounds(&conjuncts, |c| {
+        (0..2).find_map(|side| {
+            let i = schemas[side].index_of_column(c).ok()?;
+            is_timestamp(schemas[side].field(i).data_type()).then_some((side, i))
+        })
+    });
     // A lower bound expires left rows if the right column follows the watermark; an
     // upper bound expires right rows if the left column does.
     let expiry = |cols: [usize; 2], value: Option<i64>, far: usize| -> Option<Expiry> {
@@ -362,114 +384,40 @@ pub(crate) mod legacy {
         }
     }
 
-    /// `col` or `col ± INTERVAL '...'`: the column and the offset in microseconds.
-    fn legacy_column_plus_interval(e: &Expr) -> Option<(datafusion::common::Column, i64)> {
-        use datafusion::common::ScalarValue;
-        use datafusion::logical_expr::{BinaryExpr, Operator as Op};
-        match e {
-            Expr::Column(c) => Some((c.clone(), 0)),
-            Expr::Cast(c) => legacy_column_plus_interval(&c.expr),
-            Expr::BinaryExpr(BinaryExpr { left, op, right }) => {
-                let (c, base) = legacy_column_plus_interval(left)?;
-                let micros = match right.as_ref() {
-                    Expr::Literal(ScalarValue::IntervalMonthDayNano(Some(v)), _)
-                        if v.months == 0 =>
-                    {
-                        v.days as i64 * 86_400_000_000 + v.nanoseconds / 1000
-                    }
-                    Expr::Literal(ScalarValue::IntervalDayTime(Some(v)), _) => {
-                        v.days as i64 * 86_400_000_000 + v.milliseconds as i64 * 1000
-                    }
-                    _ => return None,
-                };
-                match op {
-                    Op::Plus => Some((c, base + micros)),
-                    Op::Minus => Some((c, base - micros)),
-                    _ => None,
-                }
-            }
-            _ => None,
-        }
-    }
-
     /// The bound views created before plan version 2 were lowered with (kept so that a
     /// restarted view keeps its operators' behaviour, see `catalog::PLAN_VERSION`): read
-    /// from the join's filter only, between the two sides' event-time columns as they
-    /// pass through filters, aliases and projections, one pair for both ends.
+    /// from the join's filter only (no equalities), between the two sides' event-time
+    /// columns as they pass through filters, aliases and projections, one pair for both
+    /// ends.
     pub(crate) fn legacy_join_time_bound(j: &datafusion::logical_expr::Join) -> Option<TimeBound> {
-        use datafusion::logical_expr::{BinaryExpr, Operator as Op};
-        let lname = legacy_side_event_time(&j.left)?;
-        let rname = legacy_side_event_time(&j.right)?;
-        let lcol = j
-            .left
-            .schema()
-            .fields()
-            .iter()
-            .position(|f| f.name() == &lname)?;
-        let rcol = j
-            .right
-            .schema()
-            .fields()
-            .iter()
-            .position(|f| f.name() == &rname)?;
-        let filter = j.filter.as_ref()?;
-        let mut conjuncts: Vec<Expr> = vec![];
-        for e in datafusion::logical_expr::utils::split_conjunction(filter) {
-            match e {
-                Expr::Between(b) if !b.negated => {
-                    conjuncts.push((*b.expr.clone()).gt_eq(*b.low.clone()));
-                    conjuncts.push((*b.expr.clone()).lt_eq(*b.high.clone()));
-                }
-                other => conjuncts.push(other.clone()),
-            }
-        }
-        // Which side a column is, when it is that side's event-time column.
-        let side_of = |c: &datafusion::common::Column| -> Option<usize> {
-            if c.name == lname && j.left.schema().has_column(c) {
-                Some(0)
-            } else if c.name == rname && j.right.schema().has_column(c) {
-                Some(1)
-            } else {
-                None
-            }
-        };
-        let (mut lo, mut hi): (Option<i64>, Option<i64>) = (None, None);
-        for e in &conjuncts {
-            let Expr::BinaryExpr(BinaryExpr { left, op, right }) = e else {
-                continue;
-            };
-            let (Some((a, x)), Some((b, y))) = (
-                legacy_column_plus_interval(left),
-                legacy_column_plus_interval(right),
-            ) else {
-                continue;
-            };
-            // a + x OP b + y, with a and b the two sides' event times.
-            let (op, c) = match (side_of(&a), side_of(&b)) {
-                // left + x OP right + y  =>  left - right OP y - x
-                (Some(0), Some(1)) => (*op, y - x),
-                // right + x OP left + y  =>  left - right OP' x - y (OP flipped)
-                (Some(1), Some(0)) => match op.swap() {
-                    Some(o) => (o, x - y),
-                    None => continue,
-                },
-                _ => continue,
-            };
-            match op {
-                Op::GtEq | Op::Gt => lo = Some(lo.map_or(c, |l: i64| l.max(c))),
-                Op::LtEq | Op::Lt => hi = Some(hi.map_or(c, |h: i64| h.min(c))),
-                _ => {}
-            }
-        }
+        let names = [
+            legacy_side_event_time(&j.left)?,
+            legacy_side_event_time(&j.right)?,
+        ];
+        let schemas = [j.left.schema(), j.right.schema()];
+        let conjuncts: Vec<(Expr, Op, Expr)> = filter_comparisons(j)
+            .into_iter()
+            .filter(|(_, op, _)| *op != Op::Eq)
+            .collect();
+        // Only each side's event-time column counts.
+        let pairs = pair_bounds(&conjuncts, |c| {
+            (0..2).find_map(|side| {
+                (c.name == names[side])
+                    .then(|| schemas[side].index_of_column(c).ok())
+                    .flatten()
+                    .map(|i| (side, i))
+            })
+        });
+        let (columns, (lo, hi)) = *pairs.first()?;
         let expiry = |value: Option<i64>| {
             value.map(|value| Expiry {
-                columns: [lcol, rcol],
+                columns,
                 delay: 0,
                 own_delay: Some(0),
                 value,
             })
         };
-        (lo.is_some() || hi.is_some()).then_some(TimeBound {
+        Some(TimeBound {
             lo: expiry(lo),
             hi: expiry(hi),
         })
