@@ -167,6 +167,64 @@ pub trait Operator: Send {
     fn preserves_append_only(&self) -> bool {
         false
     }
+
+    /// The columns of input `port` this operator reads; `None`: all of them. A source
+    /// that can leave out columns nobody reads asks the readers of its relation
+    /// ([`Operator::set_columns_read`]).
+    fn columns_read(&self, _port: usize) -> Option<ColumnSet> {
+        None
+    }
+
+    /// Can this operator's output leave out columns its readers do not read? Only then
+    /// does the runtime call [`Operator::set_columns_read`].
+    fn omits_columns(&self) -> bool {
+        false
+    }
+
+    /// Before each run, for operators that [`Operator::omits_columns`]: the columns its
+    /// readers (downstream operators, subscribers) read now.
+    fn set_columns_read(&mut self, _read: ColumnSet) {}
+}
+
+/// A set of column indexes, as a bit mask. Columns from 64 on are always in the set:
+/// only the first 64 can be left out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ColumnSet(u64);
+
+impl ColumnSet {
+    pub const ALL: ColumnSet = ColumnSet(u64::MAX);
+    pub const NONE: ColumnSet = ColumnSet(0);
+
+    pub fn from_bits(bits: u64) -> Self {
+        Self(bits)
+    }
+
+    pub fn bits(self) -> u64 {
+        self.0
+    }
+
+    pub fn of(columns: impl IntoIterator<Item = usize>) -> Self {
+        let mut set = Self::NONE;
+        for c in columns {
+            set.insert(c);
+        }
+        set
+    }
+
+    pub fn insert(&mut self, column: usize) {
+        if column >= 64 {
+            return;
+        }
+        self.0 |= 1 << column;
+    }
+
+    pub fn contains(self, column: usize) -> bool {
+        column >= 64 || self.0 & (1 << column) != 0
+    }
+
+    pub fn union(self, other: Self) -> Self {
+        Self(self.0 | other.0)
+    }
 }
 
 /// Writes one operator's state into the epoch's write batch. At a checkpoint

@@ -5,10 +5,11 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{RecordBatch, RecordBatchOptions};
 use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::physical_expr::utils::collect_columns;
 use datafusion::physical_plan::PhysicalExpr;
 
 use super::expr::{evaluate, EvalErrors};
-use super::{ChangeBatch, Operator, Output};
+use super::{ChangeBatch, ColumnSet, Operator, Output};
 use crate::error::Result;
 
 pub struct ProjectOperator {
@@ -51,6 +52,12 @@ impl Operator for ProjectOperator {
         self.schema.clone()
     }
 
+    fn columns_read(&self, _port: usize) -> Option<ColumnSet> {
+        Some(ColumnSet::of(self.exprs.iter().flat_map(|e| {
+            collect_columns(e).into_iter().map(|c| c.index())
+        })))
+    }
+
     fn process(&mut self, _port: usize, batch: ChangeBatch, out: &mut Output) -> Result<()> {
         let cols = self
             .exprs
@@ -85,6 +92,24 @@ mod tests {
         let mut op = ProjectOperator::new(out_s, exprs, "".into(), EvalErrors::new());
         let out = run_epoch(&mut op, vec![(0, changes(&s, "1 5 +1\n2 7 -2"))]);
         assert_eq!(out, vec!["1 10 +1", "2 14 -2"]);
+    }
+
+    /// What a projection reads of its input: the columns its expressions use (a
+    /// generated stream leaves out the others).
+    #[test]
+    fn a_projection_reads_the_columns_its_expressions_use() {
+        let s = schema(&[("a", I64), ("b", I64), ("c", I64), ("d", I64)]);
+        let out_s = schema(&[("x", I64), ("y", I64)]);
+        let exprs = vec![
+            col("c", &s).unwrap(),
+            binary(col("a", &s).unwrap(), Op::Plus, col("c", &s).unwrap(), &s).unwrap(),
+        ];
+        let op = ProjectOperator::new(out_s, exprs, "".into(), EvalErrors::new());
+        let read = op.columns_read(0).unwrap();
+        assert_eq!(read, ColumnSet::of([0, 2]));
+        assert!(!read.contains(1) && !read.contains(3));
+        // Columns past the mask's width always count as read.
+        assert!(read.contains(64));
     }
 
     #[test]

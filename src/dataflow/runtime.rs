@@ -331,7 +331,14 @@ pub struct DataflowHandle {
     tx: mpsc::Sender<Command>,
     snapshots: Arc<SnapshotStore>,
     metrics: Arc<RuntimeMetrics>,
+    columns_read: ColumnsRead,
 }
+
+/// Per relation whose operator can leave out columns ([`Operator::omits_columns`]): the
+/// columns its readers read, as of its last run ([`super::ColumnSet`] bits). Its source
+/// reads it as a hint of what it may skip producing; the operator itself fills in what
+/// a reader needs.
+type ColumnsRead = Arc<Mutex<HashMap<u32, Arc<AtomicU64>>>>;
 
 impl DataflowHandle {
     pub fn snapshots(&self) -> &Arc<SnapshotStore> {
@@ -340,6 +347,17 @@ impl DataflowHandle {
 
     pub fn metrics(&self) -> &Arc<RuntimeMetrics> {
         &self.metrics
+    }
+
+    /// The columns the readers of relation `object_id` read, kept up to date by the
+    /// runtime while the relation's operator runs (all columns until it has run; see
+    /// [`Operator::omits_columns`]). A hint for its source: a batch that leaves out a
+    /// column someone reads after all is completed by the relation's operator.
+    pub fn columns_read(&self, object_id: u32) -> Arc<AtomicU64> {
+        let mut map = self.columns_read.lock().unwrap_or_else(|e| e.into_inner());
+        map.entry(object_id)
+            .or_insert_with(|| Arc::new(AtomicU64::new(super::ColumnSet::ALL.bits())))
+            .clone()
     }
 
     async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T> {
@@ -522,6 +540,7 @@ pub struct Runtime {
     /// Set after a failed commit: memory is ahead of disk, so no more writes are taken.
     broken: Option<String>,
     metrics: Arc<RuntimeMetrics>,
+    columns_read: ColumnsRead,
     /// Subscribers per relation.
     subscribers: HashMap<u32, Vec<Subscriber>>,
     /// Recent changes of relations that have had subscribers (for `AS OF`).
@@ -654,6 +673,7 @@ impl Runtime {
             None => BTreeMap::new(),
         };
         let restored_checkpoint = read_u64(storage.as_ref(), CHECKPOINT_KEY)?.unwrap_or(0);
+        let columns_read = ColumnsRead::default();
         let mut rt = Runtime {
             storage,
             config,
@@ -669,6 +689,7 @@ impl Runtime {
             replaying: false,
             broken: None,
             metrics: metrics.clone(),
+            columns_read: columns_read.clone(),
             subscribers: HashMap::new(),
             history,
             progress_floor: epoch,
@@ -694,6 +715,7 @@ impl Runtime {
                 tx,
                 snapshots,
                 metrics,
+                columns_read,
             },
             epoch,
         ))
@@ -1771,6 +1793,41 @@ impl Runtime {
         Ok(ids)
     }
 
+    /// The columns of node `id`'s output that its readers read: each downstream
+    /// operator's [`Operator::columns_read`], and every column when the relation has
+    /// subscribers or history. Published for the relation's source
+    /// ([`DataflowHandle::columns_read`]).
+    fn columns_read_by(&self, id: u64) -> super::ColumnSet {
+        let Some(node) = self.nodes.get(&id) else {
+            return super::ColumnSet::ALL;
+        };
+        let object_id = node.object_id;
+        let watched =
+            self.subscribers.contains_key(&object_id) || self.history.contains_key(&object_id);
+        let read = if watched {
+            super::ColumnSet::ALL
+        } else {
+            node.outputs
+                .iter()
+                .map(|(down, port)| {
+                    self.nodes
+                        .get(down)
+                        .and_then(|d| d.op.columns_read(*port))
+                        .unwrap_or(super::ColumnSet::ALL)
+                })
+                .fold(super::ColumnSet::NONE, super::ColumnSet::union)
+        };
+        if let Some(hint) = self
+            .columns_read
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&object_id)
+        {
+            hint.store(read.bits(), Ordering::Relaxed);
+        }
+        read
+    }
+
     fn remove(&mut self, object_id: u32, touched: &mut BTreeSet<u64>) {
         let Some(ids) = self.objects.remove(&object_id) else {
             return;
@@ -1828,6 +1885,15 @@ impl Runtime {
             if node.failed.is_some() {
                 continue;
             }
+            if node.op.omits_columns() {
+                let read = self.columns_read_by(id);
+                if let Some(node) = self.nodes.get_mut(&id) {
+                    node.op.set_columns_read(read);
+                }
+            }
+            let Some(node) = self.nodes.get_mut(&id) else {
+                continue;
+            };
             let mut out = vec![];
             let mut result = Ok(());
             let t0 = Instant::now();

@@ -22,8 +22,17 @@
 //! position of its first row ([`tag_regenerable`]), and a stream given a
 //! [`Regenerate`] function stores an epoch whose batches are all tagged as those
 //! positions only — a few bytes in the chunk's index entry instead of the rows. Readers
-//! and the log replay call the function to get the rows back. An epoch with any other
-//! batch (an `INSERT`, rows a watermark filtered) stores its rows as usual.
+//! and the log replay call the function to get the rows back. A watermark that drops
+//! late rows of a tagged batch re-tags it with the positions it kept
+//! ([`retag_filtered`]). An epoch with any other batch (an `INSERT`) stores its rows as
+//! usual.
+//!
+//! Such a source may also leave out columns that no reader reads now ([`omit_columns`]):
+//! the runtime tells the stream which columns its views and subscribers read
+//! ([`Operator::set_columns_read`]) and publishes it for the source as a hint. The
+//! stream fills a left-out column in from the source before a batch goes to a reader
+//! that reads it, and before the rows are read back (a new view's backfill) or stored
+//! as rows, so no reader ever sees the placeholders.
 
 use std::io::Cursor;
 use std::sync::Arc;
@@ -35,7 +44,7 @@ use datafusion::arrow::ipc::reader::StreamReader;
 use datafusion::arrow::ipc::writer::StreamWriter;
 
 use super::snapshot::{RelationSnapshot, SnapshotData};
-use super::{ChangeBatch, Operator, Output, StateReader, StateWriter};
+use super::{ChangeBatch, ColumnSet, Operator, Output, StateReader, StateWriter};
 use crate::error::{Error, Result};
 use crate::storage::{keys, Storage};
 
@@ -59,29 +68,102 @@ pub type Regenerate =
 /// count (`"<from>,<rows>"`).
 const REGENERATE_FROM: &str = "eddy.regenerate_from";
 
+/// Schema metadata key of the columns a source left out of a tagged batch (their
+/// indexes, comma-separated): no reader read them when it was made. The stream fills
+/// them in from the source when a reader needs them ([`StreamOperator`]).
+const OMITTED: &str = "eddy.omitted";
+
 /// Marks `batch` as the rows of its source from position `from` on, which the source
 /// can produce again (see the module documentation).
 pub fn tag_regenerable(batch: RecordBatch, from: u64) -> Result<RecordBatch> {
-    let tag = format!("{from},{}", batch.num_rows());
-    let schema = batch
-        .schema()
-        .as_ref()
-        .clone()
-        .with_metadata([(REGENERATE_FROM.to_string(), tag)].into_iter().collect());
-    Ok(batch.with_schema(Arc::new(schema))?)
+    let n = batch.num_rows() as u64;
+    with_tag(batch, &[(from, n)])
 }
 
-/// The source position of a tagged batch's first row, if the batch still holds every
-/// row it was tagged with: a filter on the way (a watermark dropping late rows) keeps
-/// the schema and its tag, but the rows are no longer the source's from `from` on.
-fn regenerable_from(batch: &RecordBatch) -> Option<u64> {
-    let (from, rows) = batch
-        .schema_ref()
-        .metadata()
-        .get(REGENERATE_FROM)?
-        .split_once(',')?;
-    let rows: usize = rows.parse().ok()?;
-    (rows == batch.num_rows()).then(|| from.parse().ok())?
+/// `batch` with its tag set to the source positions `runs` ((first row, count), in
+/// row order; no tag when empty), its other metadata kept.
+fn with_tag(batch: RecordBatch, runs: &[(u64, u64)]) -> Result<RecordBatch> {
+    let mut meta = batch.schema_ref().metadata().clone();
+    meta.remove(REGENERATE_FROM);
+    if !runs.is_empty() {
+        let tag = runs
+            .iter()
+            .map(|(from, n)| format!("{from},{n}"))
+            .collect::<Vec<_>>()
+            .join(";");
+        meta.insert(REGENERATE_FROM.to_string(), tag);
+    }
+    let schema = batch.schema().as_ref().clone().with_metadata(meta);
+    with_schema(&Arc::new(schema), &batch)
+}
+
+/// Marks the columns `columns` of a tagged batch as left out: their values are
+/// placeholders, and the stream fills them in from the source if a reader needs them.
+pub fn omit_columns(batch: RecordBatch, columns: &[usize]) -> Result<RecordBatch> {
+    if columns.is_empty() {
+        return Ok(batch);
+    }
+    let mut meta = batch.schema_ref().metadata().clone();
+    let list = columns
+        .iter()
+        .map(usize::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
+    meta.insert(OMITTED.to_string(), list);
+    let schema = batch.schema().as_ref().clone().with_metadata(meta);
+    with_schema(&Arc::new(schema), &batch)
+}
+
+/// The source positions of a tagged batch's rows, as runs in row order, if the tag
+/// accounts for every row.
+fn regenerable_runs(batch: &RecordBatch) -> Option<Vec<(u64, u64)>> {
+    let tag = batch.schema_ref().metadata().get(REGENERATE_FROM)?;
+    let runs = tag
+        .split(';')
+        .map(|run| {
+            let (from, n) = run.split_once(',')?;
+            Some((from.parse().ok()?, n.parse().ok()?))
+        })
+        .collect::<Option<Vec<(u64, u64)>>>()?;
+    (runs.iter().map(|(_, n)| *n).sum::<u64>() == batch.num_rows() as u64).then_some(runs)
+}
+
+/// The columns a source left out of `batch` ([`omit_columns`]).
+fn omitted_columns(batch: &RecordBatch) -> Result<Vec<usize>> {
+    let Some(list) = batch.schema_ref().metadata().get(OMITTED) else {
+        return Ok(vec![]);
+    };
+    list.split(',')
+        .map(|c| {
+            c.parse()
+                .map_err(|_| Error::internal(format!("bad omitted column list {list:?}")))
+        })
+        .collect()
+}
+
+/// `filtered`: the rows of `batch` where `keep` is true. A tagged batch stays tagged,
+/// with the positions of the rows kept (a watermark dropping late rows of a generated
+/// batch leaves it regenerable); an untagged one is returned as it is.
+pub fn retag_filtered(
+    batch: &RecordBatch,
+    keep: &[bool],
+    filtered: RecordBatch,
+) -> Result<RecordBatch> {
+    let Some(runs) = regenerable_runs(batch) else {
+        return with_tag(filtered, &[]);
+    };
+    let positions = runs.iter().flat_map(|(from, n)| *from..*from + *n);
+    let mut kept: Vec<(u64, u64)> = vec![];
+    for (pos, k) in positions.zip(keep) {
+        if !*k {
+            continue;
+        }
+        match kept.last_mut() {
+            Some((from, n)) if *from + *n == pos => *n += 1,
+            _ => kept.push((pos, 1)),
+        }
+    }
+    with_tag(filtered, &kept)
 }
 
 /// One epoch's rows.
@@ -246,11 +328,27 @@ fn decode_chunk(bytes: &[u8], schema: &SchemaRef) -> Result<Vec<RecordBatch>> {
         .collect()
 }
 
+/// A pending batch without some columns ([`StreamOperator`]'s `partial`).
+struct Partial {
+    /// Its index in `pending`.
+    index: usize,
+    /// Its rows' source positions.
+    runs: Vec<(u64, u64)>,
+    /// The columns left out.
+    omitted: Vec<usize>,
+}
+
 pub struct StreamOperator {
     name: String,
     schema: SchemaRef,
     /// Rows appended in the epoch in progress; `persist_epoch` makes them a chunk.
     pending: Vec<RecordBatch>,
+    /// For each batch of `pending` that lacks columns its source left out
+    /// ([`omit_columns`]): its index in `pending`, source positions and the columns.
+    /// Filled in before the rows are read or stored as rows.
+    partial: Vec<Partial>,
+    /// The columns this stream's readers read ([`Operator::set_columns_read`]).
+    read: ColumnSet,
     /// With `regenerate`: the source positions of `pending`, while every batch of the
     /// epoch had one.
     pending_runs: Option<Vec<(u64, u64)>>,
@@ -293,6 +391,8 @@ impl StreamOperator {
             name: name.to_string(),
             schema,
             pending: vec![],
+            partial: vec![],
+            read: ColumnSet::ALL,
             pending_runs: Some(vec![]),
             regenerate: None,
             chunks: imbl::Vector::new(),
@@ -326,6 +426,46 @@ impl StreamOperator {
             cutoff: self.retention.zip(self.cutoff).map(|((c, _), t)| (c, t)),
             regenerate: self.regenerate.clone(),
         }
+    }
+
+    /// `batch` with its columns `omitted` produced by the source (its rows are the
+    /// source's at `runs`).
+    fn complete(
+        &self,
+        batch: &RecordBatch,
+        runs: &[(u64, u64)],
+        omitted: &[usize],
+    ) -> Result<RecordBatch> {
+        let Some(f) = &self.regenerate else {
+            return Err(Error::internal(format!(
+                "stream {} received rows without some columns, and cannot produce them",
+                self.name
+            )));
+        };
+        let parts = runs
+            .iter()
+            .map(|(from, n)| f(*from, *n as usize, Some(omitted)))
+            .collect::<Result<Vec<_>>>()?;
+        let mut columns = batch.columns().to_vec();
+        for (i, c) in omitted.iter().enumerate() {
+            let arrays: Vec<&dyn datafusion::arrow::array::Array> =
+                parts.iter().map(|p| p.column(i).as_ref()).collect();
+            let filled = datafusion::arrow::compute::concat(&arrays)?;
+            let slot = columns.get_mut(*c).ok_or_else(|| {
+                Error::internal(format!("omitted column {c} of stream {}", self.name))
+            })?;
+            *slot = filled;
+        }
+        Ok(RecordBatch::try_new(self.schema.clone(), columns)?)
+    }
+
+    /// Fill in the columns left out of the epoch's pending rows.
+    fn complete_pending(&mut self) -> Result<()> {
+        for p in std::mem::take(&mut self.partial) {
+            let done = self.complete(&self.pending[p.index], &p.runs, &p.omitted)?;
+            self.pending[p.index] = done;
+        }
+        Ok(())
     }
 
     fn chunk_of(&self, epoch: u64, batches: &[RecordBatch]) -> Result<Chunk> {
@@ -447,19 +587,46 @@ impl Operator for StreamOperator {
         if batch.is_empty() {
             return Ok(());
         }
-        // Rows the source can produce again (each once): note where they start.
-        let from = regenerable_from(&batch.data)
-            .filter(|_| self.regenerate.is_some() && self.store.is_some());
-        match (from, self.pending_runs.as_mut()) {
-            (Some(from), Some(runs)) if batch.diffs.values().iter().all(|d| *d == 1) => {
-                let n = batch.num_rows() as u64;
-                match runs.last_mut() {
-                    Some((start, len)) if *start + *len == from => *len += n,
-                    _ => runs.push((from, n)),
+        // Rows the source can produce again (each once): note where they come from.
+        let tagged = regenerable_runs(&batch.data)
+            .filter(|_| self.regenerate.is_some() && self.store.is_some())
+            .filter(|_| batch.diffs.values().iter().all(|d| *d == 1));
+        let mut omitted = omitted_columns(&batch.data)?;
+        if !omitted.is_empty() && tagged.is_none() {
+            return Err(Error::internal(format!(
+                "stream {} received rows without some columns that it cannot produce again",
+                self.name
+            )));
+        }
+        match (&tagged, self.pending_runs.as_mut()) {
+            (Some(tagged), Some(runs)) => {
+                for (from, n) in tagged {
+                    match runs.last_mut() {
+                        Some((start, len)) if *start + *len == *from => *len += n,
+                        _ => runs.push((*from, *n)),
+                    }
                 }
             }
-            _ => self.pending_runs = None,
+            _ => {
+                // The epoch's rows will be stored as rows: they need every column.
+                self.pending_runs = None;
+                self.complete_pending()?;
+            }
         }
+        // A column a reader reads (or that the stream's retention reads) is filled in
+        // now; the others only if the rows are read back while still pending.
+        let time_column = self.retention.map(|(c, _)| c);
+        let needed = omitted
+            .iter()
+            .any(|c| self.read.contains(*c) || Some(*c) == time_column);
+        let batch = match tagged {
+            Some(runs) if !omitted.is_empty() && (needed || self.pending_runs.is_none()) => {
+                let data = self.complete(&batch.data, &runs, &omitted)?;
+                omitted.clear();
+                ChangeBatch::new(data, batch.diffs)
+            }
+            _ => batch,
+        };
         // A row inserted n times at once (a join with duplicate partners) is n rows.
         let batch = if batch.diffs.values().iter().any(|d| *d > 1) {
             let idx: Vec<u32> = batch
@@ -478,6 +645,15 @@ impl Operator for StreamOperator {
         // as DataFusion does).
         let data = RecordBatch::try_new(self.schema.clone(), batch.data.columns().to_vec())?;
         self.rows += data.num_rows();
+        if !omitted.is_empty() {
+            if let Some(runs) = regenerable_runs(&batch.data) {
+                self.partial.push(Partial {
+                    index: self.pending.len(),
+                    runs,
+                    omitted,
+                });
+            }
+        }
         self.pending.push(data.clone());
         out.push(ChangeBatch::new(data, batch.diffs));
         Ok(())
@@ -494,6 +670,11 @@ impl Operator for StreamOperator {
         if self.pending.is_empty() {
             return Ok(());
         }
+        if self.pending_runs.is_none() {
+            self.complete_pending()?;
+        }
+        // Stored as positions: the columns left out are never needed.
+        self.partial.clear();
         let batches = std::mem::take(&mut self.pending);
         let runs = self.pending_runs.replace(vec![]);
         let mut chunk = self.chunk_of(epoch, &batches)?;
@@ -594,13 +775,28 @@ impl Operator for StreamOperator {
     }
 
     fn contents(&self) -> Option<Result<Vec<ChangeBatch>>> {
-        Some(self.stored().read().map(|batches| {
-            batches
+        let read = || -> Result<Vec<ChangeBatch>> {
+            let mut pending = self.pending.clone();
+            for p in &self.partial {
+                pending[p.index] = self.complete(&pending[p.index], &p.runs, &p.omitted)?;
+            }
+            Ok(self
+                .stored()
+                .read()?
                 .into_iter()
-                .chain(self.pending.iter().cloned())
+                .chain(pending)
                 .map(ChangeBatch::inserts)
-                .collect()
-        }))
+                .collect())
+        };
+        Some(read())
+    }
+
+    fn omits_columns(&self) -> bool {
+        self.regenerate.is_some() && self.store.is_some()
+    }
+
+    fn set_columns_read(&mut self, read: ColumnSet) {
+        self.read = read;
     }
 
     fn snapshot(&self) -> Option<RelationSnapshot> {
@@ -798,7 +994,7 @@ mod tests {
         op.process(0, source_rows(&f, 3, 2), &mut out).unwrap();
         op.process(0, source_rows(&f, 10, 1), &mut out).unwrap();
         // What the stream passes on is untagged, with the stream's schema.
-        assert!(out.iter().all(|b| regenerable_from(&b.data).is_none()));
+        assert!(out.iter().all(|b| regenerable_runs(&b.data).is_none()));
         persist(&mut op, &storage, 1);
         assert!(!has_key(&storage, DATA, 1), "no rows stored");
         assert!(has_key(&storage, META, 1));
@@ -884,7 +1080,7 @@ mod tests {
         )
         .unwrap();
         assert!(kept.schema().metadata().contains_key(REGENERATE_FROM));
-        assert!(regenerable_from(&kept).is_none());
+        assert!(regenerable_runs(&kept).is_none());
         op.process(0, ChangeBatch::inserts(kept), &mut out).unwrap();
         persist(&mut op, &storage, 3);
         assert!(has_key(&storage, DATA, 3));
@@ -970,5 +1166,104 @@ mod tests {
         assert!(op
             .process(0, changes(&schema, "1 -1"), &mut vec![])
             .is_err());
+    }
+
+    /// A filter that re-tags what it kept ([`retag_filtered`], as the watermark does)
+    /// leaves the rows regenerable: the epoch stores the positions of the kept rows.
+    #[test]
+    fn rows_a_watermark_dropped_keep_the_positions_of_the_rest() {
+        let schema = schema(&[("k", I64), ("v", STR)]);
+        let storage: Arc<dyn Storage> = Arc::new(MemoryStorage::new());
+        let (f, _) = counting_source(&schema);
+        let mut op = stored_op(&schema, &storage).with_regenerate(f.clone());
+        let tagged = f(3, 5, None).unwrap();
+        let keep = [true, false, true, true, false];
+        let filtered = filter_record_batch(
+            &tagged,
+            &datafusion::arrow::array::BooleanArray::from(keep.to_vec()),
+        )
+        .unwrap();
+        let kept = retag_filtered(&tagged, &keep, filtered).unwrap();
+        assert_eq!(regenerable_runs(&kept), Some(vec![(3, 1), (5, 2)]));
+        let mut out = vec![];
+        op.process(0, ChangeBatch::inserts(kept), &mut out).unwrap();
+        persist(&mut op, &storage, 1);
+        assert!(!has_key(&storage, DATA, 1), "positions, not rows");
+        assert_eq!(snapshot_rows(&op), vec!["3 r3 +1", "5 r5 +1", "6 r6 +1"]);
+        // An untagged batch stays untagged.
+        let plain = changes(&schema, "1 a +1\n2 b +1").data;
+        let filtered = filter_record_batch(
+            &plain,
+            &datafusion::arrow::array::BooleanArray::from(vec![false, true]),
+        )
+        .unwrap();
+        let kept = retag_filtered(&plain, &[false, true], filtered).unwrap();
+        assert!(regenerable_runs(&kept).is_none());
+    }
+
+    /// `rows` from the source at `from` with column 1 left out (placeholders "?").
+    fn without_v(f: &Regenerate, from: u64, n: usize) -> ChangeBatch {
+        use datafusion::arrow::array::{ArrayRef, StringArray};
+        let full = f(from, n, None).unwrap();
+        let placeholder: ArrayRef = Arc::new(StringArray::from(vec!["?"; n]));
+        let batch =
+            RecordBatch::try_new(full.schema(), vec![full.column(0).clone(), placeholder]).unwrap();
+        ChangeBatch::inserts(omit_columns(batch, &[1]).unwrap())
+    }
+
+    fn values(out: &[ChangeBatch]) -> Vec<String> {
+        consolidate(out)
+    }
+
+    /// A batch whose source left out a column: passed on as it is while no reader
+    /// reads the column, filled in from the source once one does, and always filled in
+    /// when the rows are read back (a new view's backfill) or stored as rows.
+    #[test]
+    fn columns_the_source_left_out_are_filled_in_when_read() {
+        let schema = schema(&[("k", I64), ("v", STR)]);
+        let storage: Arc<dyn Storage> = Arc::new(MemoryStorage::new());
+        let (f, asked) = counting_source(&schema);
+        let mut op = stored_op(&schema, &storage).with_regenerate(f.clone());
+        assert!(op.omits_columns());
+        // Readers read column 0 only: the placeholders pass.
+        op.set_columns_read(ColumnSet::of([0]));
+        let mut out = vec![];
+        op.process(0, without_v(&f, 0, 2), &mut out).unwrap();
+        assert_eq!(values(&out), vec!["0 ? +1", "1 ? +1"]);
+        assert_eq!(asked.load(std::sync::atomic::Ordering::Relaxed), 2);
+        // A new reader's backfill reads the epoch's pending rows: filled in.
+        assert_eq!(contents(&op), vec!["0 r0 +1", "1 r1 +1"]);
+        // Now a reader reads column 1: the next batch is filled in before it goes on.
+        op.set_columns_read(ColumnSet::of([0, 1]));
+        let mut out = vec![];
+        op.process(0, without_v(&f, 2, 2), &mut out).unwrap();
+        assert_eq!(values(&out), vec!["2 r2 +1", "3 r3 +1"]);
+        persist(&mut op, &storage, 1);
+        assert!(!has_key(&storage, DATA, 1), "positions, not rows");
+        assert_eq!(
+            snapshot_rows(&op),
+            vec!["0 r0 +1", "1 r1 +1", "2 r2 +1", "3 r3 +1"]
+        );
+        // An epoch that mixes a partial batch with an INSERT stores rows: complete ones,
+        // whichever came first.
+        op.set_columns_read(ColumnSet::NONE);
+        let mut out = vec![];
+        op.process(0, without_v(&f, 4, 1), &mut out).unwrap();
+        op.process(0, changes(&schema, "9 x +1"), &mut out).unwrap();
+        op.process(0, without_v(&f, 5, 1), &mut out).unwrap();
+        assert_eq!(values(&out), vec!["4 ? +1", "5 r5 +1", "9 x +1"]);
+        persist(&mut op, &storage, 2);
+        assert!(has_key(&storage, DATA, 2));
+        let mut back = stored_op(&schema, &storage);
+        back.restore(&StateReader::new(5, storage.as_ref()))
+            .unwrap();
+        let stored = StateReader::new(5, storage.as_ref());
+        let logged = back.logged_rows(2, &stored).unwrap();
+        let logged: Vec<ChangeBatch> = logged.into_iter().map(ChangeBatch::inserts).collect();
+        assert_eq!(consolidate(&logged), vec!["4 r4 +1", "5 r5 +1", "9 x +1"]);
+        // A batch without columns and without positions cannot be completed: an error,
+        // not placeholders stored as rows.
+        let bare = omit_columns(changes(&schema, "1 a +1").data, &[1]).unwrap();
+        assert!(op.process(0, ChangeBatch::inserts(bare), &mut out).is_err());
     }
 }

@@ -234,8 +234,10 @@ impl WatermarkTracker {
             return Ok(batch);
         }
         self.state.late_rows += late;
-        let mask = BooleanArray::from(keep);
+        let mask = BooleanArray::from(keep.clone());
         let data = filter_record_batch(&batch.data, &mask)?;
+        // A generated batch stays regenerable: its tag now lists the rows kept.
+        let data = super::stream::retag_filtered(&batch.data, &keep, data)?;
         let diffs = datafusion::arrow::compute::filter(&batch.diffs, &mask)?;
         Ok(ChangeBatch::new(
             data,

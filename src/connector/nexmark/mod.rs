@@ -22,7 +22,9 @@ use nexmark::event::EventType;
 use parking_lot::Mutex;
 use tracing::{error, info, warn};
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, RecordBatchOptions};
+use datafusion::arrow::array::{
+    new_null_array, Array, ArrayRef, AsArray, RecordBatch, RecordBatchOptions,
+};
 use datafusion::arrow::compute::{can_cast_types, cast_with_options, CastOptions};
 use datafusion::arrow::datatypes::{
     DataType, Int64Type, SchemaRef, TimeUnit, TimestampMillisecondType,
@@ -33,9 +35,9 @@ use super::kafka::{
 };
 use crate::catalog::{CatalogEntry, ObjectKind};
 use crate::dataflow::runtime::DataflowHandle;
-use crate::dataflow::stream::{tag_regenerable, Regenerate};
+use crate::dataflow::stream::{omit_columns, tag_regenerable, Regenerate};
 use crate::dataflow::watermark::WatermarkTracker;
-use crate::dataflow::ChangeBatch;
+use crate::dataflow::{ChangeBatch, ColumnSet};
 use crate::error::{Error, Result};
 use crate::format::{Decoder, KeyFormat, RawRecord, ValueFormat};
 use generator::{columns, generate, Kind};
@@ -184,6 +186,7 @@ fn run(
         inflight: VecDeque::new(),
     };
     let direct = DirectPath::new(opts.table, decoder.schema());
+    let columns_read = dataflow.columns_read(object_id);
     info!(
         source = %name,
         from = first,
@@ -235,9 +238,18 @@ fn run(
         // Straight to Arrow when possible; a batch that does not cast goes through the
         // JSON decoder, which skips and reports its bad rows one by one.
         let generated = |extra| generate(opts.table, from, n as usize, extra, now);
-        let extra = direct.as_ref().is_none_or(|d| d.extra());
         // Rows stamped with the clock cannot be generated again: the stream stores them.
         let tag = (!opts.real_time).then_some(from);
+        // `extra` is most of an event's cost: drawn only when declared and read (the
+        // stream fills it in for a reader that comes later; see `DirectPath::build`).
+        let read = ColumnSet::from_bits(columns_read.load(Ordering::Relaxed));
+        let extra = match direct.as_ref() {
+            None => true,
+            Some(d) => match d.extra_column() {
+                None => false,
+                Some(e) => tag.is_none() || read.contains(e),
+            },
+        };
         let built = generated(extra).and_then(|arrays| {
             match direct.as_ref().and_then(|d| d.build(&arrays, tag).ok()) {
                 Some(rows) => Ok((arrays, Some(ChangeBatch::inserts(rows)))),
@@ -452,15 +464,38 @@ impl DirectPath {
 
     /// The declared columns of a generated batch; with `from` (the batch's first row),
     /// tagged as rows the stream can have generated again instead of storing them.
+    /// When `arrays` lack `extra` (not drawn because no reader reads it), a tagged
+    /// batch's `extra` is nulls, marked as left out ([`omit_columns`]): the stream
+    /// fills it in if a reader needs it after all.
     fn build(&self, arrays: &[ArrayRef], from: Option<u64>) -> Result<RecordBatch> {
+        let omitted = self
+            .extra_column()
+            .filter(|_| arrays.len() <= self.extra_pick);
+        if omitted.is_some() && from.is_none() {
+            return Err(Error::internal("nexmark: extra left out of untagged rows"));
+        }
+        let n = arrays.first().map_or(0, |a| a.len());
         let out = (0..self.picks.len())
-            .map(|i| self.column(arrays, i))
+            .map(|i| match omitted {
+                Some(e) if e == i => Ok(new_null_array(self.schema.field(i).data_type(), n)),
+                _ => self.column(arrays, i),
+            })
             .collect::<Result<Vec<_>>>()?;
-        let batch = RecordBatch::try_new(self.schema.clone(), out)?;
-        match from {
-            Some(from) => tag_regenerable(batch, from),
+        let options = RecordBatchOptions::new().with_row_count(Some(n));
+        let batch = RecordBatch::try_new_with_options(self.schema.clone(), out, &options)?;
+        let batch = match from {
+            Some(from) => tag_regenerable(batch, from)?,
+            None => batch,
+        };
+        match omitted {
+            Some(e) => omit_columns(batch, &[e]),
             None => Ok(batch),
         }
+    }
+
+    /// The declared column that is `extra`, if declared.
+    fn extra_column(&self) -> Option<usize> {
+        self.picks.iter().position(|p| *p == self.extra_pick)
     }
 
     /// Declared columns `columns` (by index) of `n` generated rows.
@@ -702,6 +737,44 @@ mod tests {
         // Rows stamped with the clock cannot be generated again.
         e.options.insert("use_real_time".into(), "true".into());
         assert!(regenerate(&e).expect("options").is_none());
+    }
+
+    /// Without `extra` drawn, a tagged batch carries nulls in its place, marked as left
+    /// out, and filling them in from the stream's function gives the full batch.
+    #[test]
+    fn a_batch_built_without_extra_marks_it_left_out() {
+        let mut e = entry(&declared(EventType::Bid));
+        e.options = [
+            ("connector".to_string(), "nexmark".to_string()),
+            ("table".to_string(), "bid".to_string()),
+        ]
+        .into();
+        let direct = DirectPath::new(EventType::Bid, e.schema()).expect("direct");
+        assert_eq!(direct.extra_column(), Some(6));
+        let lean = generate(EventType::Bid, 40, 50, false, None).expect("generate");
+        let batch = direct.build(&lean, Some(40)).expect("build");
+        assert_eq!(batch.num_rows(), 50);
+        assert_eq!(batch.column(6).null_count(), 50);
+        assert_eq!(
+            batch
+                .schema()
+                .metadata()
+                .get("eddy.omitted")
+                .map(String::as_str),
+            Some("6")
+        );
+        // Untagged rows cannot be filled in later: not built without extra.
+        assert!(direct.build(&lean, None).is_err());
+        let f = regenerate(&e).expect("options").expect("regenerable");
+        let full = f(40, 50, None).expect("full");
+        for c in 0..6 {
+            assert_eq!(batch.column(c), full.column(c));
+        }
+        assert_eq!(full.column(6).null_count(), 0);
+        assert_eq!(
+            f(40, 50, Some(&[6])).expect("extra").column(0),
+            full.column(6)
+        );
     }
 
     #[test]
