@@ -33,6 +33,9 @@ struct Group {
     before: Option<Option<Vec<AccState>>>,
     /// Changed since the last checkpoint, and so on the operator's `dirty` list.
     dirty: bool,
+    /// Written by a checkpoint (or restored): storage has it. A group that goes away
+    /// before any checkpoint wrote it leaves nothing to delete.
+    persisted: bool,
 }
 
 pub struct HashAggOperator {
@@ -44,9 +47,13 @@ pub struct HashAggOperator {
     /// Groups touched this epoch, in the order first touched.
     touched: Vec<Key>,
     /// Groups changed since the last checkpoint, each listed when its `dirty` flag is
-    /// set (or when it goes away unflagged). A group that goes and comes back is listed
-    /// twice; the checkpoint writes it once.
+    /// set. A group that goes and comes back is listed twice; the checkpoint writes it
+    /// once.
     dirty: Vec<Key>,
+    /// Groups that went away since the last checkpoint and that storage has: their
+    /// deletes. (Most groups of a window close before any checkpoint saw them, and
+    /// write nothing.)
+    gone: Vec<Key>,
     global: bool,
     initialized: bool,
     /// The input only inserts (aggregates may keep smaller state).
@@ -92,6 +99,7 @@ impl HashAggOperator {
             groups: hashbrown::HashMap::new(),
             touched: Vec::new(),
             dirty: Vec::new(),
+            gone: Vec::new(),
             global,
             initialized: false,
             append_only: false,
@@ -170,6 +178,7 @@ impl HashAggOperator {
             accs: self.aggs.iter().map(|a| a.new_state()).collect(),
             before: None,
             dirty: false,
+            persisted: false,
         }
     }
 
@@ -293,6 +302,7 @@ impl Operator for HashAggOperator {
                         accs: fresh.accs.clone(),
                         before: None,
                         dirty: false,
+                        persisted: false,
                     })
                 }
             };
@@ -336,7 +346,11 @@ impl Operator for HashAggOperator {
             let new = Self::output_of(&self.aggs, self.global, g);
             let newly_dirty = !g.dirty;
             g.dirty = true;
-            if !self.global && g.rows == 0 {
+            let removed = !self.global && g.rows == 0;
+            if removed && g.persisted {
+                self.gone.push(key.clone());
+            }
+            if removed {
                 self.groups.remove(&key);
             }
             if old != new {
@@ -347,7 +361,7 @@ impl Operator for HashAggOperator {
                     rows.push((key.clone(), n, 1));
                 }
             }
-            if newly_dirty {
+            if newly_dirty && !removed {
                 self.dirty.push(key);
             }
         }
@@ -360,10 +374,16 @@ impl Operator for HashAggOperator {
 
     fn checkpoint(&mut self, state: &mut StateWriter) -> Result<()> {
         let mut buf = Vec::new();
+        // Deletes first: a group that went and came back is written again below, and
+        // the last write of a key wins.
+        for key in self.gone.drain(..) {
+            state.delete(&key);
+        }
         for key in self.dirty.drain(..) {
             match self.groups.get_mut(&key) {
                 Some(g) if g.dirty => {
                     g.dirty = false;
+                    g.persisted = true;
                     buf.clear();
                     buf.extend_from_slice(&g.rows.to_le_bytes());
                     for a in &g.accs {
@@ -371,9 +391,9 @@ impl Operator for HashAggOperator {
                     }
                     state.put(&key, &buf);
                 }
-                // Listed twice (it went and came back) and already written.
-                Some(_) => {}
-                None => state.delete(&key),
+                // Listed twice (it went and came back) and already written, or gone
+                // (its delete, if storage had it, is above).
+                Some(_) | None => {}
             }
         }
         Ok(())
@@ -404,6 +424,7 @@ impl Operator for HashAggOperator {
                     accs,
                     before: None,
                     dirty: false,
+                    persisted: true,
                 },
             );
             Ok(())
@@ -444,8 +465,8 @@ impl Operator for HashAggOperator {
         let open = self.by_end.split_off(&watermark.saturating_add(1));
         for (_, keys) in std::mem::replace(&mut self.by_end, open) {
             for key in keys {
-                if self.groups.remove(&key).is_some_and(|g| !g.dirty) {
-                    self.dirty.push(key);
+                if self.groups.remove(&key).is_some_and(|g| g.persisted) {
+                    self.gone.push(key);
                 }
             }
         }
@@ -536,6 +557,53 @@ mod tests {
             assert_eq!(summary(&op), summary(&back), "after checkpoint {n}");
         }
         assert_eq!(op.groups.len(), 2);
+    }
+
+    /// What one checkpoint of `op` writes: (key, is a put), in key order.
+    fn written(op: &mut HashAggOperator) -> Vec<(Vec<u8>, bool)> {
+        let mut wb = crate::storage::WriteBatch::new();
+        let mut run = crate::storage::runs::RunBuilder::default();
+        op.checkpoint(&mut StateWriter::into_run(4, &mut wb, &mut run))
+            .unwrap();
+        let bytes = run.finish();
+        let mut c = crate::storage::runs::RunCursor::new(&bytes).unwrap();
+        let mut out = vec![];
+        while let Some((k, v)) = c.next_entry().unwrap() {
+            out.push((k.to_vec(), v.is_some()));
+        }
+        out
+    }
+
+    /// A group that comes and goes between two checkpoints (a retraction to zero rows,
+    /// or a window that closes) writes nothing; a group a checkpoint wrote is deleted
+    /// by the next one.
+    #[test]
+    fn groups_no_checkpoint_saw_leave_nothing_to_delete() {
+        let (mut op, input) = grouped();
+        run_epoch(&mut op, vec![(0, changes(&input, "a 1 +1\nb 2 +1"))]);
+        run_epoch(&mut op, vec![(0, changes(&input, "b 2 -1"))]);
+        let first = written(&mut op);
+        assert_eq!(first.len(), 1, "only a: {first:?}");
+        assert!(first[0].1);
+        run_epoch(&mut op, vec![(0, changes(&input, "a 1 -1\nc 3 +1"))]);
+        run_epoch(&mut op, vec![(0, changes(&input, "c 3 -1"))]);
+        assert_eq!(written(&mut op), vec![(first[0].0.clone(), false)]);
+        assert!(written(&mut op).is_empty());
+
+        // Windows: one closes before any checkpoint, one after.
+        let win = schema(&[("k", I64), ("window_end", TS), ("v", I64)]);
+        let output = schema(&[("k", I64), ("window_end", TS), ("s", I64)]);
+        let aggs = vec![agg(AggKind::Sum, false, Some("v"), &win, DataType::Int64)];
+        let keys = vec![col("k", &win).unwrap(), col("window_end", &win).unwrap()];
+        let mut op = HashAggOperator::new(output, keys, aggs, String::new(), EvalErrors::new())
+            .unwrap()
+            .with_close_key(Some((1, 0)));
+        run_epoch(&mut op, vec![(0, changes(&win, "1 60 5 +1\n1 120 7 +1"))]);
+        op.on_watermark(60_000_000, &mut vec![]).unwrap();
+        let kept = written(&mut op);
+        assert_eq!(kept.len(), 1, "only the open window: {kept:?}");
+        op.on_watermark(120_000_000, &mut vec![]).unwrap();
+        assert_eq!(written(&mut op), vec![(kept[0].0.clone(), false)]);
     }
 
     /// GROUP BY k, window_end: sum(v), with window_end as the window key.
