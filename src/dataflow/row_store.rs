@@ -5,7 +5,7 @@
 //! after an epoch is an O(1) clone and readers never block the dataflow thread. Keys that
 //! change are remembered until the next checkpoint writes them to storage.
 
-use hashbrown::HashSet;
+use hashbrown::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -36,7 +36,10 @@ pub struct RowStore {
     key_columns: Option<Vec<usize>>,
     key_codec: Option<Arc<RowCodec>>,
     map: RowMap,
-    dirty: HashSet<Bytes>,
+    /// Keys changed since the last checkpoint, each with whether storage has it: its
+    /// presence in `map` when first changed, since storage holds `map` as of the last
+    /// checkpoint. A key that comes and goes in between writes nothing.
+    dirty: HashMap<Bytes, bool>,
 }
 
 impl RowStore {
@@ -61,7 +64,7 @@ impl RowStore {
             key_columns,
             key_codec,
             map: OrdMap::new(),
-            dirty: HashSet::new(),
+            dirty: HashMap::new(),
         })
     }
 
@@ -114,6 +117,7 @@ impl RowStore {
 
     /// Apply one change; returns the count of the row before the change.
     pub fn apply(&mut self, key: Bytes, row: Bytes, diff: i64) -> Result<i64> {
+        let mut present = false;
         let old = match self.map.get_mut(&key) {
             Some(existing) => {
                 if existing.row != row {
@@ -124,6 +128,7 @@ impl RowStore {
                         key.as_ref()
                     )));
                 }
+                present = true;
                 let old = existing.count;
                 existing.count += diff;
                 if existing.count == 0 {
@@ -138,7 +143,7 @@ impl RowStore {
                 0
             }
         };
-        self.dirty.insert(key);
+        self.dirty.entry(key).or_insert(present);
         Ok(old)
     }
 
@@ -199,7 +204,7 @@ impl RowStore {
     /// Write every key changed since the last checkpoint.
     pub fn checkpoint(&mut self, state: &mut StateWriter) {
         let keyed = self.key_columns.is_some();
-        for key in self.dirty.drain() {
+        for (key, stored) in self.dirty.drain() {
             match self.map.get(&key) {
                 Some(v) => {
                     let mut value = v.count.to_le_bytes().to_vec();
@@ -208,7 +213,8 @@ impl RowStore {
                     }
                     state.put(&key, &value);
                 }
-                None => state.delete(&key),
+                None if stored => state.delete(&key),
+                None => {}
             }
         }
     }
