@@ -559,21 +559,6 @@ mod tests {
         assert_eq!(op.groups.len(), 2);
     }
 
-    /// What one checkpoint of `op` writes: (key, is a put), in key order.
-    fn written(op: &mut HashAggOperator) -> Vec<(Vec<u8>, bool)> {
-        let mut wb = crate::storage::WriteBatch::new();
-        let mut run = crate::storage::runs::RunBuilder::default();
-        op.checkpoint(&mut StateWriter::into_run(4, &mut wb, &mut run))
-            .unwrap();
-        let bytes = run.finish();
-        let mut c = crate::storage::runs::RunCursor::new(&bytes).unwrap();
-        let mut out = vec![];
-        while let Some((k, v)) = c.next_entry().unwrap() {
-            out.push((k.to_vec(), v.is_some()));
-        }
-        out
-    }
-
     /// A group that comes and goes between two checkpoints (a retraction to zero rows,
     /// or a window that closes) writes nothing; a group a checkpoint wrote is deleted
     /// by the next one.
@@ -582,13 +567,16 @@ mod tests {
         let (mut op, input) = grouped();
         run_epoch(&mut op, vec![(0, changes(&input, "a 1 +1\nb 2 +1"))]);
         run_epoch(&mut op, vec![(0, changes(&input, "b 2 -1"))]);
-        let first = written(&mut op);
+        let first = checkpoint_writes(&mut op);
         assert_eq!(first.len(), 1, "only a: {first:?}");
         assert!(first[0].1);
         run_epoch(&mut op, vec![(0, changes(&input, "a 1 -1\nc 3 +1"))]);
         run_epoch(&mut op, vec![(0, changes(&input, "c 3 -1"))]);
-        assert_eq!(written(&mut op), vec![(first[0].0.clone(), false)]);
-        assert!(written(&mut op).is_empty());
+        assert_eq!(
+            checkpoint_writes(&mut op),
+            vec![(first[0].0.clone(), false)]
+        );
+        assert!(checkpoint_writes(&mut op).is_empty());
 
         // Windows: one closes before any checkpoint, one after.
         let win = schema(&[("k", I64), ("window_end", TS), ("v", I64)]);
@@ -600,10 +588,10 @@ mod tests {
             .with_close_key(Some((1, 0)));
         run_epoch(&mut op, vec![(0, changes(&win, "1 60 5 +1\n1 120 7 +1"))]);
         op.on_watermark(60_000_000, &mut vec![]).unwrap();
-        let kept = written(&mut op);
+        let kept = checkpoint_writes(&mut op);
         assert_eq!(kept.len(), 1, "only the open window: {kept:?}");
         op.on_watermark(120_000_000, &mut vec![]).unwrap();
-        assert_eq!(written(&mut op), vec![(kept[0].0.clone(), false)]);
+        assert_eq!(checkpoint_writes(&mut op), vec![(kept[0].0.clone(), false)]);
     }
 
     /// GROUP BY k, window_end: sum(v), with window_end as the window key.

@@ -1325,21 +1325,6 @@ mod tests {
         );
     }
 
-    /// What one checkpoint of `op` writes: (key, is a put), in key order.
-    fn written(op: &mut HashJoinOperator) -> Vec<(Vec<u8>, bool)> {
-        let mut wb = crate::storage::WriteBatch::new();
-        let mut run = crate::storage::runs::RunBuilder::default();
-        op.checkpoint(&mut StateWriter::into_run(9, &mut wb, &mut run))
-            .unwrap();
-        let bytes = run.finish();
-        let mut c = crate::storage::runs::RunCursor::new(&bytes).unwrap();
-        let mut out = vec![];
-        while let Some((k, v)) = c.next_entry().unwrap() {
-            out.push((k.to_vec(), v.is_some()));
-        }
-        out
-    }
-
     /// A row that comes and goes between two checkpoints writes nothing (no put, and no
     /// delete of a key storage never had); a row a checkpoint wrote is deleted by the
     /// next one, and one that left and came back is written again.
@@ -1348,7 +1333,7 @@ mod tests {
         let (mut op, l, r) = join(JoinKind::Inner, false);
         run_epoch(&mut op, vec![(0, changes(&l, "1 10 +1\n2 20 +1"))]);
         run_epoch(&mut op, vec![(0, changes(&l, "2 20 -1"))]);
-        let first = written(&mut op);
+        let first = checkpoint_writes(&mut op);
         assert_eq!(first.len(), 1, "only 1 10: {first:?}");
         assert!(first[0].1);
         run_epoch(
@@ -1359,7 +1344,7 @@ mod tests {
             ],
         );
         run_epoch(&mut op, vec![(0, changes(&l, "3 30 -1"))]);
-        let second = written(&mut op);
+        let second = checkpoint_writes(&mut op);
         assert_eq!(second.len(), 2, "{second:?}");
         assert!(
             second.contains(&(first[0].0.clone(), false)),
@@ -1369,9 +1354,9 @@ mod tests {
         // Gone and back within one interval: the delete, then the put, which wins.
         run_epoch(&mut op, vec![(1, changes(&r, "5 50 -1"))]);
         run_epoch(&mut op, vec![(1, changes(&r, "5 50 +1"))]);
-        let third = written(&mut op);
+        let third = checkpoint_writes(&mut op);
         assert_eq!(third.len(), 1, "{third:?}");
         assert!(third[0].1);
-        assert!(written(&mut op).is_empty());
+        assert!(checkpoint_writes(&mut op).is_empty());
     }
 }

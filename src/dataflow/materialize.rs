@@ -138,17 +138,10 @@ mod tests {
     #[test]
     fn rows_no_checkpoint_saw_leave_nothing_to_delete() {
         let written = |op: &mut MaterializeOperator| -> Vec<bool> {
-            let mut wb = crate::storage::WriteBatch::new();
-            let mut run = crate::storage::runs::RunBuilder::default();
-            op.checkpoint(&mut StateWriter::into_run(3, &mut wb, &mut run))
-                .unwrap();
-            let bytes = run.finish();
-            let mut c = crate::storage::runs::RunCursor::new(&bytes).unwrap();
-            let mut out = vec![];
-            while let Some((_, v)) = c.next_entry().unwrap() {
-                out.push(v.is_some());
-            }
-            out
+            checkpoint_writes(op)
+                .into_iter()
+                .map(|(_, put)| put)
+                .collect()
         };
         let schema = schema(&[("k", I64)]);
         let mut op = MaterializeOperator::new("v", schema.clone()).unwrap();

@@ -13,7 +13,7 @@
 
 use std::collections::BTreeMap;
 
-use hashbrown::{HashMap, HashSet};
+use hashbrown::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -44,7 +44,9 @@ pub struct SessionWindowOperator {
     keys: HashMap<Bytes, KeyRows>,
     pending: Vec<ChangeBatch>,
     /// (key, time, row) entries changed since the last checkpoint.
-    dirty: HashSet<(Bytes, i64, Bytes)>,
+    /// Rows changed since the last checkpoint, each with whether storage has it (its
+    /// presence when first changed): one that comes and goes in between writes nothing.
+    dirty: HashMap<(Bytes, i64, Bytes), bool>,
     display: String,
     errors: Arc<EvalErrors>,
 }
@@ -114,7 +116,7 @@ impl SessionWindowOperator {
             key_exprs,
             keys: HashMap::new(),
             pending: vec![],
-            dirty: HashSet::new(),
+            dirty: HashMap::new(),
             display,
             errors,
         })
@@ -206,12 +208,13 @@ impl Operator for SessionWindowOperator {
             let rows = self.keys.entry(key.clone()).or_default();
             let old = rows.clone();
             for (t, row, d) in list {
+                let present = rows.contains_key(&(t, row.clone()));
                 let c = rows.entry((t, row.clone())).or_insert(0);
                 *c += d;
                 if *c == 0 {
                     rows.remove(&(t, row.clone()));
                 }
-                self.dirty.insert((key.clone(), t, row));
+                self.dirty.entry((key.clone(), t, row)).or_insert(present);
             }
             // Old windowed rows out, new ones in; unchanged ones cancel.
             let mut net: HashMap<(Bytes, i64, i64), i64> = HashMap::new();
@@ -257,7 +260,7 @@ impl Operator for SessionWindowOperator {
                 .collect();
             for k in closed {
                 rows.remove(&k);
-                dirty.insert((key.clone(), k.0, k.1));
+                dirty.entry((key.clone(), k.0, k.1)).or_insert(true);
             }
             !rows.is_empty()
         });
@@ -265,7 +268,7 @@ impl Operator for SessionWindowOperator {
     }
 
     fn checkpoint(&mut self, state: &mut StateWriter) -> Result<()> {
-        for (key, t, row) in std::mem::take(&mut self.dirty) {
+        for ((key, t, row), stored) in std::mem::take(&mut self.dirty) {
             let mut k = Vec::with_capacity(12 + key.len() + row.len());
             k.extend_from_slice(&(key.len() as u32).to_be_bytes());
             k.extend_from_slice(&key);
@@ -273,7 +276,8 @@ impl Operator for SessionWindowOperator {
             k.extend_from_slice(&row);
             match self.keys.get(&key).and_then(|r| r.get(&(t, row.clone()))) {
                 Some(c) => state.put(&k, &c.to_le_bytes()),
-                None => state.delete(&k),
+                None if stored => state.delete(&k),
+                None => {}
             }
         }
         Ok(())
@@ -411,5 +415,27 @@ mod tests {
                 row(1, 205, 200, 215, "+1"),
             ]
         );
+    }
+
+    /// A row that comes and goes between two checkpoints (retracted, or its session
+    /// closed) writes nothing; one a checkpoint wrote is deleted by the next.
+    #[test]
+    fn rows_no_checkpoint_saw_leave_nothing_to_delete() {
+        let (mut op, s) = self::op();
+        run_epoch(
+            &mut op,
+            vec![(0, changes(&s, "1 100 +1\n2 100 +1\n3 100 +1"))],
+        );
+        run_epoch(&mut op, vec![(0, changes(&s, "2 100 -1"))]);
+        let first = checkpoint_writes(&mut op);
+        assert_eq!(first.iter().filter(|(_, put)| *put).count(), 2, "{first:?}");
+        assert_eq!(first.len(), 2, "no delete for 2: {first:?}");
+        // 4 comes and its session closes before the next checkpoint; 1's closes too.
+        run_epoch(&mut op, vec![(0, changes(&s, "4 101 +1"))]);
+        op.on_watermark(200_000_000, &mut vec![]).unwrap();
+        let second = checkpoint_writes(&mut op);
+        assert_eq!(second.len(), 2, "deletes of 1 and 3 only: {second:?}");
+        assert!(second.iter().all(|(_, put)| !put));
+        assert!(checkpoint_writes(&mut op).is_empty());
     }
 }

@@ -141,3 +141,19 @@ pub fn checkpoint(op: &mut dyn Operator, storage: &dyn Storage, state_id: u64) {
     runs.checkpoint(op, epoch, storage, &mut wb).unwrap();
     storage.commit(wb).unwrap();
 }
+
+/// What one checkpoint of `op` writes, without storing it: (key, is a put), in key
+/// order (a delete is not a put).
+pub fn checkpoint_writes(op: &mut dyn Operator) -> Vec<(Vec<u8>, bool)> {
+    let mut wb = WriteBatch::new();
+    let mut run = crate::storage::runs::RunBuilder::default();
+    op.checkpoint(&mut super::StateWriter::into_run(1, &mut wb, &mut run))
+        .expect("checkpoint");
+    let bytes = run.finish();
+    let mut c = crate::storage::runs::RunCursor::new(&bytes).expect("run");
+    let mut out = vec![];
+    while let Some((k, v)) = c.next_entry().expect("entry") {
+        out.push((k.to_vec(), v.is_some()));
+    }
+    out
+}

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use hashbrown::{HashMap, HashSet};
+use hashbrown::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -34,7 +34,9 @@ pub struct TopNOperator {
     partitions: HashMap<Bytes, Partition>,
     /// Partitions touched this epoch → their top rows before it.
     touched: HashMap<Bytes, Vec<(Bytes, i64)>>,
-    dirty: HashSet<(Bytes, Vec<u8>)>,
+    /// Entries changed since the last checkpoint, each with whether storage has it (its
+    /// presence when first changed): one that comes and goes in between writes nothing.
+    dirty: HashMap<(Bytes, Vec<u8>), bool>,
     display: String,
     errors: Arc<EvalErrors>,
     /// `ROW_NUMBER() OVER (PARTITION BY ... ORDER BY ...) <= n`: each row comes out with
@@ -100,7 +102,7 @@ impl TopNOperator {
             offset,
             partitions: HashMap::new(),
             touched: HashMap::new(),
-            dirty: HashSet::new(),
+            dirty: HashMap::new(),
             display,
             errors,
             out_schema: None,
@@ -134,7 +136,7 @@ impl TopNOperator {
             }
             for key in drop {
                 p.remove(&key);
-                self.dirty.insert((part.clone(), key));
+                self.dirty.entry((part.clone(), key)).or_insert(true);
             }
         }
     }
@@ -266,6 +268,7 @@ impl Operator for TopNOperator {
             }
             key.extend_from_slice(&row);
             let p = self.partitions.entry(part.clone()).or_default();
+            let present = p.contains_key(&key);
             let e = p
                 .entry(key.clone())
                 .or_insert_with(|| (Bytes::from(row), 0));
@@ -276,7 +279,7 @@ impl Operator for TopNOperator {
             if p.is_empty() {
                 self.partitions.remove(&part);
             }
-            self.dirty.insert((part, key));
+            self.dirty.entry((part, key)).or_insert(present);
         }
         Ok(())
     }
@@ -289,7 +292,7 @@ impl Operator for TopNOperator {
     }
 
     fn checkpoint(&mut self, state: &mut StateWriter) -> Result<()> {
-        for (part, key) in self.dirty.drain() {
+        for ((part, key), stored) in self.dirty.drain() {
             let mut k = (part.len() as u32).to_be_bytes().to_vec();
             k.extend_from_slice(&part);
             k.extend_from_slice(&key);
@@ -299,7 +302,8 @@ impl Operator for TopNOperator {
                     v.extend_from_slice(row);
                     state.put(&k, &v);
                 }
-                None => state.delete(&k),
+                None if stored => state.delete(&k),
+                None => {}
             }
         }
         Ok(())
@@ -459,5 +463,24 @@ mod tests {
         .unwrap();
         let out = run_epoch(&mut op, vec![(0, changes(&s, "a 1 +1\na 2 +1\nb 5 +1"))]);
         assert_eq!(out, vec!["a 2 +1", "b 5 +1"]);
+    }
+
+    /// An entry that comes and goes between two checkpoints writes nothing; one a
+    /// checkpoint wrote is deleted by the next.
+    #[test]
+    fn entries_no_checkpoint_saw_leave_nothing_to_delete() {
+        let (mut op, s) = top2_by_v_desc();
+        run_epoch(&mut op, vec![(0, changes(&s, "1 10 +1\n2 30 +1"))]);
+        run_epoch(&mut op, vec![(0, changes(&s, "2 30 -1"))]);
+        let first = checkpoint_writes(&mut op);
+        assert_eq!(first.len(), 1, "only 1 10: {first:?}");
+        assert!(first[0].1);
+        run_epoch(&mut op, vec![(0, changes(&s, "3 20 +1\n1 10 -1"))]);
+        run_epoch(&mut op, vec![(0, changes(&s, "3 20 -1"))]);
+        assert_eq!(
+            checkpoint_writes(&mut op),
+            vec![(first[0].0.clone(), false)]
+        );
+        assert!(checkpoint_writes(&mut op).is_empty());
     }
 }
