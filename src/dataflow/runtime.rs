@@ -1829,6 +1829,10 @@ impl Runtime {
     }
 
     fn remove(&mut self, object_id: u32, touched: &mut BTreeSet<u64>) {
+        self.columns_read
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&object_id);
         let Some(ids) = self.objects.remove(&object_id) else {
             return;
         };
