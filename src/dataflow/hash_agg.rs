@@ -25,8 +25,8 @@ use crate::storage::rowcodec::RowCodec;
 /// A group key: the group-by values encoded by the operator's [`RowCodec`].
 ///
 /// Shared, not copied, between the map, the touched and dirty lists and the window
-/// index: a clone is a reference count (a copy per touched group per epoch was a
-/// tenth of q5's aggregates).
+/// index: a clone is a reference count, not an allocation. (Measured against copies:
+/// no difference within noise on q4, q5, q11 and q15.)
 type Key = Arc<[u8]>;
 
 struct Group {
