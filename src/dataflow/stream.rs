@@ -619,9 +619,9 @@ impl Operator for StreamOperator {
         let needed = omitted
             .iter()
             .any(|c| self.read.contains(*c) || Some(*c) == time_column);
-        let batch = match tagged {
+        let batch = match &tagged {
             Some(runs) if !omitted.is_empty() && (needed || self.pending_runs.is_none()) => {
-                let data = self.complete(&batch.data, &runs, &omitted)?;
+                let data = self.complete(&batch.data, runs, &omitted)?;
                 omitted.clear();
                 ChangeBatch::new(data, batch.diffs)
             }
@@ -645,14 +645,12 @@ impl Operator for StreamOperator {
         // as DataFusion does).
         let data = RecordBatch::try_new(self.schema.clone(), batch.data.columns().to_vec())?;
         self.rows += data.num_rows();
-        if !omitted.is_empty() {
-            if let Some(runs) = regenerable_runs(&batch.data) {
-                self.partial.push(Partial {
-                    index: self.pending.len(),
-                    runs,
-                    omitted,
-                });
-            }
+        if let Some(runs) = tagged.filter(|_| !omitted.is_empty()) {
+            self.partial.push(Partial {
+                index: self.pending.len(),
+                runs,
+                omitted,
+            });
         }
         self.pending.push(data.clone());
         out.push(ChangeBatch::new(data, batch.diffs));
