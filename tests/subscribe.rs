@@ -534,7 +534,13 @@ async fn a_subscriber_to_a_generated_stream_gets_the_columns_no_view_reads() {
     .unwrap();
     // Some rows first, generated while no reader reads `extra`.
     let started = Instant::now();
-    while query(&c, "SELECT count(*) FROM bid").await[0][0].as_deref() < Some("5") {
+    let count = async |c: &Client| -> i64 {
+        query(c, "SELECT count(*) FROM bid").await[0][0]
+            .as_deref()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    };
+    while count(&c).await < 5 {
         assert!(started.elapsed() < Duration::from_secs(30), "no rows");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

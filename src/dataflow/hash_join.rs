@@ -99,18 +99,22 @@ struct RowState {
 /// `(window_start, price)`, q8's `(id, window_start)`): that row is kept inline, and a
 /// hash map is made only for a second row. (A map per key, made and freed with each
 /// row, was a tenth of q7's time.)
-#[derive(Debug, Default)]
+#[derive(Debug)]
 enum Bucket {
-    #[default]
-    Empty,
     One(Bytes, RowState),
+    /// Also the empty bucket (an empty map allocates nothing).
     Many(HashMap<Bytes, RowState>),
+}
+
+impl Default for Bucket {
+    fn default() -> Self {
+        Bucket::Many(HashMap::new())
+    }
 }
 
 impl Bucket {
     fn is_empty(&self) -> bool {
         match self {
-            Bucket::Empty => true,
             Bucket::One(..) => false,
             Bucket::Many(m) => m.is_empty(),
         }
@@ -118,55 +122,50 @@ impl Bucket {
 
     fn len(&self) -> usize {
         match self {
-            Bucket::Empty => 0,
             Bucket::One(..) => 1,
             Bucket::Many(m) => m.len(),
         }
     }
 
-    fn iter(&self) -> Box<dyn Iterator<Item = (&Bytes, &RowState)> + '_> {
-        match self {
-            Bucket::Empty => Box::new(std::iter::empty()),
-            Bucket::One(r, st) => Box::new(std::iter::once((r, st))),
-            Bucket::Many(m) => Box::new(m.iter()),
-        }
+    /// The rows and their states (no allocation: this runs for every probe).
+    fn iter(&self) -> impl Iterator<Item = (&Bytes, &RowState)> + '_ {
+        let (one, many) = match self {
+            Bucket::One(r, st) => (Some((r, st)), None),
+            Bucket::Many(m) => (None, Some(m.iter())),
+        };
+        one.into_iter().chain(many.into_iter().flatten())
     }
 
     fn get(&self, row: &[u8]) -> Option<&RowState> {
         match self {
-            Bucket::One(r, st) if r.as_ref() == row => Some(st),
+            Bucket::One(r, st) => (r.as_ref() == row).then_some(st),
             Bucket::Many(m) => m.get(row),
-            _ => None,
         }
     }
 
     fn get_mut(&mut self, row: &[u8]) -> Option<&mut RowState> {
         match self {
-            Bucket::One(r, st) if r.as_ref() == row => Some(st),
+            Bucket::One(r, st) => (r.as_ref() == row).then_some(st),
             Bucket::Many(m) => m.get_mut(row),
-            _ => None,
         }
     }
 
     /// The state of `row`, `new` if the bucket lacks it.
     fn entry(&mut self, row: &Bytes, new: RowState) -> &mut RowState {
-        if let Bucket::One(r, _) = self {
-            if r != row {
-                let Bucket::One(r, st) = std::mem::take(self) else {
-                    unreachable!("matched One above")
-                };
-                let mut m = HashMap::with_capacity(2);
-                m.insert(r, st);
-                *self = Bucket::Many(m);
+        match self {
+            Bucket::Many(m) if m.is_empty() => *self = Bucket::One(row.clone(), new),
+            Bucket::One(r, _) if r != row => {
+                if let Bucket::One(r, st) = std::mem::take(self) {
+                    let mut m = HashMap::with_capacity(2);
+                    m.insert(r, st);
+                    *self = Bucket::Many(m);
+                }
             }
-        }
-        if let Bucket::Empty = self {
-            *self = Bucket::One(row.clone(), new);
+            _ => {}
         }
         match self {
             Bucket::One(_, st) => st,
             Bucket::Many(m) => m.entry(row.clone()).or_insert(new),
-            Bucket::Empty => unreachable!("filled above"),
         }
     }
 
@@ -174,10 +173,10 @@ impl Bucket {
         match self {
             Bucket::One(r, _) if r.as_ref() == row => match std::mem::take(self) {
                 Bucket::One(_, st) => Some(st),
-                _ => None,
+                Bucket::Many(_) => None,
             },
+            Bucket::One(..) => None,
             Bucket::Many(m) => m.remove(row),
-            _ => None,
         }
     }
 }

@@ -1876,11 +1876,15 @@ impl Runtime {
                 .map(|(id, _)| *id),
         );
         while let Some(id) = ready.pop_first() {
-            let watermark = match self.nodes.get(&id) {
-                Some(n) if n.op.wants_watermark() => self
-                    .node_watermark(n)
-                    .filter(|w| n.wm_seen.is_none_or(|s| *w > s)),
-                _ => None,
+            let (watermark, read) = match self.nodes.get(&id) {
+                Some(n) => (
+                    n.op.wants_watermark()
+                        .then(|| self.node_watermark(n))
+                        .flatten()
+                        .filter(|w| n.wm_seen.is_none_or(|s| *w > s)),
+                    n.op.omits_columns().then(|| self.columns_read_by(id)),
+                ),
+                None => (None, None),
             };
             let Some(node) = self.nodes.get_mut(&id) else {
                 continue;
@@ -1889,15 +1893,9 @@ impl Runtime {
             if node.failed.is_some() {
                 continue;
             }
-            if node.op.omits_columns() {
-                let read = self.columns_read_by(id);
-                if let Some(node) = self.nodes.get_mut(&id) {
-                    node.op.set_columns_read(read);
-                }
+            if let Some(read) = read {
+                node.op.set_columns_read(read);
             }
-            let Some(node) = self.nodes.get_mut(&id) else {
-                continue;
-            };
             let mut out = vec![];
             let mut result = Ok(());
             let t0 = Instant::now();

@@ -208,8 +208,9 @@ impl Operator for SessionWindowOperator {
             let rows = self.keys.entry(key.clone()).or_default();
             let old = rows.clone();
             for (t, row, d) in list {
-                let present = rows.contains_key(&(t, row.clone()));
                 let c = rows.entry((t, row.clone())).or_insert(0);
+                // Counts of zero leave the map: a zero here was just inserted.
+                let present = *c != 0;
                 *c += d;
                 if *c == 0 {
                     rows.remove(&(t, row.clone()));

@@ -83,16 +83,26 @@ pub fn tag_regenerable(batch: RecordBatch, from: u64) -> Result<RecordBatch> {
 /// `batch` with its tag set to the source positions `runs` ((first row, count), in
 /// row order; no tag when empty), its other metadata kept.
 fn with_tag(batch: RecordBatch, runs: &[(u64, u64)]) -> Result<RecordBatch> {
+    edit_metadata(batch, |meta| {
+        meta.remove(REGENERATE_FROM);
+        if !runs.is_empty() {
+            let tag = runs
+                .iter()
+                .map(|(from, n)| format!("{from},{n}"))
+                .collect::<Vec<_>>()
+                .join(";");
+            meta.insert(REGENERATE_FROM.to_string(), tag);
+        }
+    })
+}
+
+/// `batch` with its schema's metadata changed by `edit`.
+fn edit_metadata(
+    batch: RecordBatch,
+    edit: impl FnOnce(&mut std::collections::HashMap<String, String>),
+) -> Result<RecordBatch> {
     let mut meta = batch.schema_ref().metadata().clone();
-    meta.remove(REGENERATE_FROM);
-    if !runs.is_empty() {
-        let tag = runs
-            .iter()
-            .map(|(from, n)| format!("{from},{n}"))
-            .collect::<Vec<_>>()
-            .join(";");
-        meta.insert(REGENERATE_FROM.to_string(), tag);
-    }
+    edit(&mut meta);
     let schema = batch.schema().as_ref().clone().with_metadata(meta);
     with_schema(&Arc::new(schema), &batch)
 }
@@ -103,15 +113,14 @@ pub fn omit_columns(batch: RecordBatch, columns: &[usize]) -> Result<RecordBatch
     if columns.is_empty() {
         return Ok(batch);
     }
-    let mut meta = batch.schema_ref().metadata().clone();
     let list = columns
         .iter()
         .map(usize::to_string)
         .collect::<Vec<_>>()
         .join(",");
-    meta.insert(OMITTED.to_string(), list);
-    let schema = batch.schema().as_ref().clone().with_metadata(meta);
-    with_schema(&Arc::new(schema), &batch)
+    edit_metadata(batch, |meta| {
+        meta.insert(OMITTED.to_string(), list);
+    })
 }
 
 /// The source positions of a tagged batch's rows, as runs in row order, if the tag
@@ -143,7 +152,8 @@ fn omitted_columns(batch: &RecordBatch) -> Result<Vec<usize>> {
 
 /// `filtered`: the rows of `batch` where `keep` is true. A tagged batch stays tagged,
 /// with the positions of the rows kept (a watermark dropping late rows of a generated
-/// batch leaves it regenerable); an untagged one is returned as it is.
+/// batch leaves it regenerable); an untagged one, or one whose tag no longer accounts
+/// for its rows, comes back untagged.
 pub fn retag_filtered(
     batch: &RecordBatch,
     keep: &[bool],

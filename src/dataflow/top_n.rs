@@ -268,10 +268,11 @@ impl Operator for TopNOperator {
             }
             key.extend_from_slice(&row);
             let p = self.partitions.entry(part.clone()).or_default();
-            let present = p.contains_key(&key);
             let e = p
                 .entry(key.clone())
                 .or_insert_with(|| (Bytes::from(row), 0));
+            // Counts of zero leave the partition: a zero here was just inserted.
+            let present = e.1 != 0;
             e.1 += batch.diff(i);
             if e.1 == 0 {
                 p.remove(&key);

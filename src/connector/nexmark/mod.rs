@@ -544,7 +544,7 @@ impl DirectPath {
 
     /// Whether `extra` is declared (generating it is most of a bid's cost).
     fn extra(&self) -> bool {
-        self.picks.contains(&self.extra_pick)
+        self.extra_column().is_some()
     }
 
     /// Whether any of declared columns `columns` is `extra`.
